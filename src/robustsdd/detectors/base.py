@@ -1,0 +1,206 @@
+"""The detector interface, the registry and model files.
+
+Every detector follows scikit-learn's conventions: ``__init__`` only stores its
+keyword arguments, ``fit(X)`` validates and learns and returns ``self``, fitted
+attributes end in ``_``. Scores follow PyOD: ``decision_function(X)`` is higher
+for more anomalous images.
+
+``X`` is an array of pre-computed backbone features of shape
+``(n_images, n_views, n_features)``: the backbone is frozen, so features are
+extracted once (and cached) and a detector only ever sees numbers. A 2-D array
+is read as one view per image.
+
+A model file is a folder with ``config.json`` (detector name, parameters,
+versions) and ``state.pt`` (a flat dict of tensors, loaded with
+``torch.load(weights_only=True)``, so a file can never run code on load).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Dict
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+
+from .._errors import ConfigError, DataError, ModelFileError
+from .._io import atomic_write, atomic_write_json
+
+__all__ = [
+    "BaseDetector",
+    "register_detector",
+    "create_detector",
+    "detector_names",
+    "load_detector",
+    "check_features",
+    "MODEL_FORMAT_VERSION",
+]
+
+MODEL_FORMAT_VERSION = 1
+_REGISTRY: Dict[str, type] = {}
+
+
+def register_detector(name: str) -> Callable[[type], type]:
+    """Class decorator: make a detector available as ``create_detector(name)``."""
+
+    def wrap(cls: type) -> type:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"detector name {name!r} is already registered")
+        _REGISTRY[name] = cls
+        cls.registry_name = name
+        return cls
+
+    return wrap
+
+
+def detector_names() -> list:
+    """The names accepted by :func:`create_detector`, sorted."""
+    return sorted(_REGISTRY)
+
+
+def create_detector(name: str, **params) -> "BaseDetector":
+    """Build a registered detector by name, e.g. ``create_detector("gaussian")``."""
+    if name not in _REGISTRY:
+        raise ConfigError(
+            f"unknown detector {name!r}; choose one of: {', '.join(detector_names())}"
+        )
+    return _REGISTRY[name](**params)
+
+
+def check_features(X, *, n_features: int | None = None, what: str = "X") -> np.ndarray:
+    """Validate features and return them as float32 ``(n_images, n_views, n_features)``."""
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim == 2:
+        X = X[:, None, :]
+    if X.ndim != 3:
+        raise DataError(
+            f"{what} must have shape (n_images, n_views, n_features) or (n_images, n_features); "
+            f"got {X.shape}"
+        )
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise DataError(f"{what} holds no images or no views (shape {X.shape})")
+    if n_features is not None and X.shape[2] != n_features:
+        raise DataError(
+            f"{what} has {X.shape[2]} features per view; the detector was fitted on {n_features}"
+        )
+    if not np.all(np.isfinite(X)):
+        raise DataError(f"{what} contains NaN or infinite values")
+    return X
+
+
+class BaseDetector(BaseEstimator):
+    """Base class of all detectors: fit / decision_function / partial_fit / save / load."""
+
+    registry_name = "base"
+
+    # -- the interface each detector implements -------------------------------------------
+    def fit(self, X, y=None):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def partial_fit(self, X, y=None):
+        """Continue training from the current state on ``X`` (fine-tuning).
+
+        Detectors without an iterative state refit from scratch, which is their
+        natural "update"; DifferNet continues from its current weights.
+        """
+        return self.fit(X)
+
+    def decision_function(self, X) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _get_state(self) -> Dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _set_state(self, state: Dict[str, torch.Tensor]) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    # -- shared behaviour ---------------------------------------------------------------
+    def score_samples(self, X) -> np.ndarray:
+        """scikit-learn's direction: higher means more normal (``-decision_function``)."""
+        return -self.decision_function(X)
+
+    def _check_is_fitted(self) -> None:
+        if not getattr(self, "is_fitted_", False):
+            raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit(X) first")
+
+    def save(self, path) -> Path:
+        """Write the fitted model into folder ``path`` (created; files replaced atomically)."""
+        self._check_is_fitted()
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        from .. import __version__
+
+        config = {
+            "format_version": MODEL_FORMAT_VERSION,
+            "robustsdd_version": __version__,
+            "torch_version": torch.__version__,
+            "detector": self.registry_name,
+            "params": _jsonable(self.get_params(deep=False)),
+        }
+        state = {k: v.detach().cpu().contiguous() for k, v in self._get_state().items()}
+        atomic_write(folder / "state.pt", lambda f: torch.save(state, f))
+        atomic_write_json(folder / "config.json", config)
+        return folder
+
+    @classmethod
+    def load(cls, path) -> "BaseDetector":
+        """Read a model folder written by :meth:`save`."""
+        detector = load_detector(path)
+        if cls is not BaseDetector and not isinstance(detector, cls):
+            raise ModelFileError(
+                f"{path}: holds a {type(detector).__name__}, not a {cls.__name__}"
+            )
+        return detector
+
+
+def load_detector(path) -> BaseDetector:
+    """Load any registered detector from a folder written by ``save``."""
+    folder = Path(path)
+    config_path, state_path = folder / "config.json", folder / "state.pt"
+    for p in (config_path, state_path):
+        if not p.is_file():
+            raise ModelFileError(f"{p}: missing; is {folder} a robustsdd model folder?")
+    try:
+        config = json.loads(config_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{config_path}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or "detector" not in config or "params" not in config:
+        raise ModelFileError(f"{config_path}: not a robustsdd model config")
+    if config.get("format_version") != MODEL_FORMAT_VERSION:
+        raise ModelFileError(
+            f"{config_path}: model format version {config.get('format_version')!r} "
+            f"(made by robustsdd {config.get('robustsdd_version', '?')}); this robustsdd "
+            f"reads version {MODEL_FORMAT_VERSION}"
+        )
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for damaged or unsafe files
+        raise ModelFileError(f"{state_path}: cannot be read safely ({exc})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelFileError(f"{state_path}: not a flat dict of tensors")
+    try:
+        detector = create_detector(config["detector"], **config["params"])
+    except (ConfigError, TypeError) as exc:
+        raise ModelFileError(f"{config_path}: {exc}") from None
+    try:
+        detector._set_state(state)
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise ModelFileError(f"{state_path}: does not fit the config ({exc})") from None
+    detector.is_fitted_ = True
+    return detector
+
+
+def _jsonable(params: dict) -> dict:
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, (np.integer,)):
+            value = int(value)
+        elif isinstance(value, (np.floating,)):
+            value = float(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[key] = value
+    json.dumps(out)  # fail here, naming nothing half-written, if a parameter is not JSON
+    return out
