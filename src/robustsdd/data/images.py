@@ -118,6 +118,8 @@ def _load_file(path: Path, name: str | None) -> np.ndarray:
         raise
     except Image.DecompressionBombError as e:
         raise DataError(f"{label}: image is too large (decompression-bomb guard): {e}") from e
+    except PermissionError as e:
+        raise DataError(f"{label}: permission denied") from e
     except Image.UnidentifiedImageError as e:
         raise DataError(f"{label}: not an image, or a format Pillow cannot read") from e
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:

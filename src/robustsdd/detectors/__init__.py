@@ -1,0 +1,10 @@
+"""Detectors behind one interface (fit / decision_function / partial_fit / save / load)."""
+
+from .base import BaseDetector, create_detector, detector_names, load_detector, register_detector
+from .differnet import DifferNet, differnet_cpu, differnet_paper
+from .gaussian import GaussianDetector
+
+__all__ = [
+    "BaseDetector", "create_detector", "detector_names", "load_detector", "register_detector",
+    "DifferNet", "differnet_cpu", "differnet_paper", "GaussianDetector",
+]

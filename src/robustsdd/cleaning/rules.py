@@ -1,0 +1,77 @@
+"""Pure removal rules: training scores in, a boolean keep-mask out.
+
+Higher scores are more anomalous. Ties are broken by index (stable sort), so a
+rule is deterministic for given scores.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .._errors import ConfigError
+
+__all__ = ["threshold_rule", "fraction_rule", "resolve_count", "apply_guard", "RULES"]
+
+RULES = ("score_threshold", "fraction", "min_size")
+
+
+def _scores(scores) -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1:
+        raise ValueError(f"scores must be 1-D, got shape {s.shape}")
+    return s
+
+
+def threshold_rule(scores, threshold: float) -> np.ndarray:
+    """Keep images scoring at most ``threshold`` (the paper's OSR: drop those above 1.5).
+
+    NaN scores count as above any threshold: an image the model cannot score is
+    not trusted as normal.
+    """
+    s = _scores(scores)
+    if not np.isfinite(threshold):
+        raise ConfigError(f"threshold must be a finite number, got {threshold}")
+    with np.errstate(invalid="ignore"):
+        return s <= threshold
+
+
+def resolve_count(value, n: int, what: str) -> int:
+    """An int is a count; a float in (0, 1) is a share of ``n`` (rounded half up)."""
+    if isinstance(value, bool) or value is None:
+        raise ConfigError(f"{what} must be a count or a share in (0, 1), got {value!r}")
+    if isinstance(value, float) and 0 < value < 1:
+        return int(math.floor(value * n + 0.5))
+    if float(value) == int(value) and value >= 0:
+        return int(value)
+    raise ConfigError(f"{what} must be a count ≥ 0 or a share in (0, 1), got {value!r}")
+
+
+def fraction_rule(scores, fraction: float) -> np.ndarray:
+    """Drop the ``round(fraction · n)`` highest-scoring images."""
+    s = _scores(scores)
+    if not 0 <= fraction < 1:
+        raise ConfigError(f"fraction must be in [0, 1), got {fraction}")
+    n_drop = int(math.floor(fraction * len(s) + 0.5))
+    keep = np.ones(len(s), dtype=bool)
+    if n_drop:
+        order = np.argsort(-np.nan_to_num(s, nan=np.inf), kind="stable")
+        keep[order[:n_drop]] = False
+    return keep
+
+
+def apply_guard(scores, keep, min_keep: int):
+    """Never keep fewer than ``min_keep`` images: if the rule did, keep the lowest-scoring ones.
+
+    Returns ``(keep, fired)``; ``fired`` says whether the guard overrode the rule.
+    """
+    s = _scores(scores)
+    keep = np.asarray(keep, dtype=bool)
+    min_keep = min(int(min_keep), len(s))
+    if keep.sum() >= min_keep:
+        return keep.copy(), False
+    order = np.argsort(np.nan_to_num(s, nan=np.inf), kind="stable")
+    guarded = np.zeros(len(s), dtype=bool)
+    guarded[order[:min_keep]] = True
+    return guarded, True

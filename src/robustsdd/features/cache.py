@@ -1,0 +1,101 @@
+"""On-disk feature cache keyed by image *content*, backbone and views.
+
+The backbone is frozen, so the features of one image under one extractor and
+one set of views never change: they are computed once and every later epoch,
+OSR stage, run or sweep cell reads them back. Keys hash the decoded pixels (not
+the file name or path), so a renamed file still hits and an edited image misses.
+
+Each entry is one file: a 32-byte SHA-256 of the payload followed by the
+``.npy`` bytes. A damaged entry fails the checksum and counts as a miss; it is
+then recomputed and replaced. Entries are written atomically (temp + rename),
+so concurrent writers of the same key can only replace a whole file with an
+identical one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .._io import atomic_write_bytes
+
+__all__ = ["FeatureCache", "default_cache_dir", "image_digest"]
+
+_DIGEST_BYTES = 32
+
+
+def default_cache_dir() -> Path:
+    """``$ROBUSTSDD_CACHE_DIR`` if set, else the user cache dir (e.g. ``~/.cache/robustsdd``)."""
+    env = os.environ.get("ROBUSTSDD_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("robustsdd")) / "features"
+
+
+def image_digest(rgb: np.ndarray) -> str:
+    """SHA-256 of a decoded image's shape and pixels."""
+    h = hashlib.sha256()
+    h.update(repr((rgb.shape, str(rgb.dtype))).encode())
+    h.update(np.ascontiguousarray(rgb).data)
+    return h.hexdigest()
+
+
+class FeatureCache:
+    """A folder of cached feature arrays, with hit/miss counters.
+
+    Parameters
+    ----------
+    root : path
+        The cache folder (created on first write).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> cache = FeatureCache(tempfile.mkdtemp())
+    >>> cache.put("img", "cfg", np.ones((2, 3), np.float32))
+    >>> cache.get("img", "cfg").shape, cache.hits
+    ((2, 3), 1)
+    """
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.hits = 0
+        self.misses = 0
+        self.corrupt = 0
+
+    def path_for(self, image_key: str, config_key: str) -> Path:
+        config_hash = hashlib.sha256(config_key.encode()).hexdigest()[:16]
+        return self.root / config_hash / image_key[:2] / f"{image_key}.feat"
+
+    def get(self, image_key: str, config_key: str):
+        """The cached array, or None (a miss; damaged entries count in ``corrupt`` too)."""
+        path = self.path_for(image_key, config_key)
+        try:
+            blob = path.read_bytes()
+        except OSError:
+            self.misses += 1
+            return None
+        digest, payload = blob[:_DIGEST_BYTES], blob[_DIGEST_BYTES:]
+        try:
+            if hashlib.sha256(payload).digest() != digest:
+                raise ValueError("checksum mismatch")
+            array = np.load(io.BytesIO(payload), allow_pickle=False)
+        except ValueError:
+            self.corrupt += 1
+            self.misses += 1
+            return None
+        self.hits += 1
+        return array
+
+    def put(self, image_key: str, config_key: str, array: np.ndarray) -> None:
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+        payload = buffer.getvalue()
+        atomic_write_bytes(self.path_for(image_key, config_key),
+                           hashlib.sha256(payload).digest() + payload)

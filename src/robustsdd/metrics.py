@@ -1,0 +1,62 @@
+"""Evaluation: image-level AUROC/AP, removal quality, Table-1 counts, score summaries."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from .data import DEFECTIVE, GOOD
+
+__all__ = ["detection_metrics", "removal_metrics", "score_summary"]
+
+
+def detection_metrics(labels, scores) -> dict:
+    """Image-level AUROC and average precision (defective = positive class)."""
+    labels = np.asarray(labels)
+    scores = np.asarray(scores, dtype=np.float64)
+    known = labels != -1
+    y, s = labels[known] == DEFECTIVE, scores[known]
+    if y.all() or not y.any():
+        return {"auroc": float("nan"), "ap": float("nan")}
+    # Non-finite scores (a diverged model) rank as most anomalous rather than crash sklearn.
+    s = np.nan_to_num(s, nan=np.finfo(np.float64).max, posinf=np.finfo(np.float64).max)
+    return {"auroc": float(roc_auc_score(y, s)), "ap": float(average_precision_score(y, s))}
+
+
+def removal_metrics(labels, keep_mask) -> dict:
+    """Table 1's columns plus precision/recall of removal (defective = should be removed)."""
+    labels = np.asarray(labels)
+    removed = ~np.asarray(keep_mask, dtype=bool)
+    defective, good = labels == DEFECTIVE, labels == GOOD
+    removed_defective = int(np.sum(removed & defective))
+    removed_good = int(np.sum(removed & good))
+    n_removed = int(removed.sum())
+    return {
+        "removed_good": removed_good,
+        "removed_defective": removed_defective,
+        "kept_good": int(np.sum(~removed & good)),
+        "kept_defective": int(np.sum(~removed & defective)),
+        "removal_precision": removed_defective / n_removed if n_removed else float("nan"),
+        "removal_recall": removed_defective / int(defective.sum()) if defective.any() else float("nan"),
+    }
+
+
+def score_summary(scores, labels=None) -> dict:
+    """Percentiles (10/50/90) and min/max of scores, overall and per label where known."""
+
+    def summary(s):
+        s = np.asarray(s, dtype=np.float64)
+        s = s[np.isfinite(s)]
+        if s.size == 0:
+            return {"n": 0}
+        p10, p50, p90 = np.percentile(s, [10, 50, 90])
+        return {"n": int(s.size), "min": float(s.min()), "p10": float(p10), "median": float(p50),
+                "p90": float(p90), "max": float(s.max())}
+
+    out = {"all": summary(scores)}
+    if labels is not None:
+        labels = np.asarray(labels)
+        scores = np.asarray(scores)
+        out["good"] = summary(scores[labels == GOOD])
+        out["defective"] = summary(scores[labels == DEFECTIVE])
+    return out

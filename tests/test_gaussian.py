@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+
+from robustsdd import ConfigError, DataError
+from robustsdd.detectors.gaussian import GaussianDetector
+
+
+def test_score_is_mean_squared_mahalanobis_per_feature_by_hand():
+    det = GaussianDetector(shrinkage=0.0).fit(
+        np.array([[[1.0, 0.0]], [[-1.0, 0.0]], [[0.0, 2.0]], [[0.0, -2.0]]])
+    )
+    # Mean 0; empirical covariance diag(0.5, 2) (maximum likelihood, divided by n).
+    np.testing.assert_allclose(det.mean_, [0, 0], atol=1e-12)
+    x = np.array([[[1.0, 2.0], [0.0, 0.0]]])  # two views
+    d2_view0 = 1.0 / 0.5 + 4.0 / 2.0
+    np.testing.assert_allclose(det.decision_function(x), [(d2_view0 + 0.0) / 2 / 2])
+
+
+def test_ledoit_wolf_handles_more_features_than_samples():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(10, 2, 50))
+    det = GaussianDetector().fit(X)
+    test = np.concatenate([rng.normal(size=(5, 2, 50)), rng.normal(size=(5, 2, 50)) + 3])
+    s = det.decision_function(test)
+    assert np.all(np.isfinite(s)) and s[5:].min() > s[:5].max()
+
+
+def test_bad_inputs():
+    with pytest.raises(ConfigError):
+        GaussianDetector(shrinkage="nope").fit(np.zeros((5, 1, 3)))
+    det = GaussianDetector().fit(np.random.default_rng(0).normal(size=(8, 1, 3)))
+    with pytest.raises(DataError, match="3"):
+        det.decision_function(np.zeros((2, 1, 4)))
+    with pytest.raises(DataError, match="NaN"):
+        GaussianDetector().fit(np.full((5, 1, 3), np.nan))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        GaussianDetector().decision_function(np.zeros((2, 1, 3)))
