@@ -1,0 +1,460 @@
+"""The ``robustsdd`` command: parse, call the library, print. No logic of its own.
+
+Verbs: ``run`` (the paper's protocol on one split: baseline vs One-Shot Removal),
+``fit`` (train with cleaning on a data source, save a model folder) and
+``score`` (score images with a saved model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from ._errors import ConfigError, RobustSDDError
+from ._io import atomic_write_bytes, atomic_write_json
+from .cleaning import RULES, SCORING_REGIMES, OneShotRemoval
+from .data import SOURCE_KINDS, ELPV_CELL_TYPES, load_mvtec, load_ksdd2, load_unlabeled, open_source
+from .detectors import create_detector, detector_names, differnet_cpu, differnet_paper, load_detector
+from .features import Featurizer, ViewSpec
+from .metrics import detection_metrics, score_summary
+
+__all__ = ["main", "build_parser"]
+
+# The settings `robustsdd run` uses when given no flags (README, BENCHMARKS.md).
+RUN_DEFAULTS = dict(source="elpv", cell_type="mono", n_train=100, contamination=0.2, seed=0,
+                    detector="differnet", rule="score_threshold", threshold=1.5,
+                    scoring="held_out_views")
+MODEL_INFO = "robustsdd.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# argument groups shared by the verbs
+def _add_data_args(p, *, protocol: bool):
+    g = p.add_argument_group("data")
+    g.add_argument("--source", choices=SOURCE_KINDS + (("unlabeled",) if not protocol else ()),
+                   default="elpv", help="data source (default: elpv, the built-in real data set)")
+    g.add_argument("--root", help="data folder (every source except elpv)")
+    g.add_argument("--cell-type", choices=ELPV_CELL_TYPES, default="mono",
+                   help="ELPV cell type (default: mono)")
+    g.add_argument("--category", help="MVTec AD category, e.g. 'bottle'")
+    if protocol:
+        g.add_argument("--n-train", type=int, default=100, help="training images (default: 100)")
+        g.add_argument("--contamination", type=float, default=0.2,
+                       help="share of defective training images, 0..1 (default: 0.2)")
+        g.add_argument("--n-test-good", type=int, default=100)
+        g.add_argument("--n-test-defective", type=int, default=100)
+    g.add_argument("--seed", type=int, default=0, help="split and model seed (default: 0)")
+
+
+def _add_feature_args(p):
+    g = p.add_argument_group("features")
+    g.add_argument("--backbone", default=None,
+                   help="timm model name or 'alexnet' (default: efficientnet_lite0; "
+                        "paper preset: alexnet if its weights are available)")
+    g.add_argument("--weights", default=None,
+                   help="'offline' (default, no network), 'imagenet' (download), a local state-dict "
+                        "file, or 'random' (tests only)")
+    g.add_argument("--stages", default=None, help="comma-separated feature stages (default: -1)")
+    g.add_argument("--image-size", type=int, default=None,
+                   help="square side images are cropped/resized to (default 224; paper 448)")
+    g.add_argument("--scales", default=None,
+                   help="comma-separated input scales (default: 1,0.5,0.25 as DifferNet)")
+    g.add_argument("--rotations", default=None,
+                   help="comma-separated view angles in degrees, or 'N' for N even steps "
+                        "(default: 0,90,180,270; paper: 64)")
+    g.add_argument("--no-flips", action="store_true", help="do not add mirrored views")
+    g.add_argument("--cache-dir", default=None,
+                   help="feature cache folder (default: $ROBUSTSDD_CACHE_DIR or the user cache dir)")
+    g.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    g.add_argument("--batch-size", type=int, default=8, help="images per backbone batch")
+
+
+def _add_detector_args(p):
+    g = p.add_argument_group("detector")
+    g.add_argument("--detector", choices=detector_names_public(), default="differnet")
+    g.add_argument("--preset", choices=("cpu", "paper"), default="cpu",
+                   help="DifferNet configuration: 'cpu' (small, fast; default) or 'paper' "
+                        "(faithful: 172 M parameters, 192 epochs, AlexNet at 448, 64 views)")
+    g.add_argument("--epochs", type=int, help="DifferNet training epochs")
+    g.add_argument("--finetune-epochs", type=int, help="DifferNet fine-tuning epochs (OSR stage 3)")
+    g.add_argument("--score", choices=("mean_z2", "nll"),
+                   help="DifferNet score: mean z² (default) or negative log-likelihood")
+    g.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="any detector keyword, VALUE as JSON (repeatable), e.g. --param hidden=512")
+
+
+def _add_cleaning_args(p, defaults):
+    g = p.add_argument_group("cleaning (One-Shot Removal)")
+    g.add_argument("--rule", choices=RULES + ("none",), default=defaults["rule"],
+                   help="removal rule (default: %(default)s; 'none' trains without cleaning)")
+    g.add_argument("--threshold", type=float, default=defaults["threshold"],
+                   help="score_threshold: drop training images scoring above (default: %(default)s)")
+    g.add_argument("--fraction", type=float, default=0.1, help="fraction: share to drop")
+    g.add_argument("--min-size", type=float, default=0.8,
+                   help="min_size (Algorithm 1): stop at this many images (<1: a share)")
+    g.add_argument("--scoring", choices=SCORING_REGIMES, default=defaults["scoring"],
+                   help="how training images are scored for removal (default: %(default)s)")
+    g.add_argument("--n-folds", type=int, default=5, help="folds for out_of_fold scoring")
+    g.add_argument("--min-keep", type=float, default=0.5,
+                   help="guard: never keep fewer images (<1: a share; default 0.5)")
+
+
+def detector_names_public():
+    return tuple(n for n in detector_names() if not n.startswith("_"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="robustsdd",
+        description="Robust surface-defect detection: train anomaly detectors on training sets "
+                    "that hold defective images, find and drop those images, fine-tune.")
+    parser.add_argument("--version", action="version", version=f"robustsdd {__version__}")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    run = sub.add_parser(
+        "run", help="the paper's protocol on one split: baseline vs One-Shot Removal",
+        description="Draw the paper's split (N training images, k% defective; 100 + 100 test), "
+                    "train the detector, remove training images by the rule, fine-tune, and "
+                    "report baseline and OSR AUROC, removal counts (Table 1) and the training-"
+                    "score distribution of every stage. Defaults: ELPV mono, N=100, 20%, "
+                    "DifferNet (cpu preset), OSR at 1.5 on held-out-view scores.")
+    _add_data_args(run, protocol=True)
+    _add_feature_args(run)
+    _add_detector_args(run)
+    _add_cleaning_args(run, RUN_DEFAULTS)
+    run.add_argument("--out", default="runs/run", help="output folder (default: runs/run)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    fit = sub.add_parser(
+        "fit", help="train (with cleaning) on a data source and save a model folder",
+        description="Train on a source's training images (KSDD2/MVTec: their train split; "
+                    "folder/unlabeled/elpv: every image, or a paper split with --n-train), "
+                    "clean by the rule, fine-tune, and save the model with train_scores.csv.")
+    _add_data_args(fit, protocol=False)
+    fit.add_argument("--n-train", type=int, help="draw a paper split of this size instead")
+    fit.add_argument("--contamination", type=float, default=0.2,
+                     help="with --n-train: share of defective images")
+    _add_feature_args(fit)
+    _add_detector_args(fit)
+    _add_cleaning_args(fit, RUN_DEFAULTS)
+    fit.add_argument("--out", required=True, help="model folder to write")
+    fit.add_argument("--quiet", action="store_true")
+
+    score = sub.add_parser(
+        "score", help="score images with a saved model",
+        description="Score a source's images (KSDD2/MVTec: their test split; others: every "
+                    "image) with a model folder written by `robustsdd fit`; writes a CSV and "
+                    "prints AUROC where labels are known.")
+    score.add_argument("model", help="model folder written by `robustsdd fit`")
+    _add_data_args(score, protocol=False)
+    score.add_argument("--cache-dir", default=None)
+    score.add_argument("--no-cache", action="store_true")
+    score.add_argument("--batch-size", type=int, default=8)
+    score.add_argument("--out", default=None, help="CSV to write (default: print to stdout)")
+    score.add_argument("--quiet", action="store_true")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# arguments → library objects
+def _floats(text, what):
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+
+
+def _paper_backbone(args):
+    """AlexNet when its ImageNet weights can be had (network or file), else the offline default."""
+    from .features import FeatureExtractor
+
+    weights = args.weights or "imagenet"
+    try:
+        FeatureExtractor("alexnet", weights)
+        return "alexnet", weights
+    except RobustSDDError as exc:
+        print(f"note: paper preset: AlexNet weights unavailable ({exc}); using the offline "
+              "efficientnet_lite0 backbone instead", file=sys.stderr)
+        return "efficientnet_lite0", "offline"
+
+
+def make_featurizer(args) -> Featurizer:
+    paper = getattr(args, "preset", "cpu") == "paper" and args.detector == "differnet"
+    backbone, weights = args.backbone, args.weights
+    if backbone is None and paper:
+        backbone, weights = _paper_backbone(args)
+    backbone = backbone or "efficientnet_lite0"
+    if weights is None:
+        weights = "offline" if backbone == "efficientnet_lite0" else "imagenet"
+    if weights == "random":
+        weights = None
+    view_kw = {}
+    if args.image_size or paper:
+        view_kw["size"] = args.image_size or 448
+    if args.scales:
+        view_kw["scales"] = _floats(args.scales, "--scales")
+    if args.rotations:
+        if args.rotations.isdigit():
+            n = int(args.rotations)
+            view_kw["rotations"] = tuple(i * 360.0 / n for i in range(n))
+        else:
+            view_kw["rotations"] = _floats(args.rotations, "--rotations")
+    elif paper:
+        view_kw["rotations"] = tuple(i * 360.0 / 64 for i in range(64))
+    if args.no_flips or (paper and not args.rotations):
+        view_kw["flips"] = False
+    stages = tuple(int(s) for s in args.stages.split(",")) if args.stages else (-1,)
+    return Featurizer(backbone=backbone, weights=weights, stages=stages, views=ViewSpec(**view_kw),
+                      cache_dir=False if args.no_cache else args.cache_dir,
+                      batch_size=args.batch_size, progress=not args.quiet)
+
+
+def make_detector(args):
+    params = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--param expects KEY=VALUE, got {item!r}")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    if args.detector == "differnet":
+        for key in ("epochs", "finetune_epochs", "score"):
+            if getattr(args, key) is not None:
+                params[key] = getattr(args, key)
+        params.setdefault("random_state", args.seed)
+        params.setdefault("progress", not args.quiet)
+        build = differnet_paper if args.preset == "paper" else differnet_cpu
+        try:
+            return build(**params)
+        except TypeError as exc:
+            raise ConfigError(f"differnet: {exc}") from None
+    try:
+        return create_detector(args.detector, **params)
+    except TypeError as exc:
+        raise ConfigError(f"{args.detector}: {exc}") from None
+
+
+def osr_params(args) -> dict:
+    min_size = args.min_size if args.min_size < 1 else int(args.min_size)
+    min_keep = args.min_keep if args.min_keep < 1 else int(args.min_keep)
+    return dict(rule=args.rule, threshold=args.threshold, fraction=args.fraction,
+                min_size=min_size, scoring=args.scoring, n_folds=args.n_folds, min_keep=min_keep)
+
+
+def _train_images(args):
+    if args.source == "unlabeled":
+        if not args.root:
+            raise ConfigError("--source unlabeled needs --root")
+        return load_unlabeled(args.root)
+    if args.source == "ksdd2":
+        return load_ksdd2(args.root, "train") if args.root else open_source("ksdd2")[0]
+    if args.source == "mvtec":
+        if not (args.root and args.category):
+            raise ConfigError("--source mvtec needs --root and --category")
+        return load_mvtec(args.root, args.category, "train")
+    return open_source(args.source, args.root, cell_type=args.cell_type, category=args.category)[0]
+
+
+def _test_images(args):
+    if args.source == "ksdd2" and args.root:
+        return load_ksdd2(args.root, "test")
+    if args.source == "mvtec" and args.root and args.category:
+        return load_mvtec(args.root, args.category, "test")
+    return _train_images(args)
+
+
+# ---------------------------------------------------------------------------------------------
+# verbs
+def _fmt(x):
+    return "  n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
+
+
+def _print_stage_table(train_scores, scoring):
+    labels = {"stage1_in_sample": "stage 1, in-sample", "removal": f"removal ({scoring})",
+              "stage2_in_sample": "stage 2, in-sample"}
+    print("training scores (10th / median / 90th percentile):")
+    for stage, summary in train_scores.items():
+        parts = []
+        for group in ("good", "defective"):
+            s = summary.get(group, {})
+            if s.get("n"):
+                parts.append(f"{group} {s['p10']:.3g} / {s['median']:.3g} / {s['p90']:.3g}")
+        print(f"  {labels.get(stage, stage):<28} " + "   ".join(parts))
+
+
+def cmd_run(args) -> int:
+    from .experiments.protocol import run_protocol_cell, strip_arrays
+
+    if args.rule == "none":
+        raise ConfigError("run compares baseline and OSR; choose a removal rule")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    pool, test_pool = open_source(args.source, args.root, cell_type=args.cell_type,
+                                  category=args.category)
+    featurizer = make_featurizer(args)
+    detector = make_detector(args)
+    params = osr_params(args)
+    t0 = time.perf_counter()
+    result = run_protocol_cell(pool, test_pool, featurizer=featurizer, detector=detector,
+                               osr_params=params, n_train=args.n_train,
+                               contamination=args.contamination, seed=args.seed,
+                               n_test_good=args.n_test_good, n_test_defective=args.n_test_defective)
+    wall = time.perf_counter() - t0
+    split, removal = result["split"], result["removal"]
+    src = f"{args.source}" + (f" {args.cell_type}" if args.source == "elpv" else "")
+    print(f"\n{src}: train {split['n_train']} = {split['train_good']} good + "
+          f"{split['train_defective']} defective ({args.contamination:.0%}), test "
+          f"{split['test_good']} good + {split['test_defective']} defective, seed {args.seed}")
+    cut = {"score_threshold": f"threshold {args.threshold}", "fraction": f"fraction {args.fraction}",
+           "min_size": f"min_size {args.min_size}"}[args.rule]
+    print(f"detector {args.detector} ({args.preset} preset), features {featurizer.backbone} "
+          f"{featurizer.views.size}px x {featurizer.views.n_views} views; OSR: {args.rule} "
+          f"({cut}) on {args.scoring} scores\n")
+    print(f"{'':<10}{'AUROC':>8}{'AP':>8}")
+    for name in ("baseline", "osr"):
+        m = result[name]
+        print(f"{name.upper() if name == 'osr' else name:<10}{_fmt(m['auroc']):>8}{_fmt(m['ap']):>8}")
+    print(f"\nremoved: {removal['removed_good']} good + {removal['removed_defective']} defective = "
+          f"{removal['removed_good'] + removal['removed_defective']} (kept "
+          f"{removal['kept_good']} good + {removal['kept_defective']} defective); "
+          f"removal precision {_fmt(removal['removal_precision'])}, "
+          f"recall {_fmt(removal['removal_recall'])}")
+    _print_stage_table(result["train_scores"], args.scoring)
+    for note in result["notes"]:
+        print(f"note: {note}")
+    metrics = strip_arrays(result)
+    metrics["config"] = {
+        "command": "robustsdd " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("robustsdd") else None,
+        "source": args.source, "cell_type": args.cell_type, "root": args.root,
+        "detector": args.detector, "preset": args.preset,
+        "detector_params": detector.get_params(deep=False), "osr": params,
+        "features": featurizer.to_dict(), "version": __version__,
+    }
+    metrics["seconds"]["wall"] = round(wall, 2)
+    path = atomic_write_json(out / "metrics.json", _json_safe(metrics))
+    print(f"\nwrote {path} ({wall:.0f} s)")
+    return 0
+
+
+def cmd_fit(args) -> int:
+    from .data import paper_split
+
+    images = _train_images(args)
+    if args.n_train:
+        images, _ = paper_split(images, n_train=args.n_train, contamination=args.contamination,
+                                n_test_good=0, n_test_defective=0, random_state=args.seed)
+    featurizer = make_featurizer(args)
+    detector = make_detector(args)
+    X = featurizer.transform(images)
+    out = Path(args.out)
+    if args.rule == "none":
+        model = detector.fit(X)
+        keep, scores, stages, notes = np.ones(len(X), bool), model.decision_function(X), {}, []
+    else:
+        osr = OneShotRemoval(detector, keep_baseline=False, random_state=args.seed,
+                             **osr_params(args)).fit(X)
+        model, keep, scores, stages, notes = (osr.detector_, osr.keep_mask_, osr.train_scores_,
+                                              osr.stage_scores_, osr.notes_)
+    model.save(out)
+    info = {"robustsdd_version": __version__, "features": featurizer.to_dict(),
+            "cleaning": {"rule": args.rule, **(osr_params(args) if args.rule != "none" else {})},
+            "n_train": len(images), "n_removed": int((~keep).sum()), "notes": notes,
+            "train_score_summary": score_summary(scores)}
+    atomic_write_json(out / MODEL_INFO, _json_safe(info))
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    stage_names = [s for s in stages if s != "stage2_in_sample"]
+    writer.writerow(["name", "label", "kept", "rank", *stage_names, "score"])
+    rank = np.empty(len(scores), int)
+    rank[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
+    for i, name in enumerate(images.names):
+        writer.writerow([name, int(images.labels[i]), int(keep[i]), int(rank[i]),
+                         *(f"{stages[s][i]:.6g}" for s in stage_names), f"{scores[i]:.6g}"])
+    atomic_write_bytes(out / "train_scores.csv", rows.getvalue().encode())
+    for note in notes:
+        print(f"note: {note}")
+    print(f"trained on {len(images)} images, removed {int((~keep).sum())}; wrote {out}")
+    return 0
+
+
+def cmd_score(args) -> int:
+    model_dir = Path(args.model)
+    model = load_detector(model_dir)
+    info_path = model_dir / MODEL_INFO
+    try:
+        info = json.loads(info_path.read_text())
+        feat = info["features"]
+        views = ViewSpec(**feat["views"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{info_path}: missing or damaged ({exc})") from None
+    featurizer = Featurizer(backbone=feat["backbone"], weights=feat["weights"],
+                            stages=tuple(feat["stages"]), views=views,
+                            cache_dir=False if args.no_cache else args.cache_dir,
+                            batch_size=args.batch_size, progress=not args.quiet)
+    if featurizer.extractor.weights_id != feat.get("weights_id"):
+        raise ConfigError(f"{model_dir}: the backbone weights differ from those the model was "
+                          f"trained with ({featurizer.extractor.weights_id} vs {feat.get('weights_id')})")
+    images = _test_images(args)
+    scores = model.decision_function(featurizer.transform(images))
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["name", "label", "score"])
+    for name, label, s in zip(images.names, images.labels, scores):
+        writer.writerow([name, int(label), f"{s:.6g}"])
+    if args.out:
+        atomic_write_bytes(args.out, rows.getvalue().encode())
+        print(f"wrote {args.out} ({len(images)} images)")
+    else:
+        sys.stdout.write(rows.getvalue())
+    m = detection_metrics(images.labels, scores)
+    if not np.isnan(m["auroc"]):
+        print(f"AUROC {m['auroc']:.3f}  AP {m['ap']:.3f}", file=sys.stderr)
+    return 0
+
+
+def _json_safe(obj):
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.ndarray):
+        return _json_safe(obj.tolist())
+    return obj
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"run": cmd_run, "fit": cmd_fit, "score": cmd_score}
+    try:
+        with warnings.catch_warnings():
+            # Our own warnings (guard, NaN steps) are repeated in the printed notes.
+            warnings.filterwarnings("ignore", module=r"robustsdd\..*")
+            return handlers[args.verb](args)
+    except RobustSDDError as exc:
+        print(f"robustsdd {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"robustsdd {args.verb}: interrupted; finished outputs are complete, nothing "
+              "half-written was left", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
