@@ -69,8 +69,9 @@ def _add_feature_args(p):
     g.add_argument("--scales", default=None,
                    help="comma-separated input scales (default: 1,0.5,0.25 as DifferNet)")
     g.add_argument("--rotations", default=None,
-                   help="comma-separated view angles in degrees, or 'N' for N even steps "
-                        "(default: 0,90,180,270; paper: 64)")
+                   help="comma-separated view angles in degrees (default: 0,90,180,270)")
+    g.add_argument("--n-rotations", type=int, default=None,
+                   help="N rotations evenly spaced over 360 degrees instead (paper: 64)")
     g.add_argument("--no-flips", action="store_true", help="do not add mirrored views")
     g.add_argument("--cache-dir", default=None,
                    help="feature cache folder (default: $ROBUSTSDD_CACHE_DIR or the user cache dir)")
@@ -202,14 +203,15 @@ def make_featurizer(args) -> Featurizer:
         view_kw["size"] = args.image_size or 448
     if args.scales:
         view_kw["scales"] = _floats(args.scales, "--scales")
+    if args.rotations and args.n_rotations:
+        raise ConfigError("give --rotations or --n-rotations, not both")
+    n_rotations = args.n_rotations or (64 if paper and not args.rotations else None)
     if args.rotations:
-        if args.rotations.isdigit():
-            n = int(args.rotations)
-            view_kw["rotations"] = tuple(i * 360.0 / n for i in range(n))
-        else:
-            view_kw["rotations"] = _floats(args.rotations, "--rotations")
-    elif paper:
-        view_kw["rotations"] = tuple(i * 360.0 / 64 for i in range(64))
+        view_kw["rotations"] = _floats(args.rotations, "--rotations")
+    elif n_rotations:
+        if n_rotations < 1:
+            raise ConfigError(f"--n-rotations must be at least 1, got {n_rotations}")
+        view_kw["rotations"] = tuple(i * 360.0 / n_rotations for i in range(n_rotations))
     if args.no_flips or (paper and not args.rotations):
         view_kw["flips"] = False
     stages = tuple(int(s) for s in args.stages.split(",")) if args.stages else (-1,)

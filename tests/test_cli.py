@@ -1,0 +1,85 @@
+"""The command line on fixture folders: outputs written, scores consistent, errors clear."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from robustsdd.cli import main
+
+TINY = ["--weights", "random", "--image-size", "32", "--scales", "1", "--rotations", "0,180",
+        "--quiet", "--epochs", "2", "--finetune-epochs", "1", "--param", "hidden=16",
+        "--param", "n_blocks=2"]
+
+
+@pytest.fixture
+def labelled_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for cls, n in (("good", 30), ("defect", 16)):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            img = rng.normal(128, 10, size=(40, 40)).clip(0, 255)
+            if cls == "defect":
+                img[10:30, 18:22] = 255  # a bright scratch
+            Image.fromarray(img.astype(np.uint8)).save(root / cls / f"{cls}_{i:02d}.png")
+    return root
+
+
+def test_run_writes_metrics_and_prints_the_tables(labelled_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["run", "--source", "folder", "--root", str(labelled_folder), "--n-train", "20",
+                 "--contamination", "0.25", "--n-test-good", "5", "--n-test-defective", "5",
+                 "--out", str(out), *TINY])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"]["train_defective"] == 5 and metrics["split"]["train_good"] == 15
+    r = metrics["removal"]
+    assert r["removed_good"] + r["removed_defective"] + r["kept_good"] + r["kept_defective"] == 20
+    assert set(metrics["train_scores"]) == {"stage1_in_sample", "removal", "stage2_in_sample"}
+    assert metrics["config"]["osr"]["threshold"] == 1.5
+    text = capsys.readouterr().out
+    assert "baseline" in text and "OSR" in text and "removed:" in text and "stage 1" in text
+
+
+def test_fit_then_score_reproduces_training_scores(labelled_folder, tmp_path, capsys):
+    model = tmp_path / "model"
+    assert main(["fit", "--source", "folder", "--root", str(labelled_folder), "--detector",
+                 "gaussian", "--rule", "fraction", "--fraction", "0.2", "--out", str(model),
+                 "--weights", "random", "--image-size", "32", "--scales", "1", "--rotations", "0",
+                 "--quiet"]) == 0
+    with open(model / "train_scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 46 and sum(r["kept"] == "0" for r in rows) == 9  # round(0.2 * 46)
+    assert sorted(int(r["rank"]) for r in rows) == list(range(1, 47))
+    scored = tmp_path / "scores.csv"
+    assert main(["score", str(model), "--source", "folder", "--root", str(labelled_folder),
+                 "--out", str(scored), "--quiet"]) == 0
+    with open(scored) as f:
+        again = {r["name"]: float(r["score"]) for r in csv.DictReader(f)}
+    for r in rows:
+        assert again[r["name"]] == pytest.approx(float(r["score"]), rel=1e-5)
+    assert "AUROC" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--source", "folder", "--root", "/no/such/folder"], "/no/such/folder"),
+    (["run", "--source", "ksdd2"], "root"),
+    (["run", "--detector", "gaussian", "--contamination", "1.5"], "contamination"),
+    (["run", "--backbone", "no_such_net", "--weights", "random"], "no_such_net"),
+    (["score", "/no/such/model"], "missing"),
+])
+def test_user_errors_exit_2_with_a_message_and_no_traceback(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_every_verb_has_help(capsys):
+    for verb in ("run", "fit", "score"):
+        with pytest.raises(SystemExit) as exc:
+            main([verb, "--help"])
+        assert exc.value.code == 0
+        assert "--" in capsys.readouterr().out
