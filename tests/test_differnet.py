@@ -15,7 +15,8 @@ from robustsdd.detectors.base import create_detector, load_detector
 from robustsdd.detectors.differnet import DifferNet, differnet_cpu, differnet_paper
 
 D = 6
-TINY = dict(n_blocks=2, hidden=16, n_hidden_layers=2, epochs=4, batch_size=32, lr=2e-3)
+TINY = dict(n_blocks=2, hidden=16, n_hidden_layers=2, epochs=4, batch_size=32, lr=2e-3,
+            noise_std=0.0)
 
 
 def _data(n=60, views=3, d=D, seed=0):
@@ -74,7 +75,7 @@ def test_nll_score_by_hand(X, fitted):
 
 def test_untrained_identity_flow_is_the_standardised_gaussian(X):
     """zero_init + 0 epochs: the model is N(mean, diag(std^2)) of the training vectors."""
-    det = DifferNet(n_blocks=2, hidden=8, epochs=0, zero_init=True).fit(X)
+    det = DifferNet(n_blocks=2, hidden=8, epochs=0, zero_init=True, noise_std=0.0).fit(X)
     v = X.reshape(-1, D).astype(np.float64)
     mean, std = v.mean(axis=0), v.std(axis=0)
     u = (X - mean) / std
@@ -220,3 +221,24 @@ def test_presets():
     assert tuple(paper.betas) == (0.8, 0.8) and paper.lr == 2e-4 and paper.weight_decay == 1e-5
     assert differnet_cpu().get_params() == DifferNet().get_params()
     assert differnet_cpu(hidden=32).hidden == 32
+
+
+def test_noise_regularised_scores_depend_only_on_the_image(X):
+    det = DifferNet(n_blocks=2, hidden=16, epochs=3, noise_std=0.3, random_state=0).fit(X)
+    full = det.decision_function(X)
+    # Scoring an image alone or among others gives the same number: the scoring noise is a
+    # fixed vector per view position, not a draw per batch row.
+    # (to float rounding: a different batch shape may take a different matmul kernel)
+    np.testing.assert_allclose(det.decision_function(X[5:6]), full[5:6], rtol=1e-6)
+    np.testing.assert_allclose(det.decision_function(X[::-1]), full[::-1], rtol=1e-6)
+    again = DifferNet(n_blocks=2, hidden=16, epochs=3, noise_std=0.3, random_state=0).fit(X)
+    np.testing.assert_array_equal(again.decision_function(X), full)
+    # Without test-time noise, the clean vectors of the noisy-trained flow score lower.
+    clean = clone(det).set_params(score_with_noise=False)
+    clean.__dict__.update({k: v for k, v in det.__dict__.items() if k.endswith("_")})
+    assert clean.decision_function(X).mean() < full.mean()
+
+
+def test_negative_noise_is_rejected(X):
+    with pytest.raises(ConfigError, match="noise_std"):
+        DifferNet(noise_std=-0.1, epochs=1).fit(X)

@@ -76,7 +76,8 @@ def _add_feature_args(p):
     g.add_argument("--cache-dir", default=None,
                    help="feature cache folder (default: $ROBUSTSDD_CACHE_DIR or the user cache dir)")
     g.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    g.add_argument("--batch-size", type=int, default=8, help="images per backbone batch")
+    g.add_argument("--batch-size", type=int, default=1,
+                   help="images per backbone pass (default 1: features independent of batching)")
 
 
 def _add_detector_args(p):
@@ -159,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(score, protocol=False)
     score.add_argument("--cache-dir", default=None)
     score.add_argument("--no-cache", action="store_true")
-    score.add_argument("--batch-size", type=int, default=8)
+    score.add_argument("--batch-size", type=int, default=1)
     score.add_argument("--out", default=None, help="CSV to write (default: print to stdout)")
     score.add_argument("--quiet", action="store_true")
     return parser

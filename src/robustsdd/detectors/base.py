@@ -71,7 +71,8 @@ def create_detector(name: str, **params) -> "BaseDetector":
 
 def check_features(X, *, n_features: int | None = None, what: str = "X") -> np.ndarray:
     """Validate features and return them as float32 ``(n_images, n_views, n_features)``."""
-    X = np.asarray(X, dtype=np.float32)
+    # Contiguous: views such as X[::-1] have negative strides, which torch cannot wrap.
+    X = np.ascontiguousarray(X, dtype=np.float32)
     if X.ndim == 2:
         X = X[:, None, :]
     if X.ndim != 3:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .._errors import ConfigError
 from .backbones import FeatureExtractor
 from .cache import FeatureCache, default_cache_dir, image_digest
 from .views import ViewSpec, scaled_inputs
@@ -33,7 +34,11 @@ class Featurizer:
     cache_dir : path, None or False
         Feature cache folder; None → :func:`default_cache_dir`; False → no cache.
     batch_size : int
-        Images per backbone batch (each brings ``views.n_views`` tensors).
+        Images per backbone pass (each brings ``views.n_views`` tensors). The
+        default 1 makes an image's features independent of which other images
+        were computed with it (batched kernels can differ in the last float
+        bits), so a cold and a warm cache give bit-identical features; on this
+        2-core CPU it is also the fastest (BENCHMARKS.md).
     channels_last : bool
         Run the backbone in channels-last memory format (about 1.8× faster on
         this CPU, same features to float rounding; BENCHMARKS.md).
@@ -56,12 +61,14 @@ class Featurizer:
     stages: Sequence[int] = (-1,)
     views: ViewSpec = field(default_factory=ViewSpec)
     cache_dir: object = None
-    batch_size: int = 8
+    batch_size: int = 1
     channels_last: bool = True
     progress: bool = True
 
     def __post_init__(self):
         self.stages = tuple(int(s) for s in self.stages)
+        if int(self.batch_size) < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
         self._extractor = None
         if self.cache_dir is False:
             self.cache = None
