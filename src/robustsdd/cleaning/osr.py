@@ -21,9 +21,10 @@ in-sample score. ``scoring`` makes the regime explicit:
 ``in_sample``
     Score the images the model was trained on (the paper's literal reading).
 ``held_out_views``
-    Train stage 1 on some views of each image (the unflipped ones) and score
-    the others (the mirrored ones): no training vector is scored, yet no image
-    is left out of training.
+    Train stage 1 on the even-indexed views of each image and score the
+    odd-indexed ones (with the default views: unmirrored vs mirrored; with
+    rotations only: every other angle). No training vector is scored, yet no
+    image is left out of training. Stage 3 fine-tunes on all views.
 ``out_of_fold``
     Split the images into ``n_folds``; score each fold with a copy trained on
     the others, so a defective image cannot hide by being memorised.
@@ -80,7 +81,8 @@ class OneShotRemoval(BaseEstimator):
     Attributes
     ----------
     detector_ : the fine-tuned detector
-    baseline_detector_ : the stage-1 detector (if ``keep_baseline``)
+    baseline_detector_ : the stage-1 detector (if ``keep_baseline``); with
+        ``held_out_views`` it has seen only half the views
     keep_mask_ : bool array, True for kept training images
     removed_indices_ : indices of removed images, highest removal score first
     train_scores_ : scores of every training image by the final detector
@@ -123,12 +125,12 @@ class OneShotRemoval(BaseEstimator):
         # Views are rotation-major, flip-minor (ViewSpec.make): even = unflipped.
         return np.arange(0, n_views, 2), np.arange(1, n_views, 2)
 
-    def _stage1_fit(self, X):
-        model = clone(self.detector)
+    def _training_views(self, X):
+        """What the model trains on before removal: every view, or the even ones only."""
         if self.scoring == "held_out_views":
             fit_views, _ = self._fit_views(X)
-            return model.fit(X[:, fit_views])
-        return model.fit(X)
+            return X[:, fit_views]
+        return X
 
     def _removal_scores(self, model, X):
         """Scores of the images of X under the chosen regime; ``model`` was trained on X."""
@@ -166,7 +168,7 @@ class OneShotRemoval(BaseEstimator):
         min_keep = self._validate(n)
         self.notes_ = []
 
-        model = self._stage1_fit(X)
+        model = clone(self.detector).fit(self._training_views(X))
         stage1_in_sample = model.decision_function(X)
         if self.keep_baseline:
             self.baseline_detector_ = copy.deepcopy(model)
@@ -219,7 +221,7 @@ class OneShotRemoval(BaseEstimator):
             order.append(int(kept[worst]))
             kept = np.delete(kept, worst)
             if len(kept) > target:  # the final update is stage 3's fine-tune
-                model.partial_fit(X[kept])
+                model.partial_fit(self._training_views(X[kept]))
         if len(kept) == n:
             removal_scores = self._removal_scores(model, X)
         keep = np.zeros(n, dtype=bool)

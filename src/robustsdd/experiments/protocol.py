@@ -2,8 +2,9 @@
 
 Sec. 4.2: train on ``n_train`` images of which a share ``contamination`` is
 defective, test on 100 good + 100 defective held-out images, image-level
-AUROC. The baseline is the detector trained on the whole contaminated set
-(OSR's stage 1); OSR fine-tunes that same model on what the rule kept.
+AUROC. The baseline is the detector trained on every view of the whole
+contaminated set (OSR's stage 1 under in-sample scoring, a separate fit
+otherwise); OSR fine-tunes its stage-1 model on what the rule kept.
 """
 
 from __future__ import annotations
@@ -47,11 +48,20 @@ def run_protocol_cell(pool, test_pool, *, featurizer, detector, osr_params: dict
     if "random_state" in template.get_params():
         template.set_params(random_state=seed)
     osr = OneShotRemoval(template, random_state=seed, **osr_params)
+    t_fit_baseline = 0.0
     t1 = time.perf_counter()
     osr.fit(X_train)
     t_fit = time.perf_counter() - t1
 
-    baseline_test = osr.baseline_detector_.decision_function(X_test)
+    if osr.scoring == "in_sample":
+        baseline = osr.baseline_detector_  # stage 1 *is* the plain detector on everything
+    else:
+        # Stage 1 saw only half the views (or its scores came from fold copies); the fair
+        # baseline is what a user gets without cleaning: the same detector on every view.
+        t2 = time.perf_counter()
+        baseline = clone(template).fit(X_train)
+        t_fit_baseline = time.perf_counter() - t2
+    baseline_test = baseline.decision_function(X_test)
     osr_test = osr.decision_function(X_test)
     removed = [train.names[i] for i in osr.removed_indices_]
     return {
@@ -73,7 +83,7 @@ def run_protocol_cell(pool, test_pool, *, featurizer, detector, osr_params: dict
             "osr": score_summary(osr_test, test.labels),
         },
         "notes": list(osr.notes_),
-        "seconds": {"features": round(t_features, 2), "fit": round(t_fit, 2),
+        "seconds": {"features": round(t_features, 2), "fit": round(t_fit, 2), "fit_baseline": round(t_fit_baseline, 2),
                     "total": round(time.perf_counter() - t0, 2)},
         "_arrays": {"train_labels": train.labels, "removal_scores": osr.removal_scores_,
                     "keep_mask": osr.keep_mask_},
