@@ -260,8 +260,8 @@ def _train_images(args):
         if not args.root:
             raise ConfigError("--source unlabeled needs --root")
         return load_unlabeled(args.root)
-    if args.source == "ksdd2":
-        return load_ksdd2(args.root, "train") if args.root else open_source("ksdd2")[0]
+    if args.source == "ksdd2" and args.root:
+        return load_ksdd2(args.root, "train")
     if args.source == "mvtec":
         if not (args.root and args.category):
             raise ConfigError("--source mvtec needs --root and --category")
@@ -339,7 +339,7 @@ def cmd_run(args) -> int:
         print(f"note: {note}")
     metrics = strip_arrays(result)
     metrics["config"] = {
-        "command": "robustsdd " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("robustsdd") else None,
+        "command": "robustsdd " + " ".join(args.argv),
         "source": args.source, "cell_type": args.cell_type, "root": args.root,
         "detector": args.detector, "preset": args.preset,
         "detector_params": detector.get_params(deep=False), "osr": params,
@@ -443,7 +443,9 @@ def _json_safe(obj):
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     handlers = {"run": cmd_run, "fit": cmd_fit, "score": cmd_score}
     try:
         with warnings.catch_warnings():
