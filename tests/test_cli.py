@@ -38,10 +38,10 @@ def test_run_writes_metrics_and_prints_the_tables(labelled_folder, tmp_path, cap
     assert metrics["split"]["train_defective"] == 5 and metrics["split"]["train_good"] == 15
     r = metrics["removal"]
     assert r["removed_good"] + r["removed_defective"] + r["kept_good"] + r["kept_defective"] == 20
-    assert set(metrics["train_scores"]) == {"stage1_in_sample", "removal", "stage2_in_sample"}
+    assert set(metrics["train_scores"]) == {"stage1", "removal", "stage2"}
     assert metrics["config"]["osr"]["threshold"] == 1.5
     text = capsys.readouterr().out
-    assert "baseline" in text and "OSR" in text and "removed:" in text and "stage 1" in text
+    assert "baseline" in text and "OSR" in text and "removed:" in text and "stage 1 model" in text
 
 
 def test_fit_then_score_reproduces_training_scores(labelled_folder, tmp_path, capsys):

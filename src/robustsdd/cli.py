@@ -284,8 +284,8 @@ def _fmt(x):
 
 
 def _print_stage_table(train_scores, scoring):
-    labels = {"stage1_in_sample": "stage 1, in-sample", "removal": f"removal ({scoring})",
-              "stage2_in_sample": "stage 2, in-sample"}
+    labels = {"stage1": "stage 1 model", "removal": f"removal ({scoring})",
+              "stage2": "fine-tuned model"}
     print("training scores (10th / median / 90th percentile):")
     for stage, summary in train_scores.items():
         parts = []
@@ -322,7 +322,8 @@ def cmd_run(args) -> int:
           f"{split['test_good']} good + {split['test_defective']} defective, seed {args.seed}")
     cut = {"score_threshold": f"threshold {args.threshold}", "fraction": f"fraction {args.fraction}",
            "min_size": f"min_size {args.min_size}"}[args.rule]
-    print(f"detector {args.detector} ({args.preset} preset), features {featurizer.backbone} "
+    preset = f" ({args.preset} preset)" if args.detector == "differnet" else ""
+    print(f"detector {args.detector}{preset}, features {featurizer.backbone} "
           f"{featurizer.views.size}px x {featurizer.views.n_views} views; OSR: {args.rule} "
           f"({cut}) on {args.scoring} scores\n")
     print(f"{'':<10}{'AUROC':>8}{'AP':>8}")
@@ -378,7 +379,7 @@ def cmd_fit(args) -> int:
     atomic_write_json(out / MODEL_INFO, _json_safe(info))
     rows = io.StringIO()
     writer = csv.writer(rows)
-    stage_names = [s for s in stages if s != "stage2_in_sample"]
+    stage_names = [s for s in stages if s != "stage2"]  # stage 2 is the "score" column
     writer.writerow(["name", "label", "kept", "rank", *stage_names, "score"])
     rank = np.empty(len(scores), int)
     rank[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)

@@ -88,7 +88,9 @@ class OneShotRemoval(BaseEstimator):
     train_scores_ : scores of every training image by the final detector
     removal_scores_ : the scores the rule saw (for ``min_size``, each image's
         score in the round it was removed, or its last score if kept)
-    stage_scores_ : dict of score arrays: ``stage1_in_sample``, ``removal``, ``stage2_in_sample``
+    stage_scores_ : dict of score arrays over all training images: ``stage1`` (the
+        stage-1 model, every view), ``removal`` (what the rule saw) and ``stage2``
+        (the fine-tuned model; out-of-sample for the removed images)
     guard_fired_ : bool; ``notes_`` : list of str, what happened, for the user
 
     Examples
@@ -169,7 +171,7 @@ class OneShotRemoval(BaseEstimator):
         self.notes_ = []
 
         model = clone(self.detector).fit(self._training_views(X))
-        stage1_in_sample = model.decision_function(X)
+        stage1_scores = model.decision_function(X)
         if self.keep_baseline:
             self.baseline_detector_ = copy.deepcopy(model)
 
@@ -196,9 +198,9 @@ class OneShotRemoval(BaseEstimator):
         self.removal_scores_ = removal_scores
         self.train_scores_ = model.decision_function(X)
         self.stage_scores_ = {
-            "stage1_in_sample": stage1_in_sample,
+            "stage1": stage1_scores,
             "removal": removal_scores,
-            "stage2_in_sample": self.train_scores_,
+            "stage2": self.train_scores_,
         }
         return self
 
