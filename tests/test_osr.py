@@ -116,3 +116,27 @@ def test_unknown_rule_and_scoring():
         OneShotRemoval(NormDetector(), rule="nope").fit(features(SCORES))
     with pytest.raises(ConfigError, match="scoring"):
         OneShotRemoval(NormDetector(), scoring="nope").fit(features(SCORES))
+
+
+def test_reusing_stage1_gives_the_same_result_with_one_stage1_fit():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(50, 2, 4))
+    X[:5] += 4
+    first = OneShotRemoval(GaussianDetector(), scoring="held_out_views", threshold=1.5).fit(X)
+    fresh = OneShotRemoval(GaussianDetector(), scoring="held_out_views", threshold=3.0).fit(X)
+    reused = OneShotRemoval(GaussianDetector(), scoring="held_out_views",
+                            threshold=3.0).fit(X, stage1=first)
+    np.testing.assert_array_equal(reused.keep_mask_, fresh.keep_mask_)
+    np.testing.assert_allclose(reused.train_scores_, fresh.train_scores_)
+    np.testing.assert_allclose(reused.baseline_detector_.mean_, fresh.baseline_detector_.mean_)
+    # The stage-1 model of `first` was not modified by the reuse.
+    np.testing.assert_allclose(first.baseline_detector_.mean_, fresh.baseline_detector_.mean_)
+    with pytest.raises(ConfigError, match="stage1"):
+        OneShotRemoval(GaussianDetector(), scoring="in_sample").fit(X, stage1=first)
+
+
+def test_reused_stage1_is_not_refitted():
+    stage1 = OneShotRemoval(NormDetector(), threshold=1.5).fit(features(SCORES))
+    again = OneShotRemoval(NormDetector(), threshold=2.0).fit(features(SCORES), stage1=stage1)
+    assert again.detector_.fit_sizes_ == [10, 8]  # the stage-1 fit (copied) + one fine-tune
+    assert sorted(again.removed_indices_.tolist()) == [2, 6]

@@ -163,22 +163,41 @@ class OneShotRemoval(BaseEstimator):
         return min_keep
 
     # -- the pipeline -----------------------------------------------------------------
-    def fit(self, X, y=None):
-        """Run the three stages on training features ``X`` (n_images, n_views, n_features)."""
+    def fit(self, X, y=None, *, stage1=None):
+        """Run the three stages on training features ``X`` (n_images, n_views, n_features).
+
+        Parameters
+        ----------
+        stage1 : OneShotRemoval, optional
+            An instance already fitted on the same ``X`` with the same detector,
+            scoring and ``random_state`` (and ``keep_baseline=True``): its stage-1
+            model and scores are reused instead of training again, so several rules
+            or thresholds cost one stage-1 fit (the sweep does this). The result is
+            the same as without it.
+        """
         X = check_features(X)
         n = len(X)
         min_keep = self._validate(n)
         self.notes_ = []
 
-        model = clone(self.detector).fit(self._training_views(X))
-        stage1_scores = model.decision_function(X)
+        if stage1 is not None:
+            self._check_reusable(stage1, X)
+            model = copy.deepcopy(stage1.baseline_detector_)
+            stage1_scores = stage1.stage_scores_["stage1"]
+            initial_scores = stage1.stage1_removal_scores_
+        else:
+            model = clone(self.detector).fit(self._training_views(X))
+            stage1_scores = model.decision_function(X)
+            initial_scores = self._removal_scores(model, X)
         if self.keep_baseline:
             self.baseline_detector_ = copy.deepcopy(model)
+        self.stage1_removal_scores_ = initial_scores
 
         if self.rule == "min_size":
-            keep, removal_scores, order = self._remove_one_at_a_time(model, X, min_keep)
+            keep, removal_scores, order = self._remove_one_at_a_time(model, X, min_keep,
+                                                                     initial_scores)
         else:
-            removal_scores = self._removal_scores(model, X)
+            removal_scores = initial_scores
             if self.rule == "score_threshold":
                 keep = threshold_rule(removal_scores, self.threshold)
             else:
@@ -204,7 +223,17 @@ class OneShotRemoval(BaseEstimator):
         }
         return self
 
-    def _remove_one_at_a_time(self, model, X, min_keep):
+    def _check_reusable(self, other, X):
+        same = (isinstance(other, OneShotRemoval) and hasattr(other, "baseline_detector_")
+                and other.scoring == self.scoring and other.n_folds == self.n_folds
+                and other.random_state == self.random_state
+                and clone(other.detector).get_params() == clone(self.detector).get_params()
+                and len(other.keep_mask_) == len(X))
+        if not same:
+            raise ConfigError("stage1 must be a OneShotRemoval fitted with keep_baseline=True on "
+                              "the same data, detector, scoring and random_state")
+
+    def _remove_one_at_a_time(self, model, X, min_keep, initial_scores):
         """Algorithm 1: while |D| > T, drop the top-scoring image and update the model."""
         n = len(X)
         target = resolve_count(self.min_size, n, "min_size")
@@ -217,7 +246,7 @@ class OneShotRemoval(BaseEstimator):
         removal_scores = np.full(n, np.nan)
         order = []
         while len(kept) > target:
-            scores = self._removal_scores(model, X[kept])
+            scores = initial_scores if len(kept) == n else self._removal_scores(model, X[kept])
             removal_scores[kept] = scores
             worst = int(np.argmax(np.nan_to_num(scores, nan=np.inf)))
             order.append(int(kept[worst]))
@@ -225,7 +254,7 @@ class OneShotRemoval(BaseEstimator):
             if len(kept) > target:  # the final update is stage 3's fine-tune
                 model.partial_fit(self._training_views(X[kept]))
         if len(kept) == n:
-            removal_scores = self._removal_scores(model, X)
+            removal_scores = initial_scores
         keep = np.zeros(n, dtype=bool)
         keep[kept] = True
         return keep, removal_scores, order
