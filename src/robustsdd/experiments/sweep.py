@@ -1,0 +1,540 @@
+"""The paper's sweep (Fig. 3, Table 1): contamination levels × cleaning strategies × seeds.
+
+A sweep is a grid of *groups*, one per (level, seed): one seeded paper split
+(:func:`robustsdd.data.paper_split`), on which every strategy is trained and
+tested. Within a group the work is shared:
+
+* the features of every image of every group are extracted once, up front, in
+  this process (the backbone is frozen, DESIGN.md §4); groups only fit
+  detectors on feature arrays, so worker processes never run the backbone;
+* the One-Shot Removal strategies that score training images the same way
+  share one stage-1 model (``OneShotRemoval.fit(X, stage1=...)``, same result
+  as fitting each alone), so thresholds 1.0, 1.5 and 2.0 cost one stage-1 fit.
+
+Every random choice derives from the seed, so the rows are the same whatever
+``jobs`` is and however often a sweep was interrupted and resumed. Each
+finished group is written to ``out_dir/cells/level=<l>_seed=<s>.json`` with a
+hash of everything that determines its numbers; a later sweep with the same
+configuration reads it back instead of recomputing.
+
+Strategies are named by short specs (:func:`parse_strategy`): ``none`` (the
+plain detector), ``osr_<t>`` (drop training images scoring above ``t``,
+Sec. 4.3), ``fraction_<f>`` and ``min_size_<m>`` (Algorithm 1). A suffix
+``@<scoring>`` overrides the sweep's scoring regime for one strategy, e.g.
+``osr_1.5@in_sample`` for the paper's literal reading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import multiprocessing
+import time
+import warnings
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import clone
+from tqdm.auto import tqdm
+
+from .. import __version__
+from .._errors import ConfigError
+from .._io import atomic_write_json
+from ..cleaning import SCORING_REGIMES, OneShotRemoval
+from ..data import ImageSet, paper_split
+from ..metrics import detection_metrics, removal_metrics
+
+__all__ = [
+    "parse_strategy", "parse_strategies", "parse_levels", "parse_seeds",
+    "run_sweep", "sweep_config", "SweepResult",
+    "DEFAULT_LEVELS", "DEFAULT_STRATEGIES", "DEFAULT_SEEDS", "ROW_COLUMNS",
+]
+
+DEFAULT_LEVELS = tuple(i / 10 for i in range(11))
+DEFAULT_STRATEGIES = ("none", "osr_1.0", "osr_1.5", "osr_2.0")
+DEFAULT_SEEDS = (0, 1, 2)
+
+#: Columns of a sweep row, in the order of ``cells.csv``.
+ROW_COLUMNS = (
+    "level", "strategy", "seed", "auroc", "ap", "removed_good", "removed_defective", "kept",
+    "removal_precision", "removal_recall", "guard_fired", "fit_seconds",
+    "n_train", "train_good", "train_defective",
+)
+
+# Bump when the meaning of a cell file's rows changes: older files are then recomputed.
+CELL_FORMAT = 1
+# Detector parameters that cannot change a result: the progress display, and random_state,
+# which the sweep replaces by each group's seed.
+_IGNORED_PARAMS = ("progress", "random_state")
+# spec prefix -> (OneShotRemoval rule, the keyword its number sets)
+_PREFIXES = (("osr_", "score_threshold", "threshold"),
+             ("fraction_", "fraction", "fraction"),
+             ("min_size_", "min_size", "min_size"))
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing
+def parse_strategy(spec: str) -> dict | None:
+    """The :class:`OneShotRemoval` keywords a strategy spec stands for (None for ``none``).
+
+    Parameters
+    ----------
+    spec : str
+        ``"none"``; ``"osr_<threshold>"`` (score_threshold rule); ``"fraction_<share>"``;
+        ``"min_size_<count or share>"``; each OSR spec optionally followed by
+        ``"@<scoring>"`` (one of ``in_sample``, ``held_out_views``, ``out_of_fold``).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown name, a missing or invalid number, or an unknown scoring.
+
+    Examples
+    --------
+    >>> parse_strategy("osr_1.5")
+    {'rule': 'score_threshold', 'threshold': 1.5}
+    >>> parse_strategy("min_size_80@in_sample")
+    {'rule': 'min_size', 'min_size': 80, 'scoring': 'in_sample'}
+    >>> parse_strategy("none") is None
+    True
+    """
+    if not isinstance(spec, str):
+        raise ConfigError(f"a strategy is a string such as 'osr_1.5', got {spec!r}")
+    name, at, scoring = spec.strip().partition("@")
+    if name == "none":
+        if at:
+            raise ConfigError(f"strategy {spec!r}: 'none' removes nothing and takes no scoring")
+        return None
+    for prefix, rule, key in _PREFIXES:
+        if name.startswith(prefix):
+            params = {"rule": rule, key: _strategy_value(key, name[len(prefix):], spec)}
+            if at:
+                if scoring not in SCORING_REGIMES:
+                    raise ConfigError(f"strategy {spec!r}: unknown scoring {scoring!r}; choose "
+                                      f"one of: {', '.join(SCORING_REGIMES)}")
+                params["scoring"] = scoring
+            return params
+    raise ConfigError(f"unknown strategy {spec!r}; use 'none', 'osr_<threshold>', "
+                      "'fraction_<share>' or 'min_size_<size>' (optionally '@<scoring>')")
+
+
+def _strategy_value(key, text, spec):
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"strategy {spec!r}: {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"strategy {spec!r}: the number must be finite")
+    if key == "fraction" and not 0 <= value < 1:
+        raise ConfigError(f"strategy {spec!r}: the fraction must be in [0, 1)")
+    if key == "min_size":
+        if value <= 0 or (value >= 1 and value != int(value)):
+            raise ConfigError(f"strategy {spec!r}: min_size is a share in (0, 1) or a count >= 1")
+        return int(value) if value >= 1 else value
+    return value
+
+
+def parse_strategies(specs) -> tuple[str, ...]:
+    """Validate strategy specs (a comma-separated string or a sequence); keep their order."""
+    names = _split(specs)
+    for name in names:
+        parse_strategy(name)
+    _check_unique(names, "strategies")
+    return names
+
+
+def parse_levels(levels) -> tuple[float, ...]:
+    """Contamination levels as shares in [0, 1] (a comma-separated string or a sequence).
+
+    Levels are rounded to 6 decimals, so ``0.1 * 3`` and ``0.3`` name the same level
+    (and the same cell file).
+    """
+    out = []
+    for item in _split(levels):
+        try:
+            value = float(item)
+        except (TypeError, ValueError):
+            raise ConfigError(f"levels: {item!r} is not a number") from None
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"levels are shares of defective training images in [0, 1], got "
+                              f"{item!r}" + (" (a percentage?)" if 1 < value <= 100 else ""))
+        out.append(round(value, 6))
+    _check_unique(out, "levels")
+    return tuple(out)
+
+
+def parse_seeds(seeds) -> tuple[int, ...]:
+    """Seeds as non-negative integers (a comma-separated string or a sequence)."""
+    out = []
+    for item in _split(seeds):
+        try:
+            value = int(item)
+        except (TypeError, ValueError):
+            raise ConfigError(f"seeds: {item!r} is not an integer") from None
+        if value < 0 or (isinstance(item, float) and item != value):
+            raise ConfigError(f"seeds must be integers >= 0, got {item!r}")
+        out.append(value)
+    _check_unique(out, "seeds")
+    return tuple(out)
+
+
+def _split(values) -> tuple:
+    if isinstance(values, str):
+        values = [v.strip() for v in values.split(",") if v.strip()]
+    values = tuple(values)
+    if not values:
+        raise ConfigError("an empty list (of levels, strategies or seeds) makes no sweep")
+    return values
+
+
+def _check_unique(values, what):
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{what}: each value may appear once, got {list(values)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration identity
+def _detector_params(detector) -> dict:
+    params = detector.get_params(deep=False)
+    return {k: v for k, v in sorted(params.items()) if k not in _IGNORED_PARAMS}
+
+
+def _data_id(images: ImageSet | None):
+    """Name, size and a digest of the names and labels of a source (pixels are not read)."""
+    if images is None:
+        return None
+    h = hashlib.sha256()
+    for name, label in zip(images.names, images.labels.tolist()):
+        h.update(f"{name}\t{label}\n".encode())
+    return {"source": images.source, "n": len(images), "good": images.n_good,
+            "defective": images.n_defective, "digest": h.hexdigest()[:16]}
+
+
+def sweep_config(pool, test_pool, *, featurizer, detector, scoring="held_out_views",
+                 n_train=100, n_test_good=100, n_test_defective=100) -> dict:
+    """Everything that determines a group's numbers, except its level, seed and strategies.
+
+    Two sweeps with equal configs give equal rows for equal (level, strategy, seed);
+    ``config_hash`` of this dict decides whether a stored cell file may be reused.
+    """
+    osr_defaults = OneShotRemoval(None).get_params(deep=False)
+    for key in ("detector", "rule", "threshold", "fraction", "min_size", "scoring",
+                "random_state", "keep_baseline"):
+        osr_defaults.pop(key)  # set per strategy or per group
+    return {
+        "format": CELL_FORMAT,
+        "robustsdd": __version__,
+        "detector": {"class": f"{type(detector).__module__}.{type(detector).__qualname__}",
+                     "params": _detector_params(detector)},
+        "features": featurizer.config_key,
+        "scoring": scoring,
+        "osr": osr_defaults,
+        "n_train": int(n_train), "n_test_good": int(n_test_good),
+        "n_test_defective": int(n_test_defective),
+        "data": _data_id(pool), "test_data": _data_id(test_pool),
+    }
+
+
+def config_hash(config: dict) -> str:
+    """A short stable hash of a :func:`sweep_config` dict."""
+    text = json.dumps(config, sort_keys=True, default=repr)  # repr: tuples, odd param types
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# one group: every strategy on one split
+@dataclass
+class _Group:
+    """What a worker needs for one (level, seed): row indices into the feature arrays."""
+
+    level: float
+    seed: int
+    train_rows: np.ndarray
+    test_rows: np.ndarray
+    train_labels: np.ndarray
+    test_labels: np.ndarray
+    strategies: tuple  # names still to compute
+    detector: object
+    scoring: str
+
+
+def _run_group(group: _Group, pool_features, test_features) -> list[dict]:
+    """Fit and test every strategy of one group; return its rows (any order)."""
+    X_train = pool_features[group.train_rows]
+    X_test = test_features[group.test_rows]
+    y_train, y_test = group.train_labels, group.test_labels
+    template = clone(group.detector)
+    if "random_state" in template.get_params():
+        template.set_params(random_state=group.seed)
+    base = {"level": group.level, "seed": group.seed, "n_train": len(y_train),
+            "train_good": int(np.sum(y_train == 0)), "train_defective": int(np.sum(y_train == 1))}
+    rows, stage1 = [], {}  # stage1: scoring regime -> the first OSR fitted with it
+    with warnings.catch_warnings():
+        # The guard's warning is recorded in each row's guard_fired; in a sweep it would
+        # only repeat itself once per group over the progress bar.
+        warnings.filterwarnings("ignore", message=".*min_keep.*")
+        for name in group.strategies:
+            params = parse_strategy(name)
+            t0 = time.perf_counter()
+            if params is None:
+                model = clone(template).fit(X_train)
+                keep, guard = np.ones(len(y_train), dtype=bool), False
+            else:
+                params = {"scoring": group.scoring, **params}
+                model = OneShotRemoval(template, random_state=group.seed, **params)
+                model.fit(X_train, stage1=stage1.get(params["scoring"]))
+                stage1.setdefault(params["scoring"], model)
+                keep, guard = model.keep_mask_, bool(model.guard_fired_)
+            fit_seconds = time.perf_counter() - t0
+            rows.append(_row(base, name, model.decision_function(X_test), y_test, y_train,
+                             keep, guard, fit_seconds))
+    return rows
+
+
+def _row(base, name, test_scores, y_test, y_train, keep, guard, fit_seconds) -> dict:
+    detection = detection_metrics(y_test, test_scores)
+    removal = removal_metrics(y_train, keep)
+    return {**base, "strategy": name, "auroc": detection["auroc"], "ap": detection["ap"],
+            "removed_good": removal["removed_good"],
+            "removed_defective": removal["removed_defective"], "kept": int(keep.sum()),
+            "removal_precision": removal["removal_precision"],
+            "removal_recall": removal["removal_recall"], "guard_fired": guard,
+            "fit_seconds": round(fit_seconds, 3)}
+
+
+# Worker processes hold the feature arrays once (sent by the initializer), so a task carries
+# only row indices, not megabytes of features.
+_WORKER_STATE: dict = {}
+
+
+def _init_worker(pool_features, test_features):
+    import torch
+
+    # jobs processes share the cores: one thread each avoids oversubscription.
+    torch.set_num_threads(1)
+    _WORKER_STATE["features"] = (pool_features, test_features)
+
+
+def _worker_run(group: _Group) -> list[dict]:
+    return _run_group(group, *_WORKER_STATE["features"])
+
+
+# ---------------------------------------------------------------------------------------------
+# cell files
+def cell_path(out_dir, level: float, seed: int) -> Path:
+    """Where the rows of group (level, seed) are stored."""
+    return Path(out_dir) / "cells" / f"level={level:g}_seed={seed}.json"
+
+
+def _read_cell(path: Path, chash: str, level: float, seed: int) -> dict:
+    """The stored rows of a group by strategy name, or {} if absent, damaged or stale."""
+    try:
+        data = json.loads(path.read_text())
+        if (data.get("format") != CELL_FORMAT or data.get("config_hash") != chash
+                or data.get("level") != level or data.get("seed") != seed):
+            return {}
+        return {row["strategy"]: _from_json(row) for row in data["rows"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _write_cell(path: Path, chash: str, level, seed, rows_by_name: dict) -> None:
+    atomic_write_json(path, {"format": CELL_FORMAT, "config_hash": chash, "level": level,
+                             "seed": seed, "rows": [_to_json(r) for r in rows_by_name.values()]})
+
+
+def _to_json(row: dict) -> dict:
+    # Strict JSON has no NaN (an undefined removal precision, an AUROC without both classes).
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in row.items()}
+
+
+def _from_json(row: dict) -> dict:
+    return {k: (float("nan") if v is None else v) for k, v in row.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# the sweep
+class SweepResult(list):
+    """The sweep's rows (a list of dicts), with ``stats`` and ``config`` attributes.
+
+    ``stats``: ``groups``, ``computed`` and ``reused`` (groups), ``features_computed``
+    (images the backbone ran on), ``seconds``, ``jobs``. ``config``: the
+    :func:`sweep_config` dict plus ``config_hash``, ``levels``, ``strategies`` and ``seeds``.
+    """
+
+    def __init__(self, rows, stats, config):
+        super().__init__(rows)
+        self.stats = stats
+        self.config = config
+
+
+def _index_set(images: ImageSet) -> ImageSet:
+    """The same labels and names with item = the image's index, to split without decoding."""
+    return ImageSet(items=list(range(len(images))), labels=images.labels, names=images.names,
+                    source=images.source)
+
+
+def run_sweep(pool, test_pool=None, *, featurizer, detector, levels=DEFAULT_LEVELS,
+              strategies=DEFAULT_STRATEGIES, seeds=DEFAULT_SEEDS, out_dir,
+              scoring="held_out_views", n_train=100, n_test_good=100, n_test_defective=100,
+              jobs=1, progress=True) -> SweepResult:
+    """Run every (level, strategy, seed) of the paper's protocol; return tidy rows.
+
+    Parameters
+    ----------
+    pool, test_pool : ImageSet, ImageSet or None
+        From :func:`robustsdd.data.open_source` (``test_pool`` None: the test set is
+        drawn from ``pool``).
+    featurizer : Featurizer
+        Extracts (and caches) the features of every image the sweep needs, once.
+    detector : BaseDetector
+        The template, cloned per fit; its ``random_state`` (if any) is set to the seed.
+    levels, strategies, seeds : sequences or comma-separated strings
+        See :func:`parse_levels`, :func:`parse_strategy`, :func:`parse_seeds`.
+    out_dir : path
+        Cell files are written to ``out_dir/cells/`` and reused from there.
+    scoring : str
+        How OSR scores training images (a strategy's ``@scoring`` overrides it).
+    n_train, n_test_good, n_test_defective : int
+        The split (:func:`robustsdd.data.paper_split`).
+    jobs : int
+        Groups fitted in parallel processes (spawned; each uses one torch thread).
+        The rows do not depend on it.
+    progress : bool
+        Show progress bars (feature extraction, then groups).
+
+    Returns
+    -------
+    SweepResult
+        One row per (level, strategy, seed), sorted by level, strategy and seed in
+        the order given; columns :data:`ROW_COLUMNS`. ``fit_seconds`` is the wall
+        time of that strategy's fit in the run that computed it (an OSR strategy
+        that reused another's stage-1 model does not include its cost).
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> from robustsdd import Featurizer, GaussianDetector, ViewSpec
+    >>> rng = np.random.default_rng(0)
+    >>> pool = ImageSet([rng.integers(0, 256, (40, 40), dtype=np.uint8) for _ in range(30)],
+    ...                 [0] * 20 + [1] * 10, [f"im{i}" for i in range(30)])
+    >>> fz = Featurizer(weights=None, views=ViewSpec(size=32, scales=(1,), rotations=(0, 180)),
+    ...                 cache_dir=False, progress=False)
+    >>> rows = run_sweep(pool, featurizer=fz, detector=GaussianDetector(), levels=[0, 0.5],
+    ...                  strategies=["none", "osr_1.5"], seeds=[0], n_train=10, n_test_good=5,
+    ...                  n_test_defective=5, out_dir=tempfile.mkdtemp(), progress=False)
+    >>> len(rows), rows.stats["computed"]
+    (4, 2)
+    """
+    t_start = time.perf_counter()
+    levels, strategies, seeds = parse_levels(levels), parse_strategies(strategies), parse_seeds(seeds)
+    if scoring not in SCORING_REGIMES:
+        raise ConfigError(f"unknown scoring {scoring!r}; choose one of: {', '.join(SCORING_REGIMES)}")
+    jobs = int(jobs)
+    if jobs < 1:
+        raise ConfigError(f"jobs must be at least 1, got {jobs}")
+    template = clone(detector)
+    if "progress" in template.get_params():
+        template.set_params(progress=False)  # one bar over groups, not one per fit
+    config = sweep_config(pool, test_pool, featurizer=featurizer, detector=template,
+                          scoring=scoring, n_train=n_train, n_test_good=n_test_good,
+                          n_test_defective=n_test_defective)
+    chash = config_hash(config)
+
+    # Draw every split first (cheap: labels only) and read what earlier runs left.
+    splits, stored = {}, {}
+    for level in levels:
+        for seed in seeds:
+            train, test = paper_split(_index_set(pool), n_train=n_train, contamination=level,
+                                      n_test_good=n_test_good, n_test_defective=n_test_defective,
+                                      test_pool=None if test_pool is None else _index_set(test_pool),
+                                      random_state=seed)
+            splits[level, seed] = (train, test)
+            stored[level, seed] = _read_cell(cell_path(out_dir, level, seed), chash, level, seed)
+    todo = [key for key in splits if any(s not in stored[key] for s in strategies)]
+
+    n_before = featurizer.n_computed
+    groups, features = _prepare_groups(todo, splits, stored, strategies, template, scoring,
+                                       featurizer, pool, test_pool)
+    bar = tqdm(total=len(splits), desc="sweep", unit="group", disable=not progress)
+    bar.update(len(splits) - len(todo))
+    try:
+        with closing(_execute(groups, features, jobs)) as finished:
+            for group, rows in finished:
+                key = (group.level, group.seed)
+                stored[key].update({row["strategy"]: row for row in rows})
+                _write_cell(cell_path(out_dir, *key), chash, group.level, group.seed, stored[key])
+                bar.update(1)
+    finally:
+        bar.close()
+
+    rows = [stored[level, seed][name] for level in levels for name in strategies for seed in seeds]
+    stats = {"groups": len(splits), "computed": len(todo), "reused": len(splits) - len(todo),
+             "features_computed": featurizer.n_computed - n_before, "jobs": jobs,
+             "seconds": round(time.perf_counter() - t_start, 2)}
+    config = {**config, "config_hash": chash, "levels": list(levels),
+              "strategies": list(strategies), "seeds": list(seeds)}
+    return SweepResult(rows, stats, config)
+
+
+def _prepare_groups(todo, splits, stored, strategies, template, scoring, featurizer,
+                    pool, test_pool) -> tuple[list, tuple]:
+    """Extract the features of every image the groups in ``todo`` use, once; build tasks.
+
+    Returns ``(groups, (pool_features, test_features))``; the arrays hold only the
+    images needed, and each group's ``*_rows`` index into them.
+    """
+    if not todo:
+        return [], (None, None)
+    need_pool = {int(i) for key in todo for i in splits[key][0].items}
+    if test_pool is None:  # the test images come from the pool too
+        need_pool |= {int(i) for key in todo for i in splits[key][1].items}
+    need_pool = sorted(need_pool)
+    pool_features = featurizer.transform(pool.subset(need_pool))
+    pool_row = {idx: row for row, idx in enumerate(need_pool)}
+    if test_pool is None:
+        test_features, test_row = pool_features, pool_row
+    else:
+        need_test = sorted({int(i) for key in todo for i in splits[key][1].items})
+        test_features = featurizer.transform(test_pool.subset(need_test))
+        test_row = {idx: row for row, idx in enumerate(need_test)}
+    groups = []
+    for level, seed in todo:
+        train, test = splits[level, seed]
+        groups.append(_Group(
+            level=level, seed=seed,
+            train_rows=np.array([pool_row[int(i)] for i in train.items], dtype=np.int64),
+            test_rows=np.array([test_row[int(i)] for i in test.items], dtype=np.int64),
+            train_labels=train.labels, test_labels=test.labels,
+            strategies=tuple(s for s in strategies if s not in stored[level, seed]),
+            detector=template, scoring=scoring))
+    return groups, (pool_features, test_features)
+
+
+def _execute(groups, features, jobs):
+    """Yield ``(group, rows)`` as groups finish, in this process or in ``jobs`` workers."""
+    pool_features, test_features = features
+    if jobs == 1 or len(groups) < 2:
+        for group in groups:
+            yield group, _run_group(group, pool_features, test_features)
+        return
+    # spawn, not fork: forking a process that has run torch can deadlock in its thread pools.
+    context = multiprocessing.get_context("spawn")
+    executor = ProcessPoolExecutor(max_workers=min(jobs, len(groups)), mp_context=context,
+                                   initializer=_init_worker,
+                                   initargs=(pool_features, test_features))
+    try:
+        pending = {executor.submit(_worker_run, g): g for g in groups}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                group = pending.pop(future)
+                yield group, future.result()  # re-raises a worker's exception here
+    finally:
+        # On error or interrupt: drop queued groups; finished ones are already on disk.
+        executor.shutdown(wait=True, cancel_futures=True)
