@@ -83,3 +83,23 @@ def test_every_verb_has_help(capsys):
             main([verb, "--help"])
         assert exc.value.code == 0
         assert "--" in capsys.readouterr().out
+
+
+def test_paper_preset_uses_alexnet_from_a_local_file_else_falls_back(tmp_path, capsys):
+    import torch
+    import torchvision
+
+    from robustsdd.cli import build_parser, make_featurizer
+
+    weights = tmp_path / "alexnet.pt"
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), weights)
+    args = build_parser().parse_args(["run", "--preset", "paper", "--weights", str(weights)])
+    fz = make_featurizer(args)
+    assert fz.backbone == "alexnet" and fz.views.size == 448 and fz.views.n_views == 64
+    assert fz.extractor.n_features == 256
+
+    args = build_parser().parse_args(["run", "--preset", "paper", "--weights",
+                                      str(tmp_path / "missing.pt")])
+    fz = make_featurizer(args)
+    assert fz.backbone == "efficientnet_lite0" and fz.weights == "offline"
+    assert "AlexNet weights unavailable" in capsys.readouterr().err

@@ -35,3 +35,15 @@ def test_bad_inputs():
         GaussianDetector().fit(np.full((5, 1, 3), np.nan))
     with pytest.raises(RuntimeError, match="not fitted"):
         GaussianDetector().decision_function(np.zeros((2, 1, 3)))
+
+
+def test_save_load_round_trip_gives_identical_scores(tmp_path):
+    from robustsdd import load_detector
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(30, 2, 5))
+    det = GaussianDetector(shrinkage=0.1).fit(X)
+    det.save(tmp_path / "model")
+    loaded = load_detector(tmp_path / "model")
+    assert isinstance(loaded, GaussianDetector) and loaded.shrinkage == 0.1
+    np.testing.assert_array_equal(loaded.decision_function(X), det.decision_function(X))
