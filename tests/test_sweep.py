@@ -14,7 +14,7 @@ from robustsdd import cli
 from robustsdd.cli_sweep import add_sweep_parser, cmd_sweep
 from robustsdd.data import ImageSet
 from robustsdd.experiments.report import (PAPER_KSDD2, _reference, format_removal_table,
-                                          removal_table, write_report)
+                                          read_rows, removal_table, write_report)
 from robustsdd.experiments.sweep import (ROW_COLUMNS, cell_path, parse_levels, parse_seeds,
                                          parse_strategies, parse_strategy, run_sweep)
 
@@ -142,7 +142,7 @@ def test_report_files(first):
     assert tuple(reader.fieldnames[:len(ROW_COLUMNS)]) == ROW_COLUMNS
     assert len(table) == len(rows)
     assert float(table[0]["auroc"]) == rows[0]["auroc"]  # full precision
-    assert len(json.loads((out / "cells.json").read_text())) == len(rows)
+    assert comparable(read_rows(out / "cells.json")) == comparable(rows)
     with Image.open(out / "auroc_vs_contamination.png") as im:
         im.load()
         assert im.format == "PNG" and im.size[0] > 200
@@ -221,6 +221,10 @@ def test_changed_config_does_not_reuse_stale_cells(first, pool, cache_dir, tmp_p
     assert new_seed.stats["computed"] == 2 and new_seed.stats["reused"] == 2
     smaller = sweep(pool, fz, tmp_path / "n", n_train=16)
     assert smaller.config["config_hash"] != rows.config["config_hash"]
+    # A damaged cell file (e.g. from a full disk) is recomputed, not trusted or fatal.
+    cell_path(tmp_path, 0.0, 1).write_text('{"rows": [')
+    repaired = sweep(pool, fz, tmp_path, detector=GaussianDetector(shrinkage=0.2))
+    assert repaired.stats["computed"] == 1 and comparable(repaired) == comparable(other)
 
 
 def test_added_strategy_computes_only_what_is_missing(first, pool, cache_dir, tmp_path,

@@ -1,6 +1,7 @@
 """The ``robustsdd`` command: parse, call the library, print. No logic of its own.
 
 Verbs: ``run`` (the paper's protocol on one split: baseline vs One-Shot Removal),
+``sweep`` (the protocol over contamination levels × strategies × seeds: Fig. 3, Table 1),
 ``fit`` (train with cleaning on a data source, save a model folder) and
 ``score`` (score images with a saved model).
 """
@@ -22,6 +23,7 @@ from . import __version__
 from ._errors import ConfigError, RobustSDDError
 from ._io import atomic_write_bytes, atomic_write_json
 from .cleaning import RULES, SCORING_REGIMES, OneShotRemoval
+from .cli_sweep import add_sweep_parser, cmd_sweep
 from .data import SOURCE_KINDS, ELPV_CELL_TYPES, load_mvtec, load_ksdd2, load_unlabeled, open_source
 from .detectors import create_detector, detector_names, differnet_cpu, differnet_paper, load_detector
 from .features import Featurizer, ViewSpec
@@ -163,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--batch-size", type=int, default=1)
     score.add_argument("--out", default=None, help="CSV to write (default: print to stdout)")
     score.add_argument("--quiet", action="store_true")
+
+    add_sweep_parser(sub, _add_data_args, _add_feature_args, _add_detector_args)
     return parser
 
 
@@ -447,7 +451,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
-    handlers = {"run": cmd_run, "fit": cmd_fit, "score": cmd_score}
+    handlers = {"run": cmd_run, "fit": cmd_fit, "score": cmd_score,
+                "sweep": lambda a: cmd_sweep(a, make_featurizer, make_detector)}
     try:
         with warnings.catch_warnings():
             # Our own warnings (guard, NaN steps) are repeated in the printed notes.

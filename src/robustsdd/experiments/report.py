@@ -21,7 +21,7 @@ from .._io import atomic_write_bytes, atomic_write_json
 from .sweep import ROW_COLUMNS, parse_strategy
 
 __all__ = [
-    "write_report", "removal_table", "auroc_table", "area_under_curve", "plot_auroc",
+    "write_report", "read_rows", "removal_table", "auroc_table", "area_under_curve", "plot_auroc",
     "format_auroc_table", "format_removal_table", "format_summary", "PAPER_KSDD2",
 ]
 
@@ -196,6 +196,15 @@ def _json_rows(rows) -> list:
              for k, v in r.items()} for r in rows]
 
 
+def read_rows(path) -> list[dict]:
+    """The rows of a ``cells.json`` written by :func:`write_report` (null → NaN again).
+
+    Redraw a report without recomputing: ``write_report(read_rows(p), out_dir)``.
+    """
+    return [{k: (float("nan") if v is None else v) for k, v in row.items()}
+            for row in json.loads(Path(path).read_text())]
+
+
 def _reference(config) -> dict | None:
     """The paper's numbers when the data source is KSDD2 (the only one it reports)."""
     data = (config or {}).get("data") or {}
@@ -217,18 +226,20 @@ def plot_auroc(rows, *, title="", reference=None) -> bytes:
     ax = fig.add_subplot()
     colours = {}
     table = auroc_table(rows)
-    for strategy in _order(rows, "strategy"):
+    # Distinct markers: curves of thresholds that remove the same images coincide.
+    markers = "osv^D<>ph"
+    for i, strategy in enumerate(_order(rows, "strategy")):
         cells = [c for c in table if c["strategy"] == strategy]
         x = np.array([c["level"] * 100 for c in cells])
         mean = np.array([c["auroc"] for c in cells])
         std = np.array([c["auroc_std"] for c in cells])
-        (line,) = ax.plot(x, mean, marker="o", ms=4, label=strategy)
+        (line,) = ax.plot(x, mean, marker=markers[i % len(markers)], ms=4, label=strategy)
         ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.18, lw=0)
         colours[strategy] = line.get_color()
-    for strategy, points in (reference or {}).items():
+    for i, (strategy, points) in enumerate((reference or {}).items()):
         x, y = zip(*sorted(points.items()))
-        ax.plot(x, y, ls="none", marker="D", ms=7, mfc="none", mew=1.5,
-                color=colours.get(strategy, "black"), label=f"paper KSDD2: {strategy}")
+        ax.plot(x, y, ls="none", marker="DX*P"[i % 4], ms=8 - 2 * (i % 2), mfc="none", mew=1.5,
+                color=colours.get(strategy, "black"), label=f"paper, KSDD2: {strategy}")
     ax.set_xlabel("defective images in the training set (%)")
     ax.set_ylabel("test AUROC")
     ax.set_xlim(-2, 102)
@@ -250,35 +261,61 @@ def _title(config) -> str:
     return " · ".join(p for p in (data, detector, config.get("scoring", "")) if p)
 
 
+def _describe_strategies(names) -> str:
+    words = {"score_threshold": "drop scores above {threshold:g}",
+             "fraction": "drop the top {fraction:g} share",
+             "min_size": "Algorithm 1 down to {min_size:g}"}
+    out = []
+    for name in names:
+        params = parse_strategy(name)
+        what = "no cleaning" if params is None else words[params["rule"]].format(**params)
+        if params and "scoring" in params:
+            what += f", {params['scoring']} scores"
+        out.append(f"{name} ({what})")
+    return "; ".join(out)
+
+
+def _config_lines(rows, config) -> list[str]:
+    """The configuration as markdown bullet points, leaving out what ``config`` lacks."""
+    lines = []
+    data = config.get("data")
+    if data:
+        counts = (f" ({data['good']} good + {data['defective']} defective)"
+                  if "good" in data and "defective" in data else "")
+        test = config.get("test_data")
+        lines.append(f"data: {data.get('source', '?')}{counts}"
+                     + (f"; test images from {test.get('source', '?')}" if test else ""))
+    if "n_train" in config:
+        lines.append(f"split: {config['n_train']} training images; test "
+                     f"{config['n_test_good']} good + {config['n_test_defective']} defective")
+    if config.get("detector"):
+        lines.append(f"detector: {config['detector']['class']}")
+    if config.get("features"):
+        lines.append(f"features: `{config['features']}`")
+    if config.get("scoring"):
+        lines.append(f"OSR scoring: {config['scoring']}")
+    lines.append(f"strategies: {_describe_strategies(_order(rows, 'strategy'))}")
+    lines.append(f"levels: {', '.join(_pct(lv) for lv in _order(rows, 'level'))}; seeds: "
+                 f"{', '.join(str(s) for s in _order(rows, 'seed'))}")
+    if config.get("config_hash"):
+        lines.append(f"config hash: `{config['config_hash']}`")
+    if config.get("command"):
+        lines.append(f"command: `{config['command']}`")
+    return lines
+
+
 def format_summary(rows, config=None, stats=None) -> str:
     """summary.md: the configuration, the area under each curve, the AUROC table."""
-    parts = ["# Contamination sweep\n"]
-    if config:
-        data = config.get("data") or {}
-        det = config.get("detector") or {}
-        parts.append(
-            f"- data: {data.get('source', '?')} ({data.get('good', '?')} good + "
-            f"{data.get('defective', '?')} defective)"
-            + (f"; test from {config['test_data']['source']}" if config.get("test_data") else "")
-            + f"\n- split: {config.get('n_train')} training images, test "
-            f"{config.get('n_test_good')} good + {config.get('n_test_defective')} defective"
-            f"\n- detector: {det.get('class', '?')}"
-            f"\n- features: `{config.get('features', '?')}`"
-            f"\n- OSR scoring: {config.get('scoring', '?')}"
-            f"\n- levels: {', '.join(_pct(l) for l in _order(rows, 'level'))}; seeds: "
-            f"{', '.join(str(s) for s in _order(rows, 'seed'))}"
-            + (f"\n- config hash: `{config['config_hash']}`" if "config_hash" in config else "")
-            + (f"\n- command: `{config['command']}`" if config.get("command") else "")
-            + "\n")
+    lines = _config_lines(rows, config or {})
     if stats:
-        parts.append(f"- groups (level × seed): {stats.get('groups')} "
-                     f"({stats.get('computed')} computed, {stats.get('reused')} reused); "
-                     f"backbone ran on {stats.get('features_computed')} images; "
-                     f"{stats.get('seconds')} s\n")
+        lines.append(f"groups (level × seed): {stats['groups']} ({stats['computed']} computed, "
+                     f"{stats['reused']} reused); backbone ran on "
+                     f"{stats['features_computed']} images; {stats['seconds']} s")
+    parts = ["# Contamination sweep\n\n", "".join(f"- {line}\n" for line in lines)]
     parts.append("\n## Area under the curve (mean AUROC over levels)\n\n")
-    parts.append(_markdown(
-        ["strategy", "area (mean ± std over seeds)"],
-        [[a["strategy"], f"{a['area']:.3f} ± {a['area_std']:.3f}"] for a in area_under_curve(rows)]))
+    areas = [[a["strategy"], f"{a['area']:.3f} ± {a['area_std']:.3f}"]
+             for a in area_under_curve(rows)]
+    parts.append(_markdown(["strategy", "area (mean ± std over seeds)"], areas))
     parts.append("\n## Test AUROC (mean ± std over seeds)\n\n")
     parts.append(format_auroc_table(rows))
     if config and config.get("detector", {}).get("params"):

@@ -45,12 +45,12 @@ from .. import __version__
 from .._errors import ConfigError
 from .._io import atomic_write_json
 from ..cleaning import SCORING_REGIMES, OneShotRemoval
-from ..data import ImageSet, paper_split
+from ..data import DEFECTIVE, GOOD, ImageSet, paper_split
 from ..metrics import detection_metrics, removal_metrics
 
 __all__ = [
     "parse_strategy", "parse_strategies", "parse_levels", "parse_seeds",
-    "run_sweep", "sweep_config", "SweepResult",
+    "run_sweep", "sweep_config", "config_hash", "cell_path", "SweepResult",
     "DEFAULT_LEVELS", "DEFAULT_STRATEGIES", "DEFAULT_SEEDS", "ROW_COLUMNS",
 ]
 
@@ -271,7 +271,8 @@ def _run_group(group: _Group, pool_features, test_features) -> list[dict]:
     if "random_state" in template.get_params():
         template.set_params(random_state=group.seed)
     base = {"level": group.level, "seed": group.seed, "n_train": len(y_train),
-            "train_good": int(np.sum(y_train == 0)), "train_defective": int(np.sum(y_train == 1))}
+            "train_good": int(np.sum(y_train == GOOD)),
+            "train_defective": int(np.sum(y_train == DEFECTIVE))}
     rows, stage1 = [], {}  # stage1: scoring regime -> the first OSR fitted with it
     with warnings.catch_warnings():
         # The guard's warning is recorded in each row's guard_fired; in a sweep it would
@@ -404,7 +405,8 @@ def run_sweep(pool, test_pool=None, *, featurizer, detector, levels=DEFAULT_LEVE
         The split (:func:`robustsdd.data.paper_split`).
     jobs : int
         Groups fitted in parallel processes (spawned; each uses one torch thread).
-        The rows do not depend on it.
+        The rows do not depend on it. As with any spawned processes, a script that
+        calls this with ``jobs > 1`` must do so under ``if __name__ == "__main__":``.
     progress : bool
         Show progress bars (feature extraction, then groups).
 
@@ -432,9 +434,11 @@ def run_sweep(pool, test_pool=None, *, featurizer, detector, levels=DEFAULT_LEVE
     (4, 2)
     """
     t_start = time.perf_counter()
-    levels, strategies, seeds = parse_levels(levels), parse_strategies(strategies), parse_seeds(seeds)
+    levels, strategies = parse_levels(levels), parse_strategies(strategies)
+    seeds = parse_seeds(seeds)
     if scoring not in SCORING_REGIMES:
-        raise ConfigError(f"unknown scoring {scoring!r}; choose one of: {', '.join(SCORING_REGIMES)}")
+        raise ConfigError(f"unknown scoring {scoring!r}; choose one of: "
+                          f"{', '.join(SCORING_REGIMES)}")
     jobs = int(jobs)
     if jobs < 1:
         raise ConfigError(f"jobs must be at least 1, got {jobs}")
@@ -447,15 +451,9 @@ def run_sweep(pool, test_pool=None, *, featurizer, detector, levels=DEFAULT_LEVE
     chash = config_hash(config)
 
     # Draw every split first (cheap: labels only) and read what earlier runs left.
-    splits, stored = {}, {}
-    for level in levels:
-        for seed in seeds:
-            train, test = paper_split(_index_set(pool), n_train=n_train, contamination=level,
-                                      n_test_good=n_test_good, n_test_defective=n_test_defective,
-                                      test_pool=None if test_pool is None else _index_set(test_pool),
-                                      random_state=seed)
-            splits[level, seed] = (train, test)
-            stored[level, seed] = _read_cell(cell_path(out_dir, level, seed), chash, level, seed)
+    splits = _draw_splits(pool, test_pool, levels, seeds, n_train=n_train,
+                          n_test_good=n_test_good, n_test_defective=n_test_defective)
+    stored = {key: _read_cell(cell_path(out_dir, *key), chash, *key) for key in splits}
     todo = [key for key in splits if any(s not in stored[key] for s in strategies)]
 
     n_before = featurizer.n_computed
@@ -480,6 +478,15 @@ def run_sweep(pool, test_pool=None, *, featurizer, detector, levels=DEFAULT_LEVE
     config = {**config, "config_hash": chash, "levels": list(levels),
               "strategies": list(strategies), "seeds": list(seeds)}
     return SweepResult(rows, stats, config)
+
+
+def _draw_splits(pool, test_pool, levels, seeds, **sizes) -> dict:
+    """{(level, seed): (train, test)} as ImageSets whose items are indices into the pools."""
+    index_pool = _index_set(pool)
+    index_test = None if test_pool is None else _index_set(test_pool)
+    return {(level, seed): paper_split(index_pool, contamination=level, test_pool=index_test,
+                                       random_state=seed, **sizes)
+            for level in levels for seed in seeds}
 
 
 def _prepare_groups(todo, splits, stored, strategies, template, scoring, featurizer,
