@@ -321,3 +321,30 @@ def test_cli_main_sweep(folder, tmp_path, capsys):
     assert cli.main(cli_args(folder, out)) == 0
     assert (out / "summary.md").is_file()
     assert cli.main(cli_args(folder, out, "--levels", "0,50")) == 2  # a percentage, not a share
+
+
+def _slow_for_level_zero(group):
+    """A stand-in worker task: the level-0 group takes far longer than the others."""
+    import time
+
+    time.sleep(6.0 if group.level == 0 else 0.0)
+    return [{"level": group.level}]
+
+
+def test_parallel_groups_are_yielded_as_they_finish():
+    # A finished group must reach the caller (and so its cell file) while a slow one still
+    # runs; otherwise an interrupted parallel sweep would lose every finished group.
+    from types import SimpleNamespace
+
+    from robustsdd.experiments.sweep import _execute
+
+    import time
+
+    groups = [SimpleNamespace(level=level) for level in (0, 0.5, 1.0)]
+    order, when = [], []
+    for group, _ in _execute(groups, (None, None), jobs=2, run=_slow_for_level_zero):
+        order.append(group.level)
+        when.append(time.monotonic())
+    assert sorted(order) == [0, 0.5, 1.0]
+    assert order[-1] == 0
+    assert when[-1] - when[0] > 3.0  # the fast groups arrived well before the slow one ended

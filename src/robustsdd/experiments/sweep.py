@@ -32,7 +32,7 @@ import math
 import multiprocessing
 import time
 import warnings
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -523,8 +523,11 @@ def _prepare_groups(todo, splits, stored, strategies, template, scoring, featuri
     return groups, (pool_features, test_features)
 
 
-def _execute(groups, features, jobs):
-    """Yield ``(group, rows)`` as groups finish, in this process or in ``jobs`` workers."""
+def _execute(groups, features, jobs, run=None):
+    """Yield ``(group, rows)`` as groups finish, in this process or in ``jobs`` workers.
+
+    ``run`` (a picklable function of a group, for tests) replaces the worker's task.
+    """
     pool_features, test_features = features
     if jobs == 1 or len(groups) < 2:
         for group in groups:
@@ -536,9 +539,11 @@ def _execute(groups, features, jobs):
                                    initializer=_init_worker,
                                    initargs=(pool_features, test_features))
     try:
-        pending = {executor.submit(_worker_run, g): g for g in groups}
+        pending = {executor.submit(run or _worker_run, g): g for g in groups}
         while pending:
-            done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+            # FIRST_COMPLETED, so each group is yielded (and written to disk) as soon as it
+            # is done: an interrupted sweep then keeps every finished group.
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 group = pending.pop(future)
                 yield group, future.result()  # re-raises a worker's exception here
