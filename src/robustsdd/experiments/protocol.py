@@ -17,7 +17,19 @@ from ..cleaning import OneShotRemoval
 from ..data import paper_split
 from ..metrics import detection_metrics, removal_metrics, score_summary
 
-__all__ = ["run_protocol_cell", "strip_arrays"]
+__all__ = ["run_protocol_cell", "seeded_clone", "strip_arrays"]
+
+
+def seeded_clone(detector, seed: int):
+    """An unfitted copy of ``detector`` whose ``random_state`` (if it has one) is ``seed``.
+
+    A protocol cell's split and its model share one seed, so every cell of a sweep or a
+    table is reproducible from (level, seed) alone.
+    """
+    template = clone(detector)
+    if "random_state" in template.get_params():
+        template.set_params(random_state=seed)
+    return template
 
 
 def run_protocol_cell(pool, test_pool, *, featurizer, detector, osr_params: dict,
@@ -44,9 +56,7 @@ def run_protocol_cell(pool, test_pool, *, featurizer, detector, osr_params: dict
     X_test = featurizer.transform(test)
     t_features = time.perf_counter() - t0
 
-    template = clone(detector)
-    if "random_state" in template.get_params():
-        template.set_params(random_state=seed)
+    template = seeded_clone(detector, seed)
     osr = OneShotRemoval(template, random_state=seed, **osr_params)
     t_fit_baseline = 0.0
     t1 = time.perf_counter()

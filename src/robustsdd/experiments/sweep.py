@@ -47,6 +47,7 @@ from .._io import atomic_write_json
 from ..cleaning import SCORING_REGIMES, OneShotRemoval
 from ..data import DEFECTIVE, GOOD, ImageSet, paper_split
 from ..metrics import detection_metrics, removal_metrics
+from .protocol import seeded_clone
 
 __all__ = [
     "parse_strategy", "parse_strategies", "parse_levels", "parse_seeds",
@@ -267,9 +268,7 @@ def _run_group(group: _Group, pool_features, test_features) -> list[dict]:
     X_train = pool_features[group.train_rows]
     X_test = test_features[group.test_rows]
     y_train, y_test = group.train_labels, group.test_labels
-    template = clone(group.detector)
-    if "random_state" in template.get_params():
-        template.set_params(random_state=group.seed)
+    template = seeded_clone(group.detector, group.seed)
     base = {"level": group.level, "seed": group.seed, "n_train": len(y_train),
             "train_good": int(np.sum(y_train == GOOD)),
             "train_defective": int(np.sum(y_train == DEFECTIVE))}
