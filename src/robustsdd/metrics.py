@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from .data import DEFECTIVE, GOOD
+from .data import DEFECTIVE, GOOD, removal_counts
 
 __all__ = ["detection_metrics", "removal_metrics", "score_summary"]
 
@@ -25,19 +25,13 @@ def detection_metrics(labels, scores) -> dict:
 
 def removal_metrics(labels, keep_mask) -> dict:
     """Table 1's columns plus precision/recall of removal (defective = should be removed)."""
-    labels = np.asarray(labels)
-    removed = ~np.asarray(keep_mask, dtype=bool)
-    defective, good = labels == DEFECTIVE, labels == GOOD
-    removed_defective = int(np.sum(removed & defective))
-    removed_good = int(np.sum(removed & good))
-    n_removed = int(removed.sum())
+    counts = removal_counts(np.asarray(labels), np.asarray(keep_mask, dtype=bool))
+    n_removed = counts["removed_good"] + counts["removed_defective"]
+    n_defective = counts["removed_defective"] + counts["kept_defective"]
     return {
-        "removed_good": removed_good,
-        "removed_defective": removed_defective,
-        "kept_good": int(np.sum(~removed & good)),
-        "kept_defective": int(np.sum(~removed & defective)),
-        "removal_precision": removed_defective / n_removed if n_removed else float("nan"),
-        "removal_recall": removed_defective / int(defective.sum()) if defective.any() else float("nan"),
+        **counts,
+        "removal_precision": counts["removed_defective"] / n_removed if n_removed else float("nan"),
+        "removal_recall": counts["removed_defective"] / n_defective if n_defective else float("nan"),
     }
 
 
