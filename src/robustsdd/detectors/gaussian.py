@@ -10,6 +10,7 @@ outnumber the vectors, as they do for 100 training images (Ledoit & Wolf, 2004).
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
 import torch
 from sklearn.covariance import LedoitWolf, ShrunkCovariance
 
@@ -55,7 +56,7 @@ class GaussianDetector(BaseDetector):
             )
         estimator.fit(vectors)
         self.mean_ = estimator.location_
-        self.precision_ = estimator.get_precision()
+        self.precision_ = _inverse_of_positive_definite(estimator.covariance_)
         self.n_features_ = X.shape[2]
         self.is_fitted_ = True
         return self
@@ -64,7 +65,9 @@ class GaussianDetector(BaseDetector):
         self._check_is_fitted()
         X = check_features(X, n_features=self.n_features_)
         centred = X.astype(np.float64) - self.mean_
-        d2 = np.einsum("nvi,ij,nvj->nv", centred, self.precision_, centred)
+        # A BLAS matrix product then a row-wise dot: a three-operand einsum here
+        # is not routed to BLAS and was 100x slower (15 s of a 19 s sweep group).
+        d2 = ((centred @ self.precision_) * centred).sum(axis=2)
         return d2.mean(axis=1) / self.n_features_
 
     def _get_state(self):
@@ -76,3 +79,15 @@ class GaussianDetector(BaseDetector):
         if self.precision_.shape != (self.mean_.size, self.mean_.size):
             raise ValueError("precision and mean disagree in size")
         self.n_features_ = self.mean_.size
+
+
+def _inverse_of_positive_definite(matrix: np.ndarray) -> np.ndarray:
+    """Inverse through a Cholesky factor (5x faster than sklearn's eigh-based
+    pinvh at 960 features); a shrunk covariance is positive definite, and the
+    pseudo-inverse remains the fallback for one that is numerically not."""
+    try:
+        factor = scipy.linalg.cho_factor(matrix, lower=True, check_finite=False)
+        inverse = scipy.linalg.cho_solve(factor, np.eye(len(matrix)), check_finite=False)
+    except np.linalg.LinAlgError:
+        return scipy.linalg.pinvh(matrix)
+    return (inverse + inverse.T) / 2  # exactly symmetric, as pinvh's is
