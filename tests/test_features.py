@@ -7,6 +7,7 @@ from robustsdd import ConfigError, DataError
 from robustsdd.data import ImageSet
 from robustsdd.features.backbones import FeatureExtractor, create_classifier
 from robustsdd.features.cache import FeatureCache, image_digest
+from robustsdd.features.engines import MATCH_TOLERANCE, TorchEngine, check_match
 from robustsdd.features.extract import Featurizer
 from robustsdd.features.views import ViewSpec
 
@@ -98,10 +99,65 @@ def test_featurizer_shapes_and_views_are_distinct(tiny_images, tiny_views):
 
 def test_channels_last_matches_eager(tiny_images, tiny_views):
     a = Featurizer(weights=None, views=tiny_views, cache_dir=False, channels_last=True,
-                   progress=False).transform(tiny_images)
+                   engine="torch", progress=False).transform(tiny_images)
     b = Featurizer(weights=None, views=tiny_views, cache_dir=False, channels_last=False,
-                   progress=False).transform(tiny_images)
+                   engine="torch", progress=False).transform(tiny_images)
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_onnxruntime_engine_matches_pytorch_and_is_the_default(tiny_images, tiny_views):
+    fast = Featurizer(weights=None, views=tiny_views, cache_dir=False, progress=False)
+    slow = Featurizer(weights=None, views=tiny_views, cache_dir=False, engine="torch",
+                      progress=False)
+    assert fast.engine_name == "onnxruntime" and slow.engine_name == "torch"
+    a, b = fast.transform(tiny_images), slow.transform(tiny_images)
+    scale = np.abs(b).max()
+    assert np.abs(a - b).max() <= MATCH_TOLERANCE * max(1.0, scale)
+    # Same engine, same numbers, every time.
+    again = Featurizer(weights=None, views=tiny_views, cache_dir=False, progress=False)
+    np.testing.assert_array_equal(again.transform(tiny_images), a)
+
+
+def test_engine_is_part_of_the_cache_key(tmp_path, tiny_images, tiny_views):
+    fast = Featurizer(weights=None, views=tiny_views, cache_dir=tmp_path, progress=False)
+    fast.transform(tiny_images)
+    slow = Featurizer(weights=None, views=tiny_views, cache_dir=tmp_path, engine="torch",
+                      progress=False)
+    slow.transform(tiny_images)
+    assert fast.config_key != slow.config_key
+    assert slow.n_computed == len(tiny_images)  # not served the other engine's features
+
+
+def test_auto_engine_falls_back_to_pytorch_without_onnxruntime(monkeypatch, tiny_images,
+                                                              tiny_views):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError
+    auto = Featurizer(weights=None, views=tiny_views, cache_dir=False, progress=False)
+    assert auto.engine_name == "torch"
+    assert any("ONNX Runtime not used" in note for note in auto.notes)
+    assert auto.transform(tiny_images).shape[0] == len(tiny_images)
+    strict = Featurizer(weights=None, views=tiny_views, cache_dir=False, engine="onnxruntime",
+                        progress=False)
+    with pytest.raises(ConfigError, match="onnxruntime engine cannot be used"):
+        strict.engine_name
+
+
+def test_engine_that_disagrees_with_pytorch_is_refused():
+    extractor = FeatureExtractor("efficientnet_lite0", weights=None)
+    reference = TorchEngine(extractor)
+
+    class Off:
+        name = "off"
+
+        def __call__(self, x):
+            return reference(x) + 1e-2  # 1e-2 off: far above the tolerance
+
+    assert check_match(reference, reference) == 0.0
+    with pytest.raises(ConfigError, match="differ from PyTorch"):
+        check_match(Off(), reference)
+    with pytest.raises(ConfigError, match="unknown engine"):
+        Featurizer(weights=None, engine="tensorrt")
 
 
 def test_second_extraction_reads_the_cache_and_changed_image_misses(tmp_path, tiny_images,

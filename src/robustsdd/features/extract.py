@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from .._errors import ConfigError
 from .backbones import FeatureExtractor
 from .cache import FeatureCache, default_cache_dir, image_digest
+from .engines import ENGINES, make_engine
 from .views import ViewSpec, scaled_inputs
 
 __all__ = ["Featurizer"]
@@ -39,9 +40,14 @@ class Featurizer:
         were computed with it (batched kernels can differ in the last float
         bits), so a cold and a warm cache give bit-identical features; on this
         2-core CPU it is also the fastest (BENCHMARKS.md).
+    engine : "auto", "onnxruntime" or "torch"
+        What runs the backbone (:mod:`robustsdd.features.engines`): ``"auto"``
+        uses ONNX Runtime (2.6× faster here) when it is installed and matches
+        PyTorch on a probe batch, else PyTorch. The resolved name is
+        :attr:`engine_name` and is part of the cache key.
     channels_last : bool
-        Run the backbone in channels-last memory format (about 1.8× faster on
-        this CPU, same features to float rounding; BENCHMARKS.md).
+        With the PyTorch engine, run the backbone in channels-last memory format
+        (about 1.8× faster on this CPU, same features to float rounding).
     progress : bool
         Show a progress bar over images that must be computed.
 
@@ -62,6 +68,7 @@ class Featurizer:
     views: ViewSpec = field(default_factory=ViewSpec)
     cache_dir: object = None
     batch_size: int = 1
+    engine: str = "auto"
     channels_last: bool = True
     progress: bool = True
 
@@ -69,7 +76,11 @@ class Featurizer:
         self.stages = tuple(int(s) for s in self.stages)
         if int(self.batch_size) < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"unknown engine {self.engine!r}; choose one of: {', '.join(ENGINES)}")
         self._extractor = None
+        self._engine = None
+        self.notes = []  # e.g. why engine="auto" fell back to PyTorch
         if self.cache_dir is False:
             self.cache = None
         else:
@@ -80,9 +91,20 @@ class Featurizer:
     def extractor(self) -> FeatureExtractor:
         if self._extractor is None:
             self._extractor = FeatureExtractor(self.backbone, self.weights, self.stages)
-            if self.channels_last:
-                self._extractor = self._extractor.to(memory_format=torch.channels_last)
         return self._extractor
+
+    @property
+    def engine_name(self) -> str:
+        """The engine that computes features here ("onnxruntime" or "torch")."""
+        return self._runner.name
+
+    @property
+    def _runner(self):
+        if self._engine is None:
+            self._engine, note = make_engine(self.extractor, self.engine, self.channels_last)
+            if note:
+                self.notes.append(note)
+        return self._engine
 
     @property
     def n_features(self) -> int:
@@ -90,7 +112,7 @@ class Featurizer:
 
     @property
     def config_key(self) -> str:
-        return f"{self.extractor.key}||{self.views.key}"
+        return f"{self.extractor.key}|engine={self.engine_name}||{self.views.key}"
 
     def to_dict(self) -> dict:
         """The settings needed to recompute the same features (for model configs)."""
@@ -100,6 +122,7 @@ class Featurizer:
             "weights_id": self.extractor.weights_id,
             "stages": list(self.stages),
             "views": self.views.to_dict(),
+            "engine": self.engine_name,
         }
 
     def transform(self, images) -> np.ndarray:
@@ -135,14 +158,10 @@ class Featurizer:
         return out
 
     def _compute(self, rgbs: list) -> np.ndarray:
-        fx = self.extractor
-        batch = torch.cat([self.views.make(rgb) for rgb in rgbs])  # (n*v, 3, s, s)
-        batch = fx.normalize(batch)
-        per_scale = []
+        run = self._runner
         with torch.inference_mode():
-            for x in scaled_inputs(batch, self.views):
-                if self.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                per_scale.append(fx.forward_normalized(x))
-        feats = torch.cat(per_scale, dim=1).float().numpy()
+            batch = torch.cat([self.views.make(rgb) for rgb in rgbs])  # (n*v, 3, s, s)
+            batch = self.extractor.normalize(batch)
+            per_scale = [run(x) for x in scaled_inputs(batch, self.views)]
+        feats = np.concatenate(per_scale, axis=1).astype(np.float32, copy=False)
         return feats.reshape(len(rgbs), self.views.n_views, -1)
