@@ -41,7 +41,7 @@ from sklearn.model_selection import KFold
 
 from .._errors import ConfigError, DataError
 from ..detectors.base import check_features
-from .rules import RULES, apply_guard, fraction_rule, resolve_count, threshold_rule
+from .rules import RULES, apply_guard, auto_cut, fraction_rule, resolve_count, threshold_rule
 
 __all__ = ["OneShotRemoval", "SCORING_REGIMES"]
 
@@ -55,10 +55,15 @@ class OneShotRemoval(BaseEstimator):
     ----------
     detector : BaseDetector
         Any robustsdd detector; it is cloned, never modified.
-    rule : {"score_threshold", "min_size", "fraction"}
-        How images are chosen for removal (see the module docstring).
+    rule : {"score_threshold", "min_size", "fraction", "auto"}
+        How images are chosen for removal (see the module docstring); ``auto``
+        needs no number: it drops images scoring above median + ``z`` robust
+        SDs of the removal scores (:func:`~robustsdd.cleaning.rules.auto_cut`).
     threshold : float
         For ``score_threshold``: drop images scoring above it (paper: 1.5).
+    z : float
+        For ``auto``: how many robust standard deviations above the median the
+        cut lies (3, the usual outlier convention; not tuned on test data).
     fraction : float
         For ``fraction``: share of images to drop.
     min_size : int or float
@@ -91,6 +96,10 @@ class OneShotRemoval(BaseEstimator):
     stage_scores_ : dict of score arrays over all training images: ``stage1`` (the
         stage-1 model, every view), ``removal`` (what the rule saw) and ``stage2``
         (the fine-tuned model; out-of-sample for the removed images)
+    cut_ : the score cut used (``score_threshold``: the threshold; ``auto``: the
+        cut read off the scores), None for the count-based rules
+    estimated_contamination_ : share of training images removed, the estimate
+        of how many did not belong
     guard_fired_ : bool; ``notes_`` : list of str, what happened, for the user
 
     Examples
@@ -106,10 +115,11 @@ class OneShotRemoval(BaseEstimator):
 
     def __init__(self, detector, *, rule="score_threshold", threshold=1.5, fraction=0.1,
                  min_size=0.8, scoring="in_sample", n_folds=5, min_keep=0.5,
-                 keep_baseline=True, random_state=0):
+                 keep_baseline=True, random_state=0, z=3.0):
         self.detector = detector
         self.rule = rule
         self.threshold = threshold
+        self.z = z
         self.fraction = fraction
         self.min_size = min_size
         self.scoring = scoring
@@ -194,12 +204,18 @@ class OneShotRemoval(BaseEstimator):
         self.stage1_removal_scores_ = initial_scores
 
         if self.rule == "min_size":
+            self.cut_ = None
             keep, removal_scores, order = self._remove_one_at_a_time(model, X, min_keep,
                                                                      initial_scores)
         else:
             removal_scores = initial_scores
+            self.cut_ = None
             if self.rule == "score_threshold":
+                self.cut_ = float(self.threshold)
                 keep = threshold_rule(removal_scores, self.threshold)
+            elif self.rule == "auto":
+                self.cut_ = auto_cut(removal_scores, self.z)
+                keep = threshold_rule(removal_scores, self.cut_)
             else:
                 keep = fraction_rule(removal_scores, self.fraction)
             keep, fired = apply_guard(removal_scores, keep, min_keep)
@@ -215,6 +231,7 @@ class OneShotRemoval(BaseEstimator):
         self.keep_mask_ = keep
         self.removed_indices_ = np.asarray(order, dtype=np.int64)
         self.removal_scores_ = removal_scores
+        self.estimated_contamination_ = float((~keep).mean())
         self.train_scores_ = model.decision_function(X)
         self.stage_scores_ = {
             "stage1": stage1_scores,
@@ -280,8 +297,11 @@ class OneShotRemoval(BaseEstimator):
         if n_removed == 0:
             self.notes_.append(
                 f"the rule removed nothing: every {self.scoring} score is at or below the cut"
-                + (f" ({self.threshold})" if self.rule == "score_threshold" else "")
+                + (f" ({self.cut_:.4g})" if self.cut_ is not None else "")
             )
+        if self.rule == "auto":
+            self.notes_.append(f"automatic cut: median + {self.z:g} robust SD = {self.cut_:.4g}; "
+                               f"estimated contamination {n_removed / len(keep):.1%}")
 
     def decision_function(self, X) -> np.ndarray:
         """Scores of the fine-tuned detector (higher = more anomalous)."""

@@ -12,9 +12,12 @@ import numpy as np
 
 from .._errors import ConfigError
 
-__all__ = ["threshold_rule", "fraction_rule", "resolve_count", "apply_guard", "RULES"]
+__all__ = ["threshold_rule", "fraction_rule", "auto_cut", "resolve_count", "apply_guard",
+           "RULES"]
 
-RULES = ("score_threshold", "fraction", "min_size")
+RULES = ("score_threshold", "fraction", "min_size", "auto")
+# 1 / Φ⁻¹(3/4): scales the median absolute deviation to a normal's standard deviation.
+_MAD_TO_SD = 1.482602218505602
 
 
 def _scores(scores) -> np.ndarray:
@@ -35,6 +38,39 @@ def threshold_rule(scores, threshold: float) -> np.ndarray:
         raise ConfigError(f"threshold must be a finite number, got {threshold}")
     with np.errstate(invalid="ignore"):
         return s <= threshold
+
+
+def auto_cut(scores, z: float = 3.0) -> float:
+    """A threshold read off the scores themselves: median + z · robust SD.
+
+    The robust SD is the median absolute deviation scaled to a normal's SD, so
+    the images that belong (the bulk) set the cut and the outliers, being few,
+    barely move it (Hampel's identifier; Rousseeuw & Croux, 1993). Anomaly
+    scores of the detectors here are positive and right-skewed (distances,
+    Mahalanobis², mean z²), so when every score is positive the rule works on
+    their logarithm, where the bulk is close to symmetric, and the cut is mapped
+    back. With a zero MAD (more than half the scores equal), the mean absolute
+    deviation from the median stands in; if that is zero too, every score is
+    equal and the cut is that score (nothing is removed). Non-finite scores are
+    ignored here (and removed by the rule).
+
+    >>> round(auto_cut([1.0, 1.1, 0.9, 1.0, 1.05, 0.95, 9.0], z=3), 4)
+    1.2563
+    """
+    s = _scores(scores)
+    if not (np.isfinite(z) and z > 0):
+        raise ConfigError(f"z must be a positive number, got {z}")
+    finite = s[np.isfinite(s)]
+    if finite.size == 0:
+        raise ConfigError("no finite score to set an automatic threshold from")
+    use_log = bool(np.all(finite > 0))
+    values = np.log(finite) if use_log else finite
+    median = float(np.median(values))
+    spread = float(np.median(np.abs(values - median))) * _MAD_TO_SD
+    if spread == 0:
+        spread = float(np.mean(np.abs(values - median)))
+    cut = median + float(z) * spread
+    return float(np.exp(cut)) if use_log else cut
 
 
 def resolve_count(value, n: int, what: str) -> int:

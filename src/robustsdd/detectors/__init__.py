@@ -3,8 +3,11 @@
 from .base import BaseDetector, create_detector, detector_names, load_detector, register_detector
 from .differnet import DifferNet, differnet_cpu, differnet_paper
 from .gaussian import GaussianDetector
+from .knn import KNNDetector
+from .patchcore import PatchCore
 
 __all__ = [
     "BaseDetector", "create_detector", "detector_names", "load_detector", "register_detector",
     "DifferNet", "differnet_cpu", "differnet_paper", "GaussianDetector",
+    "KNNDetector", "PatchCore",
 ]

@@ -264,7 +264,8 @@ def _title(config) -> str:
 def _describe_strategies(names) -> str:
     words = {"score_threshold": "drop scores above {threshold:g}",
              "fraction": "drop the top {fraction:g} share",
-             "min_size": "Algorithm 1 down to {min_size:g}"}
+             "min_size": "Algorithm 1 down to {min_size:g}",
+             "auto": "drop scores above median + {z:g} robust SD"}
     out = []
     for name in names:
         params = parse_strategy(name)

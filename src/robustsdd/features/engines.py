@@ -24,7 +24,8 @@ from torch import nn
 
 from .._errors import ConfigError
 
-__all__ = ["ENGINES", "MATCH_TOLERANCE", "TorchEngine", "OnnxRuntimeEngine", "make_engine"]
+__all__ = ["ENGINES", "MATCH_TOLERANCE", "PooledFeatures", "TorchEngine", "OnnxRuntimeEngine",
+           "make_engine"]
 
 ENGINES = ("auto", "onnxruntime", "torch")
 # Largest |difference| allowed between an engine's features and eager PyTorch's,
@@ -33,25 +34,9 @@ ENGINES = ("auto", "onnxruntime", "torch")
 MATCH_TOLERANCE = 1e-4
 
 
-class TorchEngine:
-    """Eager PyTorch, channels-last by default (1.8x faster than NCHW on this CPU)."""
-
-    name = "torch"
-
-    def __init__(self, extractor: nn.Module, channels_last: bool = True):
-        self.channels_last = bool(channels_last)
-        self.extractor = extractor.to(memory_format=torch.channels_last) if channels_last else extractor
-
-    def __call__(self, x: torch.Tensor) -> np.ndarray:
-        """Pooled features (N, F) of a normalised batch (N, 3, H, W)."""
-        with torch.inference_mode():
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            return self.extractor.forward_normalized(x).float().numpy()
-
-
-class _Pooled(nn.Module):
-    """The extractor's normalised-input forward as a plain module, for export."""
+class PooledFeatures(nn.Module):
+    """Normalised images (N, 3, H, W) → pooled stage features (N, F): what the
+    default :class:`~robustsdd.features.Featurizer` computes."""
 
     def __init__(self, extractor: nn.Module):
         super().__init__()
@@ -61,16 +46,39 @@ class _Pooled(nn.Module):
         return self.extractor.forward_normalized(x)
 
 
+def _as_module(backbone: nn.Module) -> nn.Module:
+    # A FeatureExtractor itself stands for its pooled features.
+    return PooledFeatures(backbone) if hasattr(backbone, "forward_normalized") else backbone
+
+
+class TorchEngine:
+    """Eager PyTorch, channels-last by default (1.8x faster than NCHW on this CPU)."""
+
+    name = "torch"
+
+    def __init__(self, module: nn.Module, channels_last: bool = True):
+        module = _as_module(module).eval()
+        self.channels_last = bool(channels_last)
+        self.module = module.to(memory_format=torch.channels_last) if channels_last else module
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        """The module's output for a normalised batch (N, 3, H, W), as float32 numpy."""
+        with torch.inference_mode():
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return self.module(x).float().numpy()
+
+
 class OnnxRuntimeEngine:
-    """The backbone exported to ONNX (in memory, batch and image size dynamic) and
+    """The module exported to ONNX (in memory, batch and image size dynamic) and
     run by ONNX Runtime on the CPU with as many threads as torch uses."""
 
     name = "onnxruntime"
 
-    def __init__(self, extractor: nn.Module):
+    def __init__(self, module: nn.Module):
         import onnxruntime as ort  # optional at import time of the package
 
-        model = _export_onnx(extractor)
+        model = _export_onnx(_as_module(module))
         options = ort.SessionOptions()
         # The thread count torch uses (OMP_NUM_THREADS, or 1 in a sweep worker).
         options.intra_op_num_threads = torch.get_num_threads()
@@ -85,8 +93,8 @@ class OnnxRuntimeEngine:
         return self.session.run(None, {self.input_name: batch})[0]
 
 
-def _export_onnx(extractor: nn.Module) -> bytes:
-    """ONNX bytes of the pooled-feature forward, with dynamic batch and image size.
+def _export_onnx(module: nn.Module) -> bytes:
+    """ONNX bytes of ``module``'s forward, with dynamic batch and image size.
 
     Uses the TorchScript exporter (``dynamo=False``): under a second, where the
     dynamo exporter took 40 s for this model and needs onnxscript.
@@ -96,9 +104,9 @@ def _export_onnx(extractor: nn.Module) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
-            _Pooled(extractor).eval(), (probe,), buffer, dynamo=False,
+            _as_module(module).eval(), (probe,), buffer, dynamo=False,
             input_names=["x"], output_names=["features"], opset_version=17,
-            dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"}, "features": {0: "batch"}},
+            dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"}},
         )
     return buffer.getvalue()
 
@@ -127,19 +135,21 @@ def check_match(engine, reference: TorchEngine, tolerance: float = MATCH_TOLERAN
     return worst
 
 
-def make_engine(extractor: nn.Module, engine: str = "auto", channels_last: bool = True):
-    """Build the engine named by ``engine`` for a :class:`FeatureExtractor`.
+def make_engine(module: nn.Module, engine: str = "auto", channels_last: bool = True):
+    """Build the engine named by ``engine`` that runs ``module`` (a
+    :class:`FeatureExtractor`, for its pooled features, or any module of a
+    normalised image batch, e.g. :class:`~robustsdd.features.patches.PatchFeatures`).
 
     Returns ``(engine, note)``; ``note`` is None, or says why ``"auto"`` fell back
     to PyTorch.
     """
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
-    reference = TorchEngine(extractor, channels_last=channels_last)
+    reference = TorchEngine(module, channels_last=channels_last)
     if engine == "torch":
         return reference, None
     try:
-        fast = OnnxRuntimeEngine(extractor)
+        fast = OnnxRuntimeEngine(module)
         check_match(fast, reference)
         return fast, None
     except Exception as exc:  # noqa: BLE001 - any failure means: use PyTorch
