@@ -131,6 +131,10 @@ class OneShotRemoval(BaseEstimator):
     # -- scoring regimes --------------------------------------------------------------
     def _fit_views(self, X):
         """For held_out_views: (views to train on, views to score)."""
+        if getattr(self.detector, "feature_layout", "views") != "views":
+            raise ConfigError(f"scoring='held_out_views' needs features with a views axis; "
+                              f"{type(self.detector).__name__} takes patches: use "
+                              "scoring='out_of_fold'")
         n_views = X.shape[1]
         if n_views < 2:
             raise DataError("scoring='held_out_views' needs at least 2 views per image")

@@ -39,7 +39,8 @@ class PatchCore(BaseDetector):
         How the bank is subsampled: greedy k-centre (PatchCore's; covers the
         patch distribution), a uniform random subset, or every patch.
     coreset_ratio : float in (0, 1]
-        Share of training patches kept in the bank (PatchCore: 1–10 %).
+        Share of training patches kept in the bank (PatchCore: 1–10 %; default
+        1 %: greedy selection of 10 % of 78,400 patches took minutes on 2 cores).
     projection_dim : int
         Random-projection dimension used by the greedy selection only.
     k : int
@@ -63,7 +64,10 @@ class PatchCore(BaseDetector):
     5
     """
 
-    def __init__(self, coreset="greedy", coreset_ratio=0.1, projection_dim=128, k=1, grid=None,
+    #: Axis 1 of ``X`` holds patches, not views: cleaning cannot hold views out.
+    feature_layout = "patches"
+
+    def __init__(self, coreset="greedy", coreset_ratio=0.01, projection_dim=128, k=1, grid=None,
                  random_state=0):
         self.coreset = coreset
         self.coreset_ratio = coreset_ratio
