@@ -13,6 +13,7 @@ from .elpv import ELPV_CELL_TYPES, load_elpv
 from .folder import load_folder, load_unlabeled
 from .images import IMAGE_EXTENSIONS, MAX_PIXELS, list_images, load_rgb
 from .ksdd2 import load_ksdd2
+from .screen import ON_BAD_IMAGE, ScreenResult, screen_images, write_skip_list
 from .mvtec import load_mvtec
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "IMAGE_EXTENSIONS", "MAX_PIXELS", "load_rgb", "list_images",
     "load_elpv", "ELPV_CELL_TYPES", "load_ksdd2", "load_folder", "load_unlabeled", "load_mvtec",
     "paper_split", "removal_counts", "n_defective_for",
+    "screen_images", "write_skip_list", "ScreenResult", "ON_BAD_IMAGE",
     "open_source", "SOURCE_KINDS",
 ]
 

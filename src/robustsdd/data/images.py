@@ -8,7 +8,9 @@ awkward cases are settled here: EXIF orientation, palette and alpha modes, 16- a
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 from typing import Union
 
@@ -84,7 +86,7 @@ def list_images(folder: Union[str, os.PathLike], recursive: bool = True) -> list
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder")
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=_unlistable):
         # Pruning in place stops os.walk from descending into hidden folders (.git, .cache).
         dirnames[:] = [d for d in dirnames if not d.startswith(".")] if recursive else []
         for fn in filenames:
@@ -94,13 +96,22 @@ def list_images(folder: Union[str, os.PathLike], recursive: bool = True) -> list
     return sorted(found, key=lambda p: p.relative_to(folder).parts)
 
 
+def _unlistable(err: OSError) -> None:
+    # os.walk skips a folder it cannot list unless told otherwise; missing images silently
+    # would change what is trained on, so it is an error naming the folder.
+    what = "permission denied" if isinstance(err, PermissionError) else (err.strerror or str(err))
+    raise DataError(f"{err.filename}: cannot list folder: {what}") from err
+
+
 def _load_file(path: Path, name: str | None) -> np.ndarray:
     label = name or str(path)
-    if not path.exists():
-        raise DataError(f"{label}: file not found")
-    if path.is_dir():
+    info = _stat_file(path, label)
+    if stat.S_ISDIR(info.st_mode):
         raise DataError(f"{label}: is a folder, not an image file")
-    if path.stat().st_size == 0:
+    if not stat.S_ISREG(info.st_mode):
+        # A FIFO or device would block or never end; only regular files are read.
+        raise DataError(f"{label}: not a regular file (a pipe, socket or device?)")
+    if info.st_size == 0:
         raise DataError(f"{label}: empty file (0 bytes)")
     try:
         with Image.open(path) as img:
@@ -126,21 +137,43 @@ def _load_file(path: Path, name: str | None) -> np.ndarray:
         raise DataError(f"{label}: cannot decode image (damaged or truncated?): {e}") from e
 
 
+def _stat_file(path: Path, label: str) -> os.stat_result:
+    """``os.stat`` of ``path`` (following links), with every failure as a DataError naming it."""
+    try:
+        return path.stat()
+    except OSError as e:
+        if path.is_symlink():
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            what = "a loop of links" if e.errno == errno.ELOOP else "a missing file"
+            raise DataError(f"{label}: broken symbolic link (it points to {target}, {what})") from e
+        if e.errno == errno.ENOENT:
+            raise DataError(f"{label}: file not found") from e
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise DataError(f"{label}: permission denied") from e
+        raise DataError(f"{label}: cannot read file: {e.strerror or e}") from e
+
+
 def _pil_to_rgb(img: Image.Image, label: str) -> np.ndarray:
     mode = img.mode
     if mode == "RGB":
         return np.array(img, dtype=np.uint8)
     if mode in _16BIT_MODES:
-        return _gray_to_rgb(_scale_uint16(np.asarray(img).astype(np.int64)))
+        return _gray_to_rgb(_scale_uint16(np.asarray(img)))
     if mode == "I":
         return _gray_to_rgb(_scale_int32(np.asarray(img, dtype=np.int64), label))
     if mode == "F":
         return _gray_to_rgb(_scale_float(np.asarray(img, dtype=np.float64), label, allow_255=True))
-    if mode in ("P", "PA", "La", "RGBa"):
-        # Via RGBA so palette transparency and premultiplied alpha are handled by Pillow
-        # (a direct P -> RGB warns for byte transparency; La -> RGB is unsupported).
-        img = img.convert("RGBA")
     try:
+        if mode == "La":
+            # Premultiplied gray + alpha: Pillow converts it only to LA (not to RGB or RGBA).
+            img = img.convert("LA")
+        elif mode in ("P", "PA", "RGBa"):
+            # Via RGBA so palette transparency and premultiplied alpha are handled by Pillow
+            # (a direct P -> RGB warns for byte transparency).
+            img = img.convert("RGBA")
         return np.array(img.convert("RGB"), dtype=np.uint8)
     except (ValueError, OSError) as e:
         raise DataError(f"{label}: unsupported image mode {mode!r}: {e}") from e
@@ -155,6 +188,8 @@ def _array_to_rgb(arr: np.ndarray, label: str) -> np.ndarray:
         )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise DataError(f"{label}: empty image array of shape {arr.shape}")
+    if arr.dtype.byteorder not in ("=", "|") and arr.dtype.kind in "uifb":
+        arr = arr.astype(arr.dtype.newbyteorder("="))  # e.g. big-endian uint16 from a file
     if arr.dtype == np.uint8:
         out = arr
     elif arr.dtype == np.uint16:
@@ -178,7 +213,9 @@ def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
 
 def _scale_uint16(a: np.ndarray) -> np.ndarray:
     # 65535 / 257 == 255 exactly: the full 16-bit range maps onto the full 8-bit range.
-    return np.rint(a / 257.0).astype(np.uint8)
+    # Integer rounding, (a + 128) // 257, equals rint(a / 257) (a / 257 is never exactly
+    # x.5) and needs 4 bytes a pixel instead of 16 on the way, which matters for big images.
+    return ((np.asarray(a).astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
 def _scale_int32(a: np.ndarray, label: str) -> np.ndarray:
