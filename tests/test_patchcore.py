@@ -77,8 +77,9 @@ def test_patchcore_coreset_bank_size_maps_and_save_load(tmp_path, rng):
     assert tuple(again.grid) == (4, 4)
     with pytest.raises(ConfigError, match="coreset"):
         PatchCore(coreset="kmeans").fit(X)
+    assert PatchCore(coreset="none").fit(X).grid_ == (4, 4)  # 16 patches: inferred
     with pytest.raises(ConfigError, match="grid"):
-        PatchCore(coreset="none").fit(X).anomaly_maps(X)
+        PatchCore(coreset="none").fit(X[:, :15]).anomaly_maps(X[:, :15])
 
 
 def test_knn_detector_matches_hand_computation_and_flags_outliers(rng, tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 from ._errors import ConfigError
 from .cleaning import SCORING_REGIMES
 from .data import open_source
+from .executors import EXECUTORS, make_executor
 from .experiments.report import format_auroc_table, format_removal_table, write_report
 from .experiments.sweep import (DEFAULT_LEVELS, DEFAULT_SEEDS, DEFAULT_STRATEGIES, parse_levels,
                                 parse_seeds, parse_strategies, run_sweep)
@@ -57,7 +58,15 @@ def add_sweep_parser(subparsers, add_data_args, add_feature_args, add_detector_a
     g.add_argument("--scoring", choices=SCORING_REGIMES, default="held_out_views",
                    help="how OSR scores training images (default: %(default)s)")
     g.add_argument("--jobs", type=int, default=1,
-                   help="(level, seed) groups fitted in parallel processes (default: 1)")
+                   help="parallel workers for feature extraction and (level, seed) groups: "
+                        "local processes, or the CPUs of a local Ray instance (default: 1)")
+    g.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="where extraction and groups run: local processes, or Ray "
+                        "(pip install 'robustsdd[ray]'); same numbers either way "
+                        "(default: %(default)s)")
+    g.add_argument("--address", default=None,
+                   help="with --executor ray: the Ray cluster to use ('auto', HOST:PORT, "
+                        "ray://HOST:PORT); without it a local Ray instance is started")
     g.add_argument("--out", default="runs/sweep", help="output folder (default: runs/sweep)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -69,6 +78,8 @@ def cmd_sweep(args, make_featurizer, make_detector) -> int:
         if getattr(args, dest, None) is not None:
             raise ConfigError(f"sweep runs many splits: use {flag} instead of "
                               f"--{dest.replace('_', '-')}")
+    executor = getattr(args, "executor", "local")
+    make_executor(executor, jobs=args.jobs, address=getattr(args, "address", None))  # checks only
     levels = parse_levels(args.levels)
     strategies = parse_strategies(args.strategies)
     seeds = parse_seeds(args.seeds)
@@ -85,6 +96,7 @@ def cmd_sweep(args, make_featurizer, make_detector) -> int:
                        strategies=strategies, seeds=seeds, out_dir=out, scoring=args.scoring,
                        n_train=args.n_train, n_test_good=args.n_test_good,
                        n_test_defective=args.n_test_defective, jobs=args.jobs,
+                       executor=executor, address=getattr(args, "address", None),
                        progress=not args.quiet)
     config = dict(result.config)
     if getattr(args, "argv", None) is not None:
@@ -94,7 +106,8 @@ def cmd_sweep(args, make_featurizer, make_detector) -> int:
     print(f"\n{pool.source}: {len(levels)} levels x {len(strategies)} strategies x "
           f"{len(seeds)} seeds; {stats['computed']} of {stats['groups']} (level, seed) groups "
           f"computed, {stats['reused']} reused from {out / 'cells'}; backbone ran on "
-          f"{stats['features_computed']} images ({stats['seconds']:.0f} s)\n")
+          f"{stats['features_computed']} images ({stats['seconds']:.0f} s, executor "
+          f"{stats['executor']}, {stats['jobs']} jobs)\n")
     print("test AUROC (mean ± std over seeds)")
     print(format_auroc_table(result))
     if any(s != "none" for s in strategies):

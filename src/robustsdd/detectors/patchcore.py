@@ -46,9 +46,9 @@ class PatchCore(BaseDetector):
     k : int
         Nearest bank patches averaged into a patch score (PatchCore: 1).
     grid : (h, w) or None
-        The patch grid (``PatchFeaturizer.patch_grid``); needed for
-        :meth:`anomaly_maps` only. ``n_patches`` must be a multiple of h × w
-        (several views: the first view's map is returned).
+        The patch grid (``PatchFeaturizer.patch_grid``), for :meth:`anomaly_maps`
+        (several views: the first view's map is returned). None: a square grid
+        is inferred at fit time when the patch count is a perfect square.
     random_state : int
         Seeds the coreset.
 
@@ -93,8 +93,15 @@ class PatchCore(BaseDetector):
             raise ConfigError(f"k={self.k} is larger than the memory bank ({len(chosen)} patches)")
         self.bank_ = patches[chosen].copy()
         self.n_features_ = X.shape[2]
+        self.grid_ = self._resolve_grid(X.shape[1])
         self.is_fitted_ = True
         return self
+
+    def _resolve_grid(self, n_patches: int):
+        if self.grid is not None:
+            return tuple(int(g) for g in self.grid)
+        side = int(round(np.sqrt(n_patches)))
+        return (side, side) if side * side == n_patches else None
 
     def patch_scores(self, X) -> np.ndarray:
         """Distance of every patch to its nearest bank patch(es): (n_images, n_patches)."""
@@ -110,9 +117,10 @@ class PatchCore(BaseDetector):
     def anomaly_maps(self, X, size=None) -> np.ndarray:
         """Patch scores on the grid, (n_images, h, w); bilinearly resized to ``size``
         (h', w') if given (e.g. the image's size, for overlays)."""
-        if self.grid is None:
+        self._check_is_fitted()
+        if self.grid_ is None:
             raise ConfigError("anomaly_maps needs the patch grid: PatchCore(grid=(h, w))")
-        h, w = (int(g) for g in self.grid)
+        h, w = self.grid_
         scores = self.patch_scores(X)
         if scores.shape[1] % (h * w):
             raise DataError(f"{scores.shape[1]} patches per image do not fit a {h}x{w} grid")
@@ -132,8 +140,11 @@ class PatchCore(BaseDetector):
             raise ConfigError(f"k must be a positive integer, got {self.k!r}")
 
     def _get_state(self):
-        return {"bank": torch.from_numpy(self.bank_)}
+        grid = self.grid_ if self.grid_ is not None else (0, 0)
+        return {"bank": torch.from_numpy(self.bank_), "grid": torch.tensor(grid, dtype=torch.int64)}
 
     def _set_state(self, state):
         self.bank_ = state["bank"].float().numpy()
         self.n_features_ = int(self.bank_.shape[1])
+        grid = tuple(int(g) for g in state["grid"].tolist())
+        self.grid_ = grid if grid != (0, 0) else None

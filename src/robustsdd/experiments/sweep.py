@@ -4,15 +4,18 @@ A sweep is a grid of *groups*, one per (level, seed): one seeded paper split
 (:func:`robustsdd.data.paper_split`), on which every strategy is trained and
 tested. Within a group the work is shared:
 
-* the features of every image of every group are extracted once, up front, in
-  this process (the backbone is frozen, DESIGN.md §4); groups only fit
-  detectors on feature arrays, so worker processes never run the backbone;
+* the features of every image of every group are extracted once, up front
+  (the backbone is frozen, DESIGN.md §4; cache misses are computed on the
+  executor, the cache is written by this process); groups only fit detectors
+  on feature arrays, which each worker receives once;
 * the One-Shot Removal strategies that score training images the same way
   share one stage-1 model (``OneShotRemoval.fit(X, stage1=...)``, same result
   as fitting each alone), so thresholds 1.0, 1.5 and 2.0 cost one stage-1 fit.
 
+Groups (and the extraction of features not yet cached) run on an executor
+(:mod:`robustsdd.executors`): this process, ``jobs`` local processes, or Ray.
 Every random choice derives from the seed, so the rows are the same whatever
-``jobs`` is and however often a sweep was interrupted and resumed. Each
+the executor and ``jobs`` are and however often a sweep was interrupted and resumed. Each
 finished group is written to ``out_dir/cells/level=<l>_seed=<s>.json`` with a
 hash of everything that determines its numbers; a later sweep with the same
 configuration reads it back instead of recomputing.
@@ -26,13 +29,12 @@ Sec. 4.3), ``fraction_<f>`` and ``min_size_<m>`` (Algorithm 1). A suffix
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
-import multiprocessing
 import time
 import warnings
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,7 @@ from .._errors import ConfigError
 from .._io import atomic_write_json
 from ..cleaning import SCORING_REGIMES, OneShotRemoval
 from ..data import DEFECTIVE, GOOD, ImageSet, paper_split
+from ..executors import make_executor
 from ..metrics import detection_metrics, removal_metrics
 from .protocol import seeded_clone
 
@@ -74,7 +77,8 @@ _IGNORED_PARAMS = ("progress", "random_state")
 # spec prefix -> (OneShotRemoval rule, the keyword its number sets)
 _PREFIXES = (("osr_", "score_threshold", "threshold"),
              ("fraction_", "fraction", "fraction"),
-             ("min_size_", "min_size", "min_size"))
+             ("min_size_", "min_size", "min_size"),
+             ("auto_", "auto", "z"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,7 +90,8 @@ def parse_strategy(spec: str) -> dict | None:
     ----------
     spec : str
         ``"none"``; ``"osr_<threshold>"`` (score_threshold rule); ``"fraction_<share>"``;
-        ``"min_size_<count or share>"``; each OSR spec optionally followed by
+        ``"min_size_<count or share>"``; ``"auto_<z>"`` (automatic cut at median +
+        z robust SDs); each OSR spec optionally followed by
         ``"@<scoring>"`` (one of ``in_sample``, ``held_out_views``, ``out_of_fold``).
 
     Raises
@@ -120,7 +125,8 @@ def parse_strategy(spec: str) -> dict | None:
                 params["scoring"] = scoring
             return params
     raise ConfigError(f"unknown strategy {spec!r}; use 'none', 'osr_<threshold>', "
-                      "'fraction_<share>' or 'min_size_<size>' (optionally '@<scoring>')")
+                      "'fraction_<share>', 'min_size_<size>' or 'auto_<z>' "
+                      "(optionally '@<scoring>')")
 
 
 def _strategy_value(key, text, spec):
@@ -130,6 +136,8 @@ def _strategy_value(key, text, spec):
         raise ConfigError(f"strategy {spec!r}: {text!r} is not a number") from None
     if not math.isfinite(value):
         raise ConfigError(f"strategy {spec!r}: the number must be finite")
+    if key == "z" and value <= 0:
+        raise ConfigError(f"strategy {spec!r}: z must be positive")
     if key == "fraction" and not 0 <= value < 1:
         raise ConfigError(f"strategy {spec!r}: the fraction must be in [0, 1)")
     if key == "min_size":
@@ -306,21 +314,14 @@ def _row(base, name, test_scores, y_test, y_train, keep, guard, fit_seconds) -> 
             "fit_seconds": round(fit_seconds, 3)}
 
 
-# Worker processes hold the feature arrays once (sent by the initializer), so a task carries
-# only row indices, not megabytes of features.
-_WORKER_STATE: dict = {}
+# Executor tasks. The feature arrays are the executor's `shared` value, sent to each worker
+# once, so a task carries only row indices, not megabytes of features.
+def _group_task(group: _Group, features) -> list[dict]:
+    return _run_group(group, *features)
 
 
-def _init_worker(pool_features, test_features):
-    import torch
-
-    # jobs processes share the cores: one thread each avoids oversubscription.
-    torch.set_num_threads(1)
-    _WORKER_STATE["features"] = (pool_features, test_features)
-
-
-def _worker_run(group: _Group) -> list[dict]:
-    return _run_group(group, *_WORKER_STATE["features"])
+def _call_run(run, group, features):
+    return run(group)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,7 +383,7 @@ def _index_set(images: ImageSet) -> ImageSet:
 def run_sweep(pool, test_pool=None, *, featurizer, detector, levels=DEFAULT_LEVELS,
               strategies=DEFAULT_STRATEGIES, seeds=DEFAULT_SEEDS, out_dir,
               scoring="held_out_views", n_train=100, n_test_good=100, n_test_defective=100,
-              jobs=1, progress=True) -> SweepResult:
+              jobs=1, executor="local", address=None, progress=True) -> SweepResult:
     """Run every (level, strategy, seed) of the paper's protocol; return tidy rows.
 
     Parameters
@@ -403,9 +404,16 @@ def run_sweep(pool, test_pool=None, *, featurizer, detector, levels=DEFAULT_LEVE
     n_train, n_test_good, n_test_defective : int
         The split (:func:`robustsdd.data.paper_split`).
     jobs : int
-        Groups fitted in parallel processes (spawned; each uses one torch thread).
-        The rows do not depend on it. As with any spawned processes, a script that
-        calls this with ``jobs > 1`` must do so under ``if __name__ == "__main__":``.
+        Parallel workers (each uses one torch thread): local processes, or the CPUs
+        of a local Ray instance. The rows do not depend on it. As with any spawned
+        processes, a script that calls this with ``jobs > 1`` must do so under
+        ``if __name__ == "__main__":``.
+    executor : "local", "ray" or Executor
+        Where feature extraction (cache misses) and groups run
+        (:func:`robustsdd.executors.make_executor`); the rows do not depend on it,
+        and cells written under one executor are reused under another.
+    address : str or None
+        With ``executor="ray"``: the Ray cluster to use (None: start a local one).
     progress : bool
         Show progress bars (feature extraction, then groups).
 
@@ -441,6 +449,7 @@ def run_sweep(pool, test_pool=None, *, featurizer, detector, levels=DEFAULT_LEVE
     jobs = int(jobs)
     if jobs < 1:
         raise ConfigError(f"jobs must be at least 1, got {jobs}")
+    runner = make_executor(executor, jobs=jobs, address=address)  # starts nothing yet
     template = clone(detector)
     if "progress" in template.get_params():
         template.set_params(progress=False)  # one bar over groups, not one per fit
@@ -456,23 +465,30 @@ def run_sweep(pool, test_pool=None, *, featurizer, detector, levels=DEFAULT_LEVE
     todo = [key for key in splits if any(s not in stored[key] for s in strategies)]
 
     n_before = featurizer.n_computed
-    groups, features = _prepare_groups(todo, splits, stored, strategies, template, scoring,
-                                       featurizer, pool, test_pool)
-    bar = tqdm(total=len(splits), desc="sweep", unit="group", disable=not progress)
-    bar.update(len(splits) - len(todo))
     try:
-        with closing(_execute(groups, features, jobs)) as finished:
-            for group, rows in finished:
-                key = (group.level, group.seed)
-                stored[key].update({row["strategy"]: row for row in rows})
-                _write_cell(cell_path(out_dir, *key), chash, group.level, group.seed, stored[key])
-                bar.update(1)
+        groups, features = _prepare_groups(todo, splits, stored, strategies, template, scoring,
+                                           featurizer, pool, test_pool, runner)
+        bar = tqdm(total=len(splits), desc="sweep", unit="group", disable=not progress)
+        bar.update(len(splits) - len(todo))
+        try:
+            with closing(_execute(groups, features, jobs, executor=runner)) as finished:
+                for group, rows in finished:
+                    # Only this process writes cells, each as its group finishes.
+                    key = (group.level, group.seed)
+                    stored[key].update({row["strategy"]: row for row in rows})
+                    _write_cell(cell_path(out_dir, *key), chash, group.level, group.seed,
+                                stored[key])
+                    bar.update(1)
+        finally:
+            bar.close()
     finally:
-        bar.close()
+        if runner is not executor:  # made here: release its processes / Ray instance
+            runner.close()
 
     rows = [stored[level, seed][name] for level in levels for name in strategies for seed in seeds]
     stats = {"groups": len(splits), "computed": len(todo), "reused": len(splits) - len(todo),
              "features_computed": featurizer.n_computed - n_before, "jobs": jobs,
+             "executor": runner.name,
              "seconds": round(time.perf_counter() - t_start, 2)}
     config = {**config, "config_hash": chash, "levels": list(levels),
               "strategies": list(strategies), "seeds": list(seeds)}
@@ -489,7 +505,7 @@ def _draw_splits(pool, test_pool, levels, seeds, **sizes) -> dict:
 
 
 def _prepare_groups(todo, splits, stored, strategies, template, scoring, featurizer,
-                    pool, test_pool) -> tuple[list, tuple]:
+                    pool, test_pool, executor=None) -> tuple[list, tuple]:
     """Extract the features of every image the groups in ``todo`` use, once; build tasks.
 
     Returns ``(groups, (pool_features, test_features))``; the arrays hold only the
@@ -501,13 +517,13 @@ def _prepare_groups(todo, splits, stored, strategies, template, scoring, featuri
     if test_pool is None:  # the test images come from the pool too
         need_pool |= {int(i) for key in todo for i in splits[key][1].items}
     need_pool = sorted(need_pool)
-    pool_features = featurizer.transform(pool.subset(need_pool))
+    pool_features = featurizer.transform(pool.subset(need_pool), executor=executor)
     pool_row = {idx: row for row, idx in enumerate(need_pool)}
     if test_pool is None:
         test_features, test_row = pool_features, pool_row
     else:
         need_test = sorted({int(i) for key in todo for i in splits[key][1].items})
-        test_features = featurizer.transform(test_pool.subset(need_test))
+        test_features = featurizer.transform(test_pool.subset(need_test), executor=executor)
         test_row = {idx: row for row, idx in enumerate(need_test)}
     groups = []
     for level, seed in todo:
@@ -522,30 +538,14 @@ def _prepare_groups(todo, splits, stored, strategies, template, scoring, featuri
     return groups, (pool_features, test_features)
 
 
-def _execute(groups, features, jobs, run=None):
-    """Yield ``(group, rows)`` as groups finish, in this process or in ``jobs`` workers.
+def _execute(groups, features, jobs=1, run=None, executor=None):
+    """Yield ``(group, rows)`` as groups finish, on ``executor`` (default: local, ``jobs``).
 
     ``run`` (a picklable function of a group, for tests) replaces the worker's task.
+    Groups are yielded as soon as each is done (FIRST_COMPLETED), so the caller writes
+    its cell at once and an interrupted sweep keeps every finished group; a worker that
+    dies is replaced and its groups re-run (:mod:`robustsdd.executors`).
     """
-    pool_features, test_features = features
-    if jobs == 1 or len(groups) < 2:
-        for group in groups:
-            yield group, _run_group(group, pool_features, test_features)
-        return
-    # spawn, not fork: forking a process that has run torch can deadlock in its thread pools.
-    context = multiprocessing.get_context("spawn")
-    executor = ProcessPoolExecutor(max_workers=min(jobs, len(groups)), mp_context=context,
-                                   initializer=_init_worker,
-                                   initargs=(pool_features, test_features))
-    try:
-        pending = {executor.submit(run or _worker_run, g): g for g in groups}
-        while pending:
-            # FIRST_COMPLETED, so each group is yielded (and written to disk) as soon as it
-            # is done: an interrupted sweep then keeps every finished group.
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                group = pending.pop(future)
-                yield group, future.result()  # re-raises a worker's exception here
-    finally:
-        # On error or interrupt: drop queued groups; finished ones are already on disk.
-        executor.shutdown(wait=True, cancel_futures=True)
+    executor = make_executor("local", jobs) if executor is None else executor
+    task = _group_task if run is None else functools.partial(_call_run, run)
+    yield from executor.map_unordered(task, groups, shared=features)

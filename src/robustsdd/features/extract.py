@@ -101,14 +101,24 @@ class Featurizer:
     @property
     def _runner(self):
         if self._engine is None:
-            self._engine, note = make_engine(self.extractor, self.engine, self.channels_last)
+            self._engine, note = make_engine(self._backbone_module(), self.engine,
+                                             self.channels_last)
             if note:
                 self.notes.append(note)
         return self._engine
 
+    def _backbone_module(self):
+        """What the engine runs on a normalised batch: pooled features (N, F)."""
+        return self.extractor
+
     @property
     def n_features(self) -> int:
         return self.extractor.n_features * len(self.views.scales)
+
+    @property
+    def feature_shape(self) -> tuple:
+        """Shape of one image's features: (n_views, n_features)."""
+        return (self.views.n_views, self.n_features)
 
     @property
     def config_key(self) -> str:
@@ -125,10 +135,19 @@ class Featurizer:
             "engine": self.engine_name,
         }
 
-    def transform(self, images) -> np.ndarray:
-        """Features of every image of an :class:`ImageSet`: float32 (n, n_views, n_features)."""
+    def transform(self, images, executor=None) -> np.ndarray:
+        """Features of every image of an :class:`ImageSet`: float32 (n, n_views, n_features).
+
+        ``executor`` (a :class:`robustsdd.executors.Executor`; None: this process)
+        computes the cache misses in worker processes or on Ray, with the same
+        features; only this process writes the cache (:mod:`robustsdd.features.parallel`).
+        """
+        if executor is not None and not executor.serial:
+            from .parallel import transform_parallel
+
+            return transform_parallel(self, images, executor)
         n = len(images)
-        out = np.empty((n, self.views.n_views, self.n_features), dtype=np.float32)
+        out = np.empty((n, *self.feature_shape), dtype=np.float32)
         key = self.config_key
         todo = []  # (index, digest, rgb) of cache misses
         for i in range(n):
@@ -164,4 +183,4 @@ class Featurizer:
             batch = self.extractor.normalize(batch)
             per_scale = [run(x) for x in scaled_inputs(batch, self.views)]
         feats = np.concatenate(per_scale, axis=1).astype(np.float32, copy=False)
-        return feats.reshape(len(rgbs), self.views.n_views, -1)
+        return feats.reshape(len(rgbs), *self.feature_shape)
