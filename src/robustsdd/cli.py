@@ -2,8 +2,10 @@
 
 Verbs: ``run`` (the paper's protocol on one split: baseline vs One-Shot Removal),
 ``sweep`` (the protocol over contamination levels × strategies × seeds: Fig. 3, Table 1),
-``fit`` (train with cleaning on a data source, save a model folder) and
-``score`` (score images with a saved model).
+``fit`` (train with cleaning on an image folder or a data source, save a model folder
+with train_scores.csv and report.html), ``predict`` (score new images with a model
+folder: path, score, label) and ``score`` (score a data source's images, with AUROC
+where labels are known).
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ import numpy as np
 from . import __version__
 from ._errors import ConfigError, RobustSDDError
 from ._io import atomic_write_bytes, atomic_write_json
-from .cleaning import RULES, SCORING_REGIMES, OneShotRemoval
+from .cleaning import RULES, SCORING_REGIMES
+from .cli_predict import add_engine_arg, add_predict_parser, cmd_predict
 from .cli_sweep import add_sweep_parser, cmd_sweep
 from .data import SOURCE_KINDS, ELPV_CELL_TYPES, load_mvtec, load_ksdd2, load_unlabeled, open_source
-from .detectors import create_detector, detector_names, differnet_cpu, differnet_paper, load_detector
+from .detectors import create_detector, detector_names, differnet_cpu, differnet_paper
 from .features import Featurizer, ViewSpec
-from .metrics import detection_metrics, score_summary
+from .features.engines import ENGINES
+from .metrics import detection_metrics
 
 __all__ = ["main", "build_parser"]
 
@@ -35,15 +39,15 @@ __all__ = ["main", "build_parser"]
 RUN_DEFAULTS = dict(source="elpv", cell_type="mono", n_train=100, contamination=0.2, seed=0,
                     detector="differnet", rule="score_threshold", threshold=1.5,
                     scoring="held_out_views")
-MODEL_INFO = "robustsdd.json"
 
 
 # ---------------------------------------------------------------------------------------------
 # argument groups shared by the verbs
-def _add_data_args(p, *, protocol: bool):
+def _add_data_args(p, *, protocol: bool, source_default="elpv",
+                   source_help="data source (default: elpv, the built-in real data set)"):
     g = p.add_argument_group("data")
     g.add_argument("--source", choices=SOURCE_KINDS + (("unlabeled",) if not protocol else ()),
-                   default="elpv", help="data source (default: elpv, the built-in real data set)")
+                   default=source_default, help=source_help)
     g.add_argument("--root", help="data folder (every source except elpv)")
     g.add_argument("--cell-type", choices=ELPV_CELL_TYPES, default="mono",
                    help="ELPV cell type (default: mono)")
@@ -80,6 +84,9 @@ def _add_feature_args(p):
     g.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     g.add_argument("--batch-size", type=int, default=1,
                    help="images per backbone pass (default 1: features independent of batching)")
+    g.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="what runs the backbone: 'auto' (default: ONNX Runtime when installed and "
+                        "matching PyTorch, else PyTorch), 'onnxruntime' or 'torch'")
 
 
 def _add_detector_args(p):
@@ -107,7 +114,8 @@ def _add_cleaning_args(p, defaults):
                    help="min_size (Algorithm 1): stop at this many images (<1: a share)")
     g.add_argument("--scoring", choices=SCORING_REGIMES, default=defaults["scoring"],
                    help="how training images are scored for removal (default: %(default)s)")
-    g.add_argument("--n-folds", type=int, default=5, help="folds for out_of_fold scoring")
+    g.add_argument("--n-folds", type=int, default=5,
+                   help="folds for out_of_fold scoring (and fit's out_of_fold decision scores)")
     g.add_argument("--min-keep", type=float, default=0.5,
                    help="guard: never keep fewer images (<1: a share; default 0.5)")
 
@@ -139,19 +147,42 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
     fit = sub.add_parser(
-        "fit", help="train (with cleaning) on a data source and save a model folder",
-        description="Train on a source's training images (KSDD2/MVTec: their train split; "
-                    "folder/unlabeled/elpv: every image, or a paper split with --n-train), "
-                    "clean by the rule, fine-tune, and save the model with train_scores.csv.")
-    _add_data_args(fit, protocol=False)
+        "fit", help="train (with cleaning) on an image folder and save a model folder",
+        description="Train on every image under IMAGES_DIR (recursively; PNG, JPEG, BMP, TIFF, "
+                    "WebP of any size and mode; no labels needed), score the training images, "
+                    "drop those that do not belong by the removal rule, fine-tune, choose a "
+                    "decision threshold from the kept images, and write MODEL_DIR: the model "
+                    "(robustsdd.json, config.json, state.safetensors), train_scores.csv (every "
+                    "image's scores, kept/removed, rank) and report.html (the review report). "
+                    "Instead of IMAGES_DIR, --source/--root name a data set (KSDD2/MVTec: their "
+                    "train split; folder/elpv: every image, or a paper split with --n-train).")
+    fit.add_argument("images_dir", nargs="?", metavar="IMAGES_DIR",
+                     help="folder of training images, searched recursively (same as "
+                          "--source unlabeled --root IMAGES_DIR)")
+    _add_data_args(fit, protocol=False, source_default=None,
+                   source_help="data source instead of IMAGES_DIR (default without IMAGES_DIR: "
+                               "elpv, the built-in real data set)")
     fit.add_argument("--n-train", type=int, help="draw a paper split of this size instead")
     fit.add_argument("--contamination", type=float, default=0.2,
                      help="with --n-train: share of defective images")
     _add_feature_args(fit)
     _add_detector_args(fit)
     _add_cleaning_args(fit, RUN_DEFAULTS)
-    fit.add_argument("--out", required=True, help="model folder to write")
-    fit.add_argument("--quiet", action="store_true")
+    fit.add_argument("--decision-quantile", type=float, default=0.99,
+                     help="the decision threshold saved with the model (used by `predict`) is "
+                          "this quantile of the --decision-scores (default: %(default)s)")
+    fit.add_argument("--decision-scores", choices=("out_of_fold", "removal"),
+                     default="out_of_fold",
+                     help="training scores the decision threshold is taken from: "
+                          "'out_of_fold' (default: --n-folds copies of the detector, each "
+                          "trained on the other kept images, score the kept images they did "
+                          "not see; calibrated like new images, costs --n-folds extra fits) or "
+                          "'removal' (the kept images' removal-stage scores, with --rule none "
+                          "the final model's own training scores; no extra training, but too "
+                          "low: more new images flagged)")
+    fit.add_argument("--out", required=True, metavar="MODEL_DIR",
+                     help="model folder to write (new, empty, or an earlier model folder)")
+    fit.add_argument("--quiet", action="store_true", help="no progress bars")
 
     score = sub.add_parser(
         "score", help="score images with a saved model",
@@ -163,9 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--cache-dir", default=None)
     score.add_argument("--no-cache", action="store_true")
     score.add_argument("--batch-size", type=int, default=1)
+    add_engine_arg(score)
     score.add_argument("--out", default=None, help="CSV to write (default: print to stdout)")
     score.add_argument("--quiet", action="store_true")
 
+    add_predict_parser(sub)
     add_sweep_parser(sub, _add_data_args, _add_feature_args, _add_detector_args)
     return parser
 
@@ -222,7 +255,7 @@ def make_featurizer(args) -> Featurizer:
     stages = tuple(int(s) for s in args.stages.split(",")) if args.stages else (-1,)
     return Featurizer(backbone=backbone, weights=weights, stages=stages, views=ViewSpec(**view_kw),
                       cache_dir=False if args.no_cache else args.cache_dir,
-                      batch_size=args.batch_size, progress=not args.quiet)
+                      batch_size=args.batch_size, engine=args.engine, progress=not args.quiet)
 
 
 def make_detector(args):
@@ -358,69 +391,45 @@ def cmd_run(args) -> int:
 
 def cmd_fit(args) -> int:
     from .data import paper_split
+    from .fitting import check_model_dir, fit_images
 
+    if args.images_dir:
+        if args.root or args.source not in (None, "unlabeled"):
+            raise ConfigError("give IMAGES_DIR or --source/--root, not both")
+        args.source, args.root = "unlabeled", args.images_dir
+    args.source = args.source or "elpv"
     images = _train_images(args)
     if args.n_train:
         images, _ = paper_split(images, n_train=args.n_train, contamination=args.contamination,
                                 n_test_good=0, n_test_defective=0, random_state=args.seed)
-    featurizer = make_featurizer(args)
-    detector = make_detector(args)
-    X = featurizer.transform(images)
     out = Path(args.out)
-    if args.rule == "none":
-        model = detector.fit(X)
-        keep, scores, stages, notes = np.ones(len(X), bool), model.decision_function(X), {}, []
-    else:
-        osr = OneShotRemoval(detector, keep_baseline=False, random_state=args.seed,
-                             **osr_params(args)).fit(X)
-        model, keep, scores, stages, notes = (osr.detector_, osr.keep_mask_, osr.train_scores_,
-                                              osr.stage_scores_, osr.notes_)
-    model.save(out)
-    info = {"robustsdd_version": __version__, "features": featurizer.to_dict(),
-            "cleaning": {"rule": args.rule, **(osr_params(args) if args.rule != "none" else {})},
-            "n_train": len(images), "n_removed": int((~keep).sum()), "notes": notes,
-            "train_score_summary": score_summary(scores)}
-    atomic_write_json(out / MODEL_INFO, _json_safe(info))
-    rows = io.StringIO()
-    writer = csv.writer(rows)
-    stage_names = [s for s in stages if s != "stage2"]  # stage 2 is the "score" column
-    writer.writerow(["name", "label", "kept", "rank", *stage_names, "score"])
-    rank = np.empty(len(scores), int)
-    rank[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
-    for i, name in enumerate(images.names):
-        writer.writerow([name, int(images.labels[i]), int(keep[i]), int(rank[i]),
-                         *(f"{stages[s][i]:.6g}" for s in stage_names), f"{scores[i]:.6g}"])
-    atomic_write_bytes(out / "train_scores.csv", rows.getvalue().encode())
-    for note in notes:
+    check_model_dir(out, images)  # before the features are computed, not after
+    model = fit_images(images, out, featurizer=make_featurizer(args),
+                       detector=make_detector(args), rule=args.rule,
+                       osr_params=osr_params(args),
+                       decision_quantile=args.decision_quantile,
+                       decision_scores=args.decision_scores, seed=args.seed)
+    for note in model.info["notes"]:
         print(f"note: {note}")
-    print(f"trained on {len(images)} images, removed {int((~keep).sum())}; wrote {out}")
+    n, removed = len(images), model.info["training"]["n_removed"]
+    print(f"trained on {n} images, removed {removed} ({removed / n:.1%}); decision threshold "
+          f"{model.threshold:.4g} ({model.decision['description']})")
+    print(f"wrote {out}: the model, train_scores.csv and report.html")
     return 0
 
 
 def cmd_score(args) -> int:
-    model_dir = Path(args.model)
-    model = load_detector(model_dir)
-    info_path = model_dir / MODEL_INFO
-    try:
-        info = json.loads(info_path.read_text())
-        feat = info["features"]
-        views = ViewSpec(**feat["views"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{info_path}: missing or damaged ({exc})") from None
-    featurizer = Featurizer(backbone=feat["backbone"], weights=feat["weights"],
-                            stages=tuple(feat["stages"]), views=views,
-                            cache_dir=False if args.no_cache else args.cache_dir,
-                            batch_size=args.batch_size, progress=not args.quiet)
-    if featurizer.extractor.weights_id != feat.get("weights_id"):
-        raise ConfigError(f"{model_dir}: the backbone weights differ from those the model was "
-                          f"trained with ({featurizer.extractor.weights_id} vs {feat.get('weights_id')})")
+    from .model import Model
+
+    model = Model.load(args.model, cache_dir=False if args.no_cache else args.cache_dir,
+                       batch_size=args.batch_size, engine=args.engine, progress=not args.quiet)
     images = _test_images(args)
-    scores = model.decision_function(featurizer.transform(images))
+    scores = model.score(images)
     rows = io.StringIO()
     writer = csv.writer(rows)
     writer.writerow(["name", "label", "score"])
     for name, label, s in zip(images.names, images.labels, scores):
-        writer.writerow([name, int(label), f"{s:.6g}"])
+        writer.writerow([name, int(label), f"{s:.8g}"])
     if args.out:
         atomic_write_bytes(args.out, rows.getvalue().encode())
         print(f"wrote {args.out} ({len(images)} images)")
@@ -451,7 +460,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
-    handlers = {"run": cmd_run, "fit": cmd_fit, "score": cmd_score,
+    handlers = {"run": cmd_run, "fit": cmd_fit, "score": cmd_score, "predict": cmd_predict,
                 "sweep": lambda a: cmd_sweep(a, make_featurizer, make_detector)}
     try:
         with warnings.catch_warnings():

@@ -11,8 +11,13 @@ extracted once (and cached) and a detector only ever sees numbers. A 2-D array
 is read as one view per image.
 
 A model file is a folder with ``config.json`` (detector name, parameters,
-versions) and ``state.pt`` (a flat dict of tensors, loaded with
-``torch.load(weights_only=True)``, so a file can never run code on load).
+versions) and ``state.safetensors`` (a flat dict of tensors in the safetensors
+format: no pickle, so a file can never run code on load).
+
+Detectors that *localise* anomalies also define ``anomaly_maps(X)``, returning an
+array ``(n_images, h, w)`` (higher = more anomalous) that covers the centre square
+crop of each image in the frame of its first view (unrotated, unmirrored). Reports
+and ``robustsdd predict --heatmaps`` use it when present; see :func:`localizes`.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import torch
 from sklearn.base import BaseEstimator
 
 from .._errors import ConfigError, DataError, ModelFileError
-from .._io import atomic_write, atomic_write_json
+from .._io import atomic_write_bytes, atomic_write_json
 
 __all__ = [
     "BaseDetector",
@@ -35,10 +40,16 @@ __all__ = [
     "detector_names",
     "load_detector",
     "check_features",
+    "load_detector_files",
+    "localizes",
     "MODEL_FORMAT_VERSION",
+    "DETECTOR_CONFIG",
+    "DETECTOR_STATE",
 ]
 
-MODEL_FORMAT_VERSION = 1
+#: Version 2: state in safetensors (version 1 used ``state.pt``, a torch pickle).
+MODEL_FORMAT_VERSION = 2
+DETECTOR_CONFIG, DETECTOR_STATE = "config.json", "state.safetensors"
 _REGISTRY: Dict[str, type] = {}
 
 
@@ -67,6 +78,11 @@ def create_detector(name: str, **params) -> "BaseDetector":
             f"unknown detector {name!r}; choose one of: {', '.join(detector_names())}"
         )
     return _REGISTRY[name](**params)
+
+
+def localizes(detector) -> bool:
+    """Whether ``detector`` produces anomaly maps (defines ``anomaly_maps(X)``)."""
+    return callable(getattr(detector, "anomaly_maps", None))
 
 
 def check_features(X, *, n_features: int | None = None, what: str = "X") -> np.ndarray:
@@ -140,9 +156,14 @@ class BaseDetector(BaseEstimator):
             "detector": self.registry_name,
             "params": _jsonable(self.get_params(deep=False)),
         }
-        state = {k: v.detach().cpu().contiguous() for k, v in self._get_state().items()}
-        atomic_write(folder / "state.pt", lambda f: torch.save(state, f))
-        atomic_write_json(folder / "config.json", config)
+        from safetensors.torch import save as safetensors_bytes
+
+        # Cloned: safetensors refuses tensors that share memory (tied or viewed weights).
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in self._get_state().items()}
+        metadata = {"format": "pt", "robustsdd_format_version": str(MODEL_FORMAT_VERSION),
+                    "detector": self.registry_name}
+        atomic_write_bytes(folder / DETECTOR_STATE, safetensors_bytes(state, metadata=metadata))
+        atomic_write_json(folder / DETECTOR_CONFIG, config)
         return folder
 
     @classmethod
@@ -159,38 +180,70 @@ class BaseDetector(BaseEstimator):
 def load_detector(path) -> BaseDetector:
     """Load any registered detector from a folder written by ``save``."""
     folder = Path(path)
-    config_path, state_path = folder / "config.json", folder / "state.pt"
-    for p in (config_path, state_path):
-        if not p.is_file():
-            raise ModelFileError(f"{p}: missing; is {folder} a robustsdd model folder?")
-    try:
-        config = json.loads(config_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{config_path}: not valid JSON ({exc})") from None
-    if not isinstance(config, dict) or "detector" not in config or "params" not in config:
-        raise ModelFileError(f"{config_path}: not a robustsdd model config")
-    if config.get("format_version") != MODEL_FORMAT_VERSION:
-        raise ModelFileError(
-            f"{config_path}: model format version {config.get('format_version')!r} "
-            f"(made by robustsdd {config.get('robustsdd_version', '?')}); this robustsdd "
-            f"reads version {MODEL_FORMAT_VERSION}"
-        )
-    try:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for damaged or unsafe files
-        raise ModelFileError(f"{state_path}: cannot be read safely ({exc})") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelFileError(f"{state_path}: not a flat dict of tensors")
+    if not folder.is_dir():
+        raise ModelFileError(f"{folder}: model folder missing (not found or not a folder)")
+    return load_detector_files(folder / DETECTOR_CONFIG, folder / DETECTOR_STATE)
+
+
+def load_detector_files(config_path, state_path) -> BaseDetector:
+    """Load a detector from its config JSON and its safetensors state, validating both.
+
+    Every problem (missing, garbled or foreign file, another format version, tensors
+    that do not fit the config) is a :class:`ModelFileError` naming the file.
+    """
+    config_path, state_path = Path(config_path), Path(state_path)
+    if not config_path.is_file():
+        legacy = config_path.parent / "state.pt"
+        hint = (" (it holds state.pt: a model made by robustsdd before format version 2; "
+                "refit it)") if legacy.is_file() else ""
+        raise ModelFileError(f"{config_path}: missing; is {config_path.parent} a robustsdd "
+                             f"model folder?{hint}")
+    config = _read_config(config_path)
+    if not state_path.is_file():
+        raise ModelFileError(f"{state_path}: missing; the model folder is incomplete")
+    state = _read_state(state_path)
     try:
         detector = create_detector(config["detector"], **config["params"])
     except (ConfigError, TypeError) as exc:
         raise ModelFileError(f"{config_path}: {exc}") from None
     try:
         detector._set_state(state)
-    except (KeyError, RuntimeError, ValueError) as exc:
-        raise ModelFileError(f"{state_path}: does not fit the config ({exc})") from None
+    except (KeyError, RuntimeError, ValueError, TypeError, ConfigError) as exc:
+        raise ModelFileError(f"{state_path}: does not fit the config in {config_path.name} "
+                             f"({type(exc).__name__}: {exc})") from None
     detector.is_fitted_ = True
     return detector
+
+
+def _read_config(config_path: Path) -> dict:
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{config_path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise ModelFileError(f"{config_path}: cannot be read ({exc})") from None
+    if (not isinstance(config, dict) or not isinstance(config.get("detector"), str)
+            or not isinstance(config.get("params"), dict)):
+        raise ModelFileError(f"{config_path}: not a robustsdd detector config")
+    if config.get("format_version") != MODEL_FORMAT_VERSION:
+        raise ModelFileError(
+            f"{config_path}: model format version {config.get('format_version')!r} "
+            f"(made by robustsdd {config.get('robustsdd_version', '?')}), an incompatible "
+            f"version; this robustsdd reads version {MODEL_FORMAT_VERSION}: refit the model"
+        )
+    return config
+
+
+def _read_state(state_path: Path) -> Dict[str, torch.Tensor]:
+    from safetensors.torch import load as safetensors_load
+
+    try:
+        state = safetensors_load(state_path.read_bytes())
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise ModelFileError(f"{state_path}: not a readable safetensors file ({exc})") from None
+    if not state:
+        raise ModelFileError(f"{state_path}: holds no tensors")
+    return state
 
 
 def _jsonable(params: dict) -> dict:
