@@ -38,7 +38,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
 

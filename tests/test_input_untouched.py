@@ -143,8 +143,6 @@ def test_outputs_inside_the_input_tree_are_refused(where, tree, model, capsys):
     assert _diff(before, snapshot(tree)) == []
 
 
-@pytest.mark.xfail(strict=True, reason="score --out and run --out do not yet refuse a path inside "
-                                       "the input folder (cli.py, owned by the lead)")
 @pytest.mark.parametrize("where", ["score", "run"])
 def test_score_and_run_outputs_inside_the_input_tree_are_refused(where, tmp_path, model, capsys):
     root = tmp_path / "data"

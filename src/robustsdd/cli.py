@@ -27,11 +27,14 @@ from ._io import atomic_write_bytes, atomic_write_json
 from .cleaning import RULES, SCORING_REGIMES
 from .cli_predict import add_engine_arg, add_predict_parser, cmd_predict
 from .cli_sweep import add_sweep_parser, cmd_sweep
-from .data import SOURCE_KINDS, ELPV_CELL_TYPES, load_mvtec, load_ksdd2, load_unlabeled, open_source
+from .data import (ELPV_CELL_TYPES, ON_BAD_IMAGE, SOURCE_KINDS, load_ksdd2, load_mvtec,
+                   load_unlabeled, open_source, screen_images, write_skip_list)
 from .detectors import create_detector, detector_names, differnet_cpu, differnet_paper
 from .features import Featurizer, ViewSpec
 from .features.engines import ENGINES
+from .features.patches import PatchFeaturizer
 from .metrics import detection_metrics
+from .predictions import check_output_outside
 
 __all__ = ["main", "build_parser"]
 
@@ -112,12 +115,23 @@ def _add_cleaning_args(p, defaults):
     g.add_argument("--fraction", type=float, default=0.1, help="fraction: share to drop")
     g.add_argument("--min-size", type=float, default=0.8,
                    help="min_size (Algorithm 1): stop at this many images (<1: a share)")
-    g.add_argument("--scoring", choices=SCORING_REGIMES, default=defaults["scoring"],
-                   help="how training images are scored for removal (default: %(default)s)")
+    g.add_argument("--scoring", choices=SCORING_REGIMES, default=None,
+                   help=f"how training images are scored for removal (default: "
+                        f"{defaults['scoring']}; out_of_fold for patchcore, whose features "
+                        "have no views to hold out)")
+    g.add_argument("--z", type=float, default=3.0,
+                   help="auto rule: cut at median + Z robust SDs of the log removal scores "
+                        "(default: %(default)s)")
     g.add_argument("--n-folds", type=int, default=5,
                    help="folds for out_of_fold scoring (and fit's out_of_fold decision scores)")
     g.add_argument("--min-keep", type=float, default=0.5,
                    help="guard: never keep fewer images (<1: a share; default 0.5)")
+
+
+def _add_bad_image_arg(p):
+    p.add_argument("--on-bad-image", choices=ON_BAD_IMAGE, default="skip",
+                   help="an image that cannot be read: 'skip' it (default; listed with the "
+                        "reason in skipped.csv next to the outputs) or 'fail' with its name")
 
 
 def detector_names_public():
@@ -143,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_feature_args(run)
     _add_detector_args(run)
     _add_cleaning_args(run, RUN_DEFAULTS)
+    _add_bad_image_arg(run)
     run.add_argument("--out", default="runs/run", help="output folder (default: runs/run)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -180,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "'removal' (the kept images' removal-stage scores, with --rule none "
                           "the final model's own training scores; no extra training, but too "
                           "low: more new images flagged)")
+    _add_bad_image_arg(fit)
     fit.add_argument("--out", required=True, metavar="MODEL_DIR",
                      help="model folder to write (new, empty, or an earlier model folder)")
     fit.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -195,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--no-cache", action="store_true")
     score.add_argument("--batch-size", type=int, default=1)
     add_engine_arg(score)
+    _add_bad_image_arg(score)
     score.add_argument("--out", default=None, help="CSV to write (default: print to stdout)")
     score.add_argument("--quiet", action="store_true")
 
@@ -252,6 +269,18 @@ def make_featurizer(args) -> Featurizer:
         view_kw["rotations"] = tuple(i * 360.0 / n_rotations for i in range(n_rotations))
     if args.no_flips or (paper and not args.rotations):
         view_kw["flips"] = False
+    if getattr(args, "detector", None) == "patchcore":
+        # PatchCore: one view at one scale (a patch grid), stages 2+3 (PatchFeaturizer).
+        view_kw.setdefault("scales", (1.0,))
+        if not (args.rotations or n_rotations):
+            view_kw["rotations"] = (0.0,)
+            view_kw.setdefault("flips", False)
+        stages = tuple(int(s) for s in args.stages.split(",")) if args.stages else (2, 3)
+        return PatchFeaturizer(backbone=backbone, weights=weights, stages=stages,
+                               views=ViewSpec(**view_kw),
+                               cache_dir=False if args.no_cache else args.cache_dir,
+                               batch_size=args.batch_size, engine=args.engine,
+                               progress=not args.quiet)
     stages = tuple(int(s) for s in args.stages.split(",")) if args.stages else (-1,)
     return Featurizer(backbone=backbone, weights=weights, stages=stages, views=ViewSpec(**view_kw),
                       cache_dir=False if args.no_cache else args.cache_dir,
@@ -289,7 +318,8 @@ def osr_params(args) -> dict:
     min_size = args.min_size if args.min_size < 1 else int(args.min_size)
     min_keep = args.min_keep if args.min_keep < 1 else int(args.min_keep)
     return dict(rule=args.rule, threshold=args.threshold, fraction=args.fraction,
-                min_size=min_size, scoring=args.scoring, n_folds=args.n_folds, min_keep=min_keep)
+                min_size=min_size, scoring=args.scoring, n_folds=args.n_folds, min_keep=min_keep,
+                z=args.z)
 
 
 def _train_images(args):
@@ -341,8 +371,13 @@ def cmd_run(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
+    if args.root:
+        check_output_outside(out, [args.root], what="--out")
     pool, test_pool = open_source(args.source, args.root, cell_type=args.cell_type,
                                   category=args.category)
+    pool = _screen(args, pool, out / "skipped.csv")
+    if test_pool is not None:
+        test_pool = _screen(args, test_pool, out / "skipped_test.csv")
     featurizer = make_featurizer(args)
     detector = make_detector(args)
     params = osr_params(args)
@@ -358,7 +393,8 @@ def cmd_run(args) -> int:
           f"{split['train_defective']} defective ({args.contamination:.0%}), test "
           f"{split['test_good']} good + {split['test_defective']} defective, seed {args.seed}")
     cut = {"score_threshold": f"threshold {args.threshold}", "fraction": f"fraction {args.fraction}",
-           "min_size": f"min_size {args.min_size}"}[args.rule]
+           "min_size": f"min_size {args.min_size}",
+           "auto": f"median + {args.z:g} robust SD"}[args.rule]
     preset = f" ({args.preset} preset)" if args.detector == "differnet" else ""
     print(f"detector {args.detector}{preset}, features {featurizer.backbone} "
           f"{featurizer.views.size}px x {featurizer.views.n_views} views; OSR: {args.rule} "
@@ -399,31 +435,41 @@ def cmd_fit(args) -> int:
         args.source, args.root = "unlabeled", args.images_dir
     args.source = args.source or "elpv"
     images = _train_images(args)
+    out = Path(args.out)
+    check_model_dir(out, images)  # before the features are computed, not after
+    # The skip list is written after the model: fit_images wants a new or model folder.
+    screen = screen_images(images, args.on_bad_image, progress=not args.quiet)
+    for line in screen.notes():
+        print(f"note: {line}")
+    images = screen.images
     if args.n_train:
         images, _ = paper_split(images, n_train=args.n_train, contamination=args.contamination,
                                 n_test_good=0, n_test_defective=0, random_state=args.seed)
-    out = Path(args.out)
-    check_model_dir(out, images)  # before the features are computed, not after
     model = fit_images(images, out, featurizer=make_featurizer(args),
                        detector=make_detector(args), rule=args.rule,
                        osr_params=osr_params(args),
                        decision_quantile=args.decision_quantile,
                        decision_scores=args.decision_scores, seed=args.seed)
+    write_skip_list(screen, out / "skipped.csv")
     for note in model.info["notes"]:
         print(f"note: {note}")
     n, removed = len(images), model.info["training"]["n_removed"]
     print(f"trained on {n} images, removed {removed} ({removed / n:.1%}); decision threshold "
           f"{model.threshold:.4g} ({model.decision['description']})")
-    print(f"wrote {out}: the model, train_scores.csv and report.html")
+    print(f"wrote {out}: the model, train_scores.csv, report.html and skipped.csv")
     return 0
 
 
 def cmd_score(args) -> int:
     from .model import Model
 
+    if args.out and args.root:
+        check_output_outside(Path(args.out).parent, [args.root], what="--out")
     model = Model.load(args.model, cache_dir=False if args.no_cache else args.cache_dir,
                        batch_size=args.batch_size, engine=args.engine, progress=not args.quiet)
     images = _test_images(args)
+    images = _screen(args, images, Path(args.out).with_suffix(".skipped.csv") if args.out else None,
+                     notes_to=sys.stderr)
     scores = model.score(images)
     rows = io.StringIO()
     writer = csv.writer(rows)
@@ -439,6 +485,15 @@ def cmd_score(args) -> int:
     if not np.isnan(m["auroc"]):
         print(f"AUROC {m['auroc']:.3f}  AP {m['ap']:.3f}", file=sys.stderr)
     return 0
+
+
+def _screen(args, images, skip_list, notes_to=None):
+    """Decode every image once: skip (listed in ``skip_list``) or fail on unreadable ones."""
+    result = screen_images(images, args.on_bad_image, skip_list=skip_list,
+                           progress=not args.quiet)
+    for line in result.notes():
+        print(f"note: {line}", file=notes_to or sys.stdout)
+    return result.images
 
 
 def _json_safe(obj):
@@ -460,6 +515,9 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
+    if getattr(args, "scoring", "absent") is None:  # resolved here: it depends on the detector
+        args.scoring = ("out_of_fold" if getattr(args, "detector", None) == "patchcore"
+                        else RUN_DEFAULTS["scoring"])
     handlers = {"run": cmd_run, "fit": cmd_fit, "score": cmd_score, "predict": cmd_predict,
                 "sweep": lambda a: cmd_sweep(a, make_featurizer, make_detector)}
     try:

@@ -52,11 +52,13 @@ def add_sweep_parser(subparsers, add_data_args, add_feature_args, add_detector_a
                         "0,0.1,...,1)")
     g.add_argument("--strategies", default=_csv(DEFAULT_STRATEGIES),
                    help="comma-separated: none, osr_<threshold>, fraction_<share>, "
-                        "min_size_<size>, optionally @<scoring> (default: %(default)s)")
+                        "min_size_<size>, auto_<z> (automatic cut), optionally @<scoring> "
+                        "(default: %(default)s)")
     g.add_argument("--seeds", default=_csv(DEFAULT_SEEDS),
                    help="comma-separated split and model seeds (default: %(default)s)")
-    g.add_argument("--scoring", choices=SCORING_REGIMES, default="held_out_views",
-                   help="how OSR scores training images (default: %(default)s)")
+    g.add_argument("--scoring", choices=SCORING_REGIMES, default=None,
+                   help="how OSR scores training images (default: held_out_views; "
+                        "out_of_fold for patchcore)")
     g.add_argument("--jobs", type=int, default=1,
                    help="parallel workers for feature extraction and (level, seed) groups: "
                         "local processes, or the CPUs of a local Ray instance (default: 1)")

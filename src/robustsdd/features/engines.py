@@ -1,9 +1,10 @@
 """What runs the frozen backbone: PyTorch itself, or ONNX Runtime.
 
 The backbone never trains, so any runtime that computes the same numbers will
-do, and on a CPU the choice matters: ONNX Runtime ran EfficientNet-Lite0 2.6x
-faster than eager PyTorch with channels-last on the 2-core machines this
-project is built on (BENCHMARKS.md §5, ``benchmarks/backbone_throughput.py``).
+do, and on a CPU the choice matters: ONNX Runtime ran EfficientNet-Lite0 2.4x
+faster than eager PyTorch at 224² (batches of 8) on the 2-core machines this
+project is built on, and the whole default feature pipeline 1.9x faster
+(BENCHMARKS.md §5, ``benchmarks/backbone_throughput.py``).
 
 ``engine="auto"`` (the default) uses ONNX Runtime when it is installed and the
 exported graph reproduces PyTorch on a probe batch (:data:`MATCH_TOLERANCE`),
@@ -52,7 +53,8 @@ def _as_module(backbone: nn.Module) -> nn.Module:
 
 
 class TorchEngine:
-    """Eager PyTorch, channels-last by default (1.8x faster than NCHW on this CPU)."""
+    """Eager PyTorch, channels-last by default (1.8x faster than NCHW with an earlier
+    torch build here; on par with it in BENCHMARKS.md §5)."""
 
     name = "torch"
 

@@ -42,12 +42,12 @@ class Featurizer:
         2-core CPU it is also the fastest (BENCHMARKS.md).
     engine : "auto", "onnxruntime" or "torch"
         What runs the backbone (:mod:`robustsdd.features.engines`): ``"auto"``
-        uses ONNX Runtime (2.6× faster here) when it is installed and matches
+        uses ONNX Runtime (1.9× faster here) when it is installed and matches
         PyTorch on a probe batch, else PyTorch. The resolved name is
         :attr:`engine_name` and is part of the cache key.
     channels_last : bool
         With the PyTorch engine, run the backbone in channels-last memory format
-        (about 1.8× faster on this CPU, same features to float rounding).
+        (same features to float rounding; faster with some torch builds).
     progress : bool
         Show a progress bar over images that must be computed.
 
