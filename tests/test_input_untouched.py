@@ -127,8 +127,13 @@ def test_failing_command_leaves_input_tree_unchanged(tmp_path, capsys):
         Image.new("L", (20, 20), 40 * i).save(root / f"{i}.png")
     (root / "zero.png").write_bytes(b"")
     before = snapshot(root)
-    assert main(["fit", str(root), "--out", str(tmp_path / "m"), *TINY]) == 2
+    assert main(["fit", str(root), "--out", str(tmp_path / "m"), "--on-bad-image", "fail",
+                 *TINY]) == 2
     assert "zero.png" in capsys.readouterr().err
+    assert _diff(before, snapshot(root)) == []
+    # The default skips it, lists it next to the model, and still leaves the tree alone.
+    assert main(["fit", str(root), "--out", str(tmp_path / "m2"), *TINY]) == 0
+    assert "zero.png: empty file" in (tmp_path / "m2" / "skipped.csv").read_text()
     assert _diff(before, snapshot(root)) == []
 
 

@@ -30,7 +30,7 @@ def cli_model(planted_folder, tmp_path_factory):
 def test_fit_images_dir_writes_the_model_folder(cli_model, planted_folder, capsys):
     _, planted = planted_folder
     assert {p.name for p in cli_model.iterdir()} == {
-        "robustsdd.json", "config.json", "state.safetensors", "train_scores.csv", "report.html"}
+        "robustsdd.json", "config.json", "state.safetensors", "train_scores.csv", "report.html", "skipped.csv"}
     rows = read_rows(cli_model / "train_scores.csv")
     assert {r["name"] for r in rows if int(r["rank"]) <= 4} == set(planted)
     config = json.loads((cli_model / "robustsdd.json").read_text())

@@ -399,8 +399,9 @@ def run_sweep(pool, test_pool=None, *, featurizer, detector, levels=DEFAULT_LEVE
         See :func:`parse_levels`, :func:`parse_strategy`, :func:`parse_seeds`.
     out_dir : path
         Cell files are written to ``out_dir/cells/`` and reused from there.
-    scoring : str
-        How OSR scores training images (a strategy's ``@scoring`` overrides it).
+    scoring : str or None
+        How OSR scores training images (a strategy's ``@scoring`` overrides it);
+        None: ``held_out_views``, or ``out_of_fold`` for patch detectors (PatchCore).
     n_train, n_test_good, n_test_defective : int
         The split (:func:`robustsdd.data.paper_split`).
     jobs : int
@@ -443,6 +444,9 @@ def run_sweep(pool, test_pool=None, *, featurizer, detector, levels=DEFAULT_LEVE
     t_start = time.perf_counter()
     levels, strategies = parse_levels(levels), parse_strategies(strategies)
     seeds = parse_seeds(seeds)
+    if scoring is None:  # the detector's natural regime: patch features have no views
+        patches = getattr(detector, "feature_layout", "views") != "views"
+        scoring = "out_of_fold" if patches else "held_out_views"
     if scoring not in SCORING_REGIMES:
         raise ConfigError(f"unknown scoring {scoring!r}; choose one of: "
                           f"{', '.join(SCORING_REGIMES)}")
