@@ -37,3 +37,16 @@ def atomic_write_bytes(target, data: bytes) -> Path:
 
 def atomic_write_json(target, obj) -> Path:
     return atomic_write_bytes(target, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json_file(path: Path):
+    """The JSON value in ``path``; ModelFileError naming the file if it cannot be read or
+    parsed (model folders are where robustsdd reads its own JSON back)."""
+    from ._errors import ModelFileError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot be read ({exc})") from None

@@ -9,7 +9,6 @@ differ from those the model was trained with.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import platform
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -17,7 +16,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 
 from ._errors import ConfigError, DataError, ModelFileError
-from ._io import atomic_write_bytes
+from ._io import atomic_write_bytes, read_json_file
 from .detectors.base import MODEL_FORMAT_VERSION
 from .features import Featurizer, ViewSpec
 
@@ -55,12 +54,7 @@ def read_model_config(config_path: Path) -> dict:
     if not config_path.is_file():
         raise ModelFileError(f"{config_path}: missing; is {folder} a model folder written by "
                              "`robustsdd fit`?")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{config_path}: not valid JSON ({exc})") from None
-    except OSError as exc:
-        raise ModelFileError(f"{config_path}: cannot be read ({exc})") from None
+    config = read_json_file(config_path)
     if not isinstance(config, dict):
         raise ModelFileError(f"{config_path}: not a robustsdd model config (foreign JSON)")
     if config.get("format") != MODEL_FORMAT:

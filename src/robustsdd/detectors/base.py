@@ -31,7 +31,7 @@ import torch
 from sklearn.base import BaseEstimator
 
 from .._errors import ConfigError, DataError, ModelFileError
-from .._io import atomic_write_bytes, atomic_write_json
+from .._io import atomic_write_bytes, atomic_write_json, read_json_file
 
 __all__ = [
     "BaseDetector",
@@ -216,12 +216,7 @@ def load_detector_files(config_path, state_path) -> BaseDetector:
 
 
 def _read_config(config_path: Path) -> dict:
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{config_path}: not valid JSON ({exc})") from None
-    except OSError as exc:
-        raise ModelFileError(f"{config_path}: cannot be read ({exc})") from None
+    config = read_json_file(config_path)
     if (not isinstance(config, dict) or not isinstance(config.get("detector"), str)
             or not isinstance(config.get("params"), dict)):
         raise ModelFileError(f"{config_path}: not a robustsdd detector config")
