@@ -140,3 +140,110 @@ def test_reused_stage1_is_not_refitted():
     again = OneShotRemoval(NormDetector(), threshold=2.0).fit(features(SCORES), stage1=stage1)
     assert again.detector_.fit_sizes_ == [10, 8]  # the stage-1 fit (copied) + one fine-tune
     assert sorted(again.removed_indices_.tolist()) == [2, 6]
+
+
+# -- repeated rounds, ensemble scoring, the confident rule ---------------------------------------
+@register_detector("_standardised_for_tests")
+class StandardisedDetector(BaseDetector):
+    """Score = |x - mean| / SD of the first feature over the training images.
+
+    Unlike NormDetector, the fit matters: extreme training images inflate the SD and
+    hide moderate ones, which a second round (after the extremes are gone) exposes.
+    """
+
+    def fit(self, X, y=None):
+        values = np.asarray(X)[:, :, 0].mean(axis=1)
+        self.mean_, self.sd_ = values.mean(), values.std()
+        self.is_fitted_ = True
+        return self
+
+    def partial_fit(self, X, y=None):
+        return self.fit(X)
+
+    def decision_function(self, X):
+        return np.abs(np.asarray(X)[:, :, 0].mean(axis=1) - self.mean_) / self.sd_
+
+    def _get_state(self):
+        return {}
+
+    def _set_state(self, state):
+        pass
+
+
+MASKED = np.r_[np.linspace(-1, 1, 20), 100.0, 100.0, 5.0, 5.0]
+
+
+def test_one_round_misses_what_extremes_hide_and_a_second_round_finds_it():
+    # Round 1: mean 8.75, SD 27.6 -> the extremes score 3.3, the 5.0s only 0.14.
+    one = OneShotRemoval(StandardisedDetector(), threshold=2.0).fit(features(MASKED))
+    assert sorted(one.removed_indices_.tolist()) == [20, 21] and one.rounds_run_ == 1
+    # Round 2, refitted on the rest: mean 0.45, SD 1.55 -> the 5.0s score 2.9.
+    # Round 3: mean 0, SD 0.6 -> the largest normal scores 1.65; nothing changes, stop.
+    more = OneShotRemoval(StandardisedDetector(), threshold=2.0, rounds=5).fit(features(MASKED))
+    assert sorted(more.removed_indices_.tolist()) == [20, 21, 22, 23]
+    assert more.rounds_run_ == 3
+    assert any("3 removal rounds" in note for note in more.notes_)
+    two = OneShotRemoval(StandardisedDetector(), threshold=2.0, rounds=2).fit(features(MASKED))
+    assert two.rounds_run_ == 2 and two.n_removed_ == 4
+    # The removed images were scored by the refitted model, which never saw them.
+    np.testing.assert_allclose(more.removal_scores_[22], (5.0 - 0.0) / MASKED[:20].std())
+
+
+@register_detector("_memorising_for_tests")
+class MemorisingDetector(BaseDetector):
+    """Scores 0 for an image it was trained on, 1 + its value otherwise."""
+
+    def fit(self, X, y=None):
+        self.seen_ = {float(v) for v in np.asarray(X)[:, 0, 0]}
+        self.is_fitted_ = True
+        return self
+
+    def decision_function(self, X):
+        values = np.asarray(X)[:, 0, 0]
+        return np.array([0.0 if v in self.seen_ else 1.0 + v for v in values])
+
+    def _get_state(self):
+        return {}
+
+    def _set_state(self, state):
+        pass
+
+
+def test_ensemble_members_score_only_images_they_did_not_see():
+    values = np.arange(30, dtype=float)
+    osr = OneShotRemoval(MemorisingDetector(), scoring="ensemble", n_members=3, rule="fraction",
+                         fraction=0.1).fit(features(values))
+    # Every removal score is a median of member scores of unseen images: never 0.
+    assert np.all(osr.removal_scores_ > 0)
+    # Scores fall in the order of the values (each member divides by its own median).
+    assert sorted(osr.removed_indices_.tolist()) == [27, 28, 29]
+
+
+def test_ensemble_removes_planted_outliers_and_is_deterministic():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 2, 4))
+    X[:4] += 8.0
+    kw = dict(scoring="ensemble", n_members=3, rule="auto", random_state=3)
+    osr = OneShotRemoval(GaussianDetector(), **kw).fit(X)
+    assert sorted(osr.removed_indices_.tolist()) == [0, 1, 2, 3]
+    again = OneShotRemoval(GaussianDetector(), **kw).fit(X)
+    np.testing.assert_array_equal(osr.removal_scores_, again.removal_scores_)
+    with pytest.raises(Exception, match="at least 8 images"):
+        OneShotRemoval(GaussianDetector(), scoring="ensemble", n_members=4).fit(X[:7])
+
+
+def test_confident_rule_in_osr_reports_the_estimate():
+    rng = np.random.default_rng(0)
+    values = np.exp(np.r_[rng.normal(0, 0.1, 90), rng.normal(2, 0.1, 10)])
+    osr = OneShotRemoval(NormDetector(), rule="confident").fit(features(values))
+    assert sorted(osr.removed_indices_.tolist()) == list(range(90, 100))
+    assert osr.estimated_contamination_ == pytest.approx(0.1)
+    assert osr.cut_ == pytest.approx(values[90:].min()) and osr.p_normal_.shape == (100,)
+    assert any("confident cut" in note for note in osr.notes_)
+
+
+@pytest.mark.parametrize("bad", [dict(rounds=0), dict(rounds=1.5), dict(n_members=True),
+                                 dict(scoring="ensemble", n_members=1)])
+def test_bad_rounds_and_members(bad):
+    with pytest.raises(ConfigError):
+        OneShotRemoval(NormDetector(), **bad).fit(features(SCORES))

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from robustsdd import ConfigError
-from robustsdd.cleaning.rules import apply_guard, fraction_rule, resolve_count, threshold_rule
+from robustsdd.cleaning.rules import (apply_guard, confident_cut, fraction_rule, resolve_count,
+                                      threshold_rule)
 
 
 def test_threshold_keeps_scores_at_or_below_the_cut():
@@ -40,3 +41,40 @@ def test_resolve_count():
     for bad in (-1, 1.5, None, True):
         with pytest.raises(ConfigError):
             resolve_count(bad, 100, "x")
+
+
+# -- the confident-learning cut ----------------------------------------------------------------
+def test_confident_cut_drops_exactly_a_planted_second_population():
+    rng = np.random.default_rng(0)
+    scores = np.exp(np.r_[rng.normal(0, 0.1, 90), rng.normal(2, 0.1, 10)])
+    cut = confident_cut(scores)
+    assert cut.n_components == 2
+    assert np.flatnonzero(~cut.keep).tolist() == list(range(90, 100))
+    # The threshold is the mean probability of being normal: ~0.9 with 10 % planted.
+    assert cut.threshold == pytest.approx(cut.p_normal.mean()) and 0.85 < cut.threshold < 0.95
+    assert cut.score_cut == pytest.approx(scores[90:].min())
+
+
+def test_confident_cut_removes_nothing_from_one_population():
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        cut = confident_cut(np.exp(rng.normal(0, 0.3, 100)))
+        assert cut.n_components == 1 and cut.keep.all() and cut.score_cut is None
+
+
+def test_confident_probabilities_fall_with_the_score_and_nan_is_removed():
+    rng = np.random.default_rng(2)
+    # A wide defect population on both sides in log space would claim the lowest scores
+    # too; the running minimum keeps p_normal non-increasing in the score.
+    scores = np.exp(np.r_[rng.normal(0, 0.05, 80), rng.normal(0.5, 1.5, 20)])
+    scores[3] = np.nan
+    cut = confident_cut(scores)
+    order = np.argsort(np.nan_to_num(scores, nan=np.inf))[:-1]
+    assert np.all(np.diff(cut.p_normal[order]) <= 1e-12)
+    assert not cut.keep[3] and cut.p_normal[3] == 0
+    assert np.array_equal(cut.keep, confident_cut(scores).keep)  # deterministic
+
+
+def test_confident_cut_on_too_few_or_equal_scores_keeps_everything():
+    assert confident_cut([1.0, 2.0, 50.0]).keep.all()
+    assert confident_cut(np.ones(20)).keep.all()

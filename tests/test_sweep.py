@@ -81,6 +81,10 @@ def test_parse_strategy():
     assert parse_strategy("min_size_80") == {"rule": "min_size", "min_size": 80}
     assert parse_strategy("osr_2@in_sample") == {"rule": "score_threshold", "threshold": 2.0,
                                                  "scoring": "in_sample"}
+    assert parse_strategy("auto_2.5_r3@ensemble") == {"rule": "auto", "z": 2.5, "rounds": 3,
+                                                      "scoring": "ensemble"}
+    assert parse_strategy("confident") == {"rule": "confident"}
+    assert parse_strategy("oracle") == {"rule": "oracle"}
     assert parse_strategies("none, osr_1.0,osr_2.0") == ("none", "osr_1.0", "osr_2.0")
     assert parse_levels("0,0.1,1") == (0.0, 0.1, 1.0)
     assert parse_seeds("0,1,2") == (0, 1, 2)
@@ -88,7 +92,8 @@ def test_parse_strategy():
 
 @pytest.mark.parametrize("spec", ["osr", "osr_", "osr_x", "bogus", "Osr_1.5", "fraction_1.5",
                                   "min_size_0", "min_size_2.5", "osr_nan", "none@in_sample",
-                                  "osr_1.5@nope", 1.5])
+                                  "osr_1.5@nope", 1.5, "oracle@out_of_fold", "confident_2",
+                                  "auto_3_r0", "min_size_80_r2", "confident_rx"])
 def test_bad_strategies_raise_config_error(spec):
     with pytest.raises(ConfigError):
         parse_strategy(spec)
@@ -250,6 +255,20 @@ def test_added_strategy_computes_only_what_is_missing(first, pool, cache_dir, tm
     together = sweep(pool, featurizer(cache_dir), tmp_path / "t",
                      strategies=STRATEGIES + ("osr_2.0",))
     assert comparable(together) == comparable(more)  # a reused stage 1 changes nothing
+
+
+def test_oracle_and_refining_strategies_in_a_sweep(pool, cache_dir, tmp_path):
+    rows = sweep(pool, featurizer(cache_dir), tmp_path, levels=(0.5,), seeds=(0,),
+                 strategies=("oracle", "confident_r2@out_of_fold", "auto_3_r3@ensemble"))
+    by_name = {r["strategy"]: r for r in rows}
+    oracle = by_name["oracle"]
+    assert (oracle["removed_defective"], oracle["removed_good"]) == (10, 0)
+    assert oracle["removal_precision"] == oracle["removal_recall"] == 1.0
+    for r in rows:
+        assert r["kept"] + r["removed_good"] + r["removed_defective"] == 20
+    summary = write_report(rows, tmp_path)
+    text = (tmp_path / "summary.md").read_text()
+    assert "an upper bound" in text and "up to 3 rounds" in text and summary
 
 
 def test_tiny_differnet_sweep(pool, cache_dir, tmp_path):

@@ -28,6 +28,19 @@ in-sample score. ``scoring`` makes the regime explicit:
 ``out_of_fold``
     Split the images into ``n_folds``; score each fold with a copy trained on
     the others, so a defective image cannot hide by being memorised.
+``ensemble``
+    SRR-like (Yoon et al., "Self-Supervise, Refine, Repeat", TMLR 2022): split the
+    images into ``n_members`` disjoint subsets and train one copy on each; every
+    copy scores the images it did not see, its scores divided by their median so
+    that members vote on one scale, and an image's score is the median over those
+    members — above a cut exactly when a majority of them put it above the cut.
+
+Beyond the one shot, ``rounds`` > 1 repeats the removal (SRR's "repeat"): the
+detector is refitted on what was kept, every image is scored again (kept images
+under the same regime, removed ones by the refitted model, which never saw them)
+and the rule is applied afresh, until the kept set stops changing or ``rounds``
+is reached. Defective images that masked each other in the first round — a group
+of similar defects are each other's neighbours — are then seen on their own.
 """
 
 from __future__ import annotations
@@ -41,11 +54,12 @@ from sklearn.model_selection import KFold
 
 from .._errors import ConfigError, DataError
 from ..detectors.base import check_features
-from .rules import RULES, apply_guard, auto_cut, fraction_rule, resolve_count, threshold_rule
+from .rules import (RULES, apply_guard, auto_cut, confident_cut, fraction_rule, resolve_count,
+                    threshold_rule)
 
 __all__ = ["OneShotRemoval", "SCORING_REGIMES"]
 
-SCORING_REGIMES = ("in_sample", "held_out_views", "out_of_fold")
+SCORING_REGIMES = ("in_sample", "held_out_views", "out_of_fold", "ensemble")
 
 
 class OneShotRemoval(BaseEstimator):
@@ -55,10 +69,13 @@ class OneShotRemoval(BaseEstimator):
     ----------
     detector : BaseDetector
         Any robustsdd detector; it is cloned, never modified.
-    rule : {"score_threshold", "min_size", "fraction", "auto"}
-        How images are chosen for removal (see the module docstring); ``auto``
-        needs no number: it drops images scoring above median + ``z`` robust
-        SDs of the removal scores (:func:`~robustsdd.cleaning.rules.auto_cut`).
+    rule : {"score_threshold", "min_size", "fraction", "auto", "confident"}
+        How images are chosen for removal (see the module docstring). Two need no
+        number: ``auto`` drops images scoring above median + ``z`` robust SDs of
+        the removal scores (:func:`~robustsdd.cleaning.rules.auto_cut`);
+        ``confident`` turns the scores into probabilities of being normal (a
+        two-component mixture) and drops those below their mean, confident
+        learning's per-data threshold (:func:`~robustsdd.cleaning.rules.confident_cut`).
     threshold : float
         For ``score_threshold``: drop images scoring above it (paper: 1.5).
     z : float
@@ -69,10 +86,15 @@ class OneShotRemoval(BaseEstimator):
     min_size : int or float
         For ``min_size``: stop removing when this many images remain (a float in
         (0, 1) is a share of the training set).
-    scoring : {"in_sample", "held_out_views", "out_of_fold"}
+    scoring : {"in_sample", "held_out_views", "out_of_fold", "ensemble"}
         How the training images are scored for removal.
     n_folds : int
         Folds for ``out_of_fold`` scoring.
+    n_members : int
+        Disjoint subsets (one detector each) for ``ensemble`` scoring.
+    rounds : int
+        Removal rounds (1: One-Shot Removal; more: refine and repeat, see the
+        module docstring). Not used by ``min_size``, which is iterative already.
     min_keep : int or float
         Guard: never keep fewer images than this (float: share of the set).
         When the rule would, the lowest-scoring ``min_keep`` images are kept
@@ -81,7 +103,7 @@ class OneShotRemoval(BaseEstimator):
         Keep a copy of the stage-1 model as ``baseline_detector_`` (the plain
         detector trained on everything, for before/after comparisons).
     random_state : int
-        Seeds the fold split.
+        Seeds the fold split, the ensemble's subsets and the mixture.
 
     Attributes
     ----------
@@ -97,7 +119,10 @@ class OneShotRemoval(BaseEstimator):
         stage-1 model, every view), ``removal`` (what the rule saw) and ``stage2``
         (the fine-tuned model; out-of-sample for the removed images)
     cut_ : the score cut used (``score_threshold``: the threshold; ``auto``: the
-        cut read off the scores), None for the count-based rules
+        cut read off the scores; ``confident``: the lowest removed score), None for
+        the count-based rules
+    p_normal_ : for ``confident``, each image's probability of being normal
+    rounds_run_ : how many removal rounds ran (≤ ``rounds``)
     estimated_contamination_ : share of training images removed, the estimate
         of how many did not belong
     guard_fired_ : bool; ``notes_`` : list of str, what happened, for the user
@@ -115,7 +140,7 @@ class OneShotRemoval(BaseEstimator):
 
     def __init__(self, detector, *, rule="score_threshold", threshold=1.5, fraction=0.1,
                  min_size=0.8, scoring="in_sample", n_folds=5, min_keep=0.5,
-                 keep_baseline=True, random_state=0, z=3.0):
+                 keep_baseline=True, random_state=0, z=3.0, n_members=5, rounds=1):
         self.detector = detector
         self.rule = rule
         self.threshold = threshold
@@ -127,6 +152,8 @@ class OneShotRemoval(BaseEstimator):
         self.min_keep = min_keep
         self.keep_baseline = keep_baseline
         self.random_state = random_state
+        self.n_members = n_members
+        self.rounds = rounds
 
     # -- scoring regimes --------------------------------------------------------------
     def _fit_views(self, X):
@@ -155,6 +182,8 @@ class OneShotRemoval(BaseEstimator):
         if self.scoring == "held_out_views":
             _, held = self._fit_views(X)
             return model.decision_function(X[:, held])
+        if self.scoring == "ensemble":
+            return self._ensemble_scores(X)
         n_folds = min(int(self.n_folds), len(X))
         if n_folds < 2:
             raise DataError("scoring='out_of_fold' needs at least 2 images")
@@ -163,6 +192,29 @@ class OneShotRemoval(BaseEstimator):
         for train_idx, test_idx in folds.split(X):
             scores[test_idx] = clone(self.detector).fit(X[train_idx]).decision_function(X[test_idx])
         return scores
+
+    def _ensemble_scores(self, X):
+        """Median over the members that did not see each image of its median-scaled score."""
+        n_members = int(self.n_members)
+        if len(X) < 2 * n_members:
+            raise DataError(f"scoring='ensemble' with n_members={n_members} needs at least "
+                            f"{2 * n_members} images (2 per member), got {len(X)}")
+        rng = np.random.default_rng(self.random_state)
+        subsets = np.array_split(rng.permutation(len(X)), n_members)
+        votes = np.full((n_members, len(X)), np.nan)
+        medians = []
+        for m, subset in enumerate(subsets):
+            unseen = np.setdiff1d(np.arange(len(X)), subset)
+            member = clone(self.detector).fit(X[subset])
+            scores = member.decision_function(X[unseen])
+            median = float(np.nanmedian(scores))
+            if not (np.isfinite(median) and median > 0):
+                raise DataError(f"ensemble member {m} gave no positive median score "
+                                f"({median}); scoring='ensemble' needs positive scores")
+            votes[m, unseen] = scores / median
+            medians.append(median)
+        # Back in the detector's units, so a fixed threshold keeps its usual meaning.
+        return np.nanmedian(votes, axis=0) * float(np.median(medians))
 
     def _validate(self, n):
         if self.rule not in RULES:
@@ -174,6 +226,12 @@ class OneShotRemoval(BaseEstimator):
         min_keep = resolve_count(self.min_keep, n, "min_keep")
         if min_keep < 1:
             raise ConfigError("min_keep must keep at least one image")
+        for name in ("n_members", "rounds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.scoring == "ensemble" and self.n_members < 2:
+            raise ConfigError("scoring='ensemble' needs n_members >= 2")
         return min_keep
 
     # -- the pipeline -----------------------------------------------------------------
@@ -207,22 +265,23 @@ class OneShotRemoval(BaseEstimator):
             self.baseline_detector_ = copy.deepcopy(model)
         self.stage1_removal_scores_ = initial_scores
 
+        self.rounds_run_ = 1
         if self.rule == "min_size":
             self.cut_ = None
             keep, removal_scores, order = self._remove_one_at_a_time(model, X, min_keep,
                                                                      initial_scores)
         else:
             removal_scores = initial_scores
-            self.cut_ = None
-            if self.rule == "score_threshold":
-                self.cut_ = float(self.threshold)
-                keep = threshold_rule(removal_scores, self.threshold)
-            elif self.rule == "auto":
-                self.cut_ = auto_cut(removal_scores, self.z)
-                keep = threshold_rule(removal_scores, self.cut_)
-            else:
-                keep = fraction_rule(removal_scores, self.fraction)
-            keep, fired = apply_guard(removal_scores, keep, min_keep)
+            keep, fired = self._apply_rule(removal_scores, min_keep)
+            for _ in range(1, int(self.rounds)):
+                if keep.all():
+                    break  # nothing removed: another round would score the same images again
+                rescored = self._rescore(X, keep)
+                new_keep, new_fired = self._apply_rule(rescored, min_keep)
+                removal_scores, self.rounds_run_ = rescored, self.rounds_run_ + 1
+                if np.array_equal(new_keep, keep):
+                    break
+                keep, fired = new_keep, new_fired
             self._note_guard(fired, n, min_keep)
             removed = np.flatnonzero(~keep)
             order = removed[np.argsort(-removal_scores[removed], kind="stable")]
@@ -244,9 +303,36 @@ class OneShotRemoval(BaseEstimator):
         }
         return self
 
+    def _apply_rule(self, scores, min_keep):
+        """The rule's keep-mask for these scores, with the guard applied; sets ``cut_``."""
+        self.cut_ = None
+        if self.rule == "score_threshold":
+            self.cut_ = float(self.threshold)
+            keep = threshold_rule(scores, self.threshold)
+        elif self.rule == "auto":
+            self.cut_ = auto_cut(scores, self.z)
+            keep = threshold_rule(scores, self.cut_)
+        elif self.rule == "confident":
+            decision = confident_cut(scores, random_state=self.random_state)
+            self.cut_, self.p_normal_ = decision.score_cut, decision.p_normal
+            keep = decision.keep
+        else:
+            keep = fraction_rule(scores, self.fraction)
+        return apply_guard(scores, keep, min_keep)
+
+    def _rescore(self, X, keep):
+        """A further round's removal scores: the regime on the kept images, the rest out of sample."""
+        kept, removed = np.flatnonzero(keep), np.flatnonzero(~keep)
+        refit = clone(self.detector).fit(self._training_views(X[kept]))
+        scores = np.empty(len(X))
+        scores[kept] = self._removal_scores(refit, X[kept])
+        scores[removed] = refit.decision_function(X[removed])
+        return scores
+
     def _check_reusable(self, other, X):
         same = (isinstance(other, OneShotRemoval) and hasattr(other, "baseline_detector_")
                 and other.scoring == self.scoring and other.n_folds == self.n_folds
+                and other.n_members == self.n_members
                 and other.random_state == self.random_state
                 and clone(other.detector).get_params() == clone(self.detector).get_params()
                 and len(other.keep_mask_) == len(X))
@@ -306,6 +392,12 @@ class OneShotRemoval(BaseEstimator):
         if self.rule == "auto":
             self.notes_.append(f"automatic cut: median + {self.z:g} robust SD = {self.cut_:.4g}; "
                                f"estimated contamination {n_removed / len(keep):.1%}")
+        if self.rule == "confident":
+            self.notes_.append(f"confident cut: images less likely normal than the mean "
+                               f"probability were removed; estimated contamination "
+                               f"{n_removed / len(keep):.1%}")
+        if self.rounds_run_ > 1:
+            self.notes_.append(f"{self.rounds_run_} removal rounds ran (at most {self.rounds})")
 
     def decision_function(self, X) -> np.ndarray:
         """Scores of the fine-tuned detector (higher = more anomalous)."""

@@ -7,15 +7,17 @@ rule is deterministic for given scores.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
+from sklearn.mixture import GaussianMixture
 
 from .._errors import ConfigError
 
-__all__ = ["threshold_rule", "fraction_rule", "auto_cut", "resolve_count", "apply_guard",
-           "RULES"]
+__all__ = ["threshold_rule", "fraction_rule", "auto_cut", "confident_cut", "ConfidentCut",
+           "resolve_count", "apply_guard", "RULES"]
 
-RULES = ("score_threshold", "fraction", "min_size", "auto")
+RULES = ("score_threshold", "fraction", "min_size", "auto", "confident")
 # 1 / Φ⁻¹(3/4): scales the median absolute deviation to a normal's standard deviation.
 _MAD_TO_SD = 1.482602218505602
 
@@ -71,6 +73,79 @@ def auto_cut(scores, z: float = 3.0) -> float:
         spread = float(np.mean(np.abs(values - median)))
     cut = median + float(z) * spread
     return float(np.exp(cut)) if use_log else cut
+
+
+@dataclass(frozen=True)
+class ConfidentCut:
+    """What :func:`confident_cut` decided, and why.
+
+    ``keep``: the mask; ``p_normal``: each image's probability of belonging (NaN
+    scores: 0); ``threshold``: the confident threshold, the mean of ``p_normal``;
+    ``n_components``: 1 when one population explains the scores best (nothing is
+    removed), else 2; ``score_cut``: the lowest removed score (None if none).
+    """
+
+    keep: np.ndarray
+    p_normal: np.ndarray
+    threshold: float
+    n_components: int
+    score_cut: float | None
+
+
+# Below this many finite scores a mixture is not worth fitting: nothing is removed.
+_MIN_SCORES_FOR_MIXTURE = 8
+
+
+def confident_cut(scores, random_state: int = 0) -> ConfidentCut:
+    """Confident-learning-style cut: keep the images confidently normal, by a per-data threshold.
+
+    Confident learning (Northcutt et al., JAIR 2021) prunes an example labelled *j*
+    when its predicted probability of class *j* is below the class's *confident
+    threshold*: the mean probability of *j* over the examples labelled *j* — the
+    self-confidence expected of examples that truly belong. Here every training image
+    is labelled normal, and a probability of being normal comes from the scores
+    themselves (out-of-fold scores, so no image was scored by a model that saw it):
+
+    1. A two-component Gaussian mixture on the log scores (plain scores if any is
+       ≤ 0) competes with a single Gaussian by BIC. If one Gaussian explains the
+       scores better, nothing is removed: there is no second population to remove.
+    2. ``p_normal`` is the posterior of the lower-mean component, made
+       non-increasing in the score (a running minimum from the lowest score up): a
+       wide defect component can otherwise claim the very lowest scores too.
+    3. The threshold is the mean of ``p_normal`` over all images (all are labelled
+       normal); images below it are removed. No number is set by hand.
+
+    Non-finite scores are removed (p_normal 0) and do not enter the mixture.
+
+    >>> rng = np.random.default_rng(0)
+    >>> s = np.exp(np.r_[rng.normal(0, 0.1, 90), rng.normal(2, 0.1, 10)])
+    >>> cut = confident_cut(s)
+    >>> cut.n_components, np.flatnonzero(~cut.keep).tolist() == list(range(90, 100))
+    (2, True)
+    """
+    s = _scores(scores)
+    finite = np.isfinite(s)
+    p_normal = np.zeros(len(s))
+    p_normal[finite] = 1.0
+    values = s[finite]
+    n_components = 1
+    if values.size >= _MIN_SCORES_FOR_MIXTURE and np.ptp(values) > 0:
+        x = (np.log(values) if np.all(values > 0) else values)[:, None]
+        one = GaussianMixture(1, random_state=random_state).fit(x)
+        two = GaussianMixture(2, n_init=3, random_state=random_state).fit(x)
+        if two.bic(x) < one.bic(x):
+            n_components = 2
+            normal = int(np.argmin(two.means_[:, 0]))
+            posterior = two.predict_proba(x)[:, normal]
+            order = np.argsort(x[:, 0], kind="stable")
+            posterior[order] = np.minimum.accumulate(posterior[order])
+            p_normal[finite] = posterior
+    threshold = float(np.mean(p_normal))
+    keep = finite & (p_normal >= threshold) if n_components == 2 else finite.copy()
+    removed = s[~keep & finite]
+    return ConfidentCut(keep=keep, p_normal=p_normal, threshold=threshold,
+                        n_components=n_components,
+                        score_cut=float(removed.min()) if removed.size else None)
 
 
 def resolve_count(value, n: int, what: str) -> int:

@@ -265,11 +265,15 @@ def _describe_strategies(names) -> str:
     words = {"score_threshold": "drop scores above {threshold:g}",
              "fraction": "drop the top {fraction:g} share",
              "min_size": "Algorithm 1 down to {min_size:g}",
-             "auto": "drop scores above median + {z:g} robust SD"}
+             "auto": "drop scores above median + {z:g} robust SD",
+             "confident": "confident-learning cut",
+             "oracle": "drop exactly the defective images, an upper bound"}
     out = []
     for name in names:
         params = parse_strategy(name)
         what = "no cleaning" if params is None else words[params["rule"]].format(**params)
+        if params and params.get("rounds", 1) > 1:
+            what += f", up to {params['rounds']} rounds"
         if params and "scoring" in params:
             what += f", {params['scoring']} scores"
         out.append(f"{name} ({what})")

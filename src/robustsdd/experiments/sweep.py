@@ -22,9 +22,13 @@ configuration reads it back instead of recomputing.
 
 Strategies are named by short specs (:func:`parse_strategy`): ``none`` (the
 plain detector), ``osr_<t>`` (drop training images scoring above ``t``,
-Sec. 4.3), ``fraction_<f>`` and ``min_size_<m>`` (Algorithm 1). A suffix
-``@<scoring>`` overrides the sweep's scoring regime for one strategy, e.g.
-``osr_1.5@in_sample`` for the paper's literal reading.
+Sec. 4.3), ``fraction_<f>`` and ``min_size_<m>`` (Algorithm 1), ``auto_<z>`` and
+``confident`` (cuts read off the scores), and ``oracle`` (drops exactly the
+defective training images: the bound no cleaning can beat, for benchmarks only).
+``_r<n>`` repeats the removal up to ``n`` rounds; a suffix ``@<scoring>``
+overrides the sweep's scoring regime for one strategy, e.g.
+``osr_1.5@in_sample`` for the paper's literal reading or
+``auto_3_r3@ensemble`` for SRR-like refinement.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 import time
 import warnings
 from contextlib import closing
@@ -91,8 +96,11 @@ def parse_strategy(spec: str) -> dict | None:
     spec : str
         ``"none"``; ``"osr_<threshold>"`` (score_threshold rule); ``"fraction_<share>"``;
         ``"min_size_<count or share>"``; ``"auto_<z>"`` (automatic cut at median +
-        z robust SDs); each OSR spec optionally followed by
-        ``"@<scoring>"`` (one of ``in_sample``, ``held_out_views``, ``out_of_fold``).
+        z robust SDs); ``"confident"`` (confident-learning cut); each OSR spec
+        optionally followed by ``"_r<rounds>"`` (repeat the removal) and by
+        ``"@<scoring>"`` (one of ``in_sample``, ``held_out_views``, ``out_of_fold``,
+        ``ensemble``). ``"oracle"`` drops exactly the defective training images
+        (known only in a benchmark) and gives ``{"rule": "oracle"}``.
 
     Raises
     ------
@@ -105,28 +113,45 @@ def parse_strategy(spec: str) -> dict | None:
     {'rule': 'score_threshold', 'threshold': 1.5}
     >>> parse_strategy("min_size_80@in_sample")
     {'rule': 'min_size', 'min_size': 80, 'scoring': 'in_sample'}
+    >>> parse_strategy("confident_r3@ensemble")
+    {'rule': 'confident', 'rounds': 3, 'scoring': 'ensemble'}
     >>> parse_strategy("none") is None
     True
     """
     if not isinstance(spec, str):
         raise ConfigError(f"a strategy is a string such as 'osr_1.5', got {spec!r}")
     name, at, scoring = spec.strip().partition("@")
-    if name == "none":
+    if name in ("none", "oracle"):
         if at:
-            raise ConfigError(f"strategy {spec!r}: 'none' removes nothing and takes no scoring")
-        return None
+            raise ConfigError(f"strategy {spec!r}: {name!r} scores no training image and takes "
+                              "no scoring")
+        return None if name == "none" else {"rule": "oracle"}
+    rounds = re.fullmatch(r"(.+)_r(\d+)", name)
+    if rounds:
+        name, rounds = rounds.group(1), int(rounds.group(2))
+        if rounds < 1:
+            raise ConfigError(f"strategy {spec!r}: the number of rounds must be >= 1")
+    params = None
+    if name == "confident":
+        params = {"rule": "confident"}
     for prefix, rule, key in _PREFIXES:
-        if name.startswith(prefix):
+        if params is None and name.startswith(prefix):
             params = {"rule": rule, key: _strategy_value(key, name[len(prefix):], spec)}
-            if at:
-                if scoring not in SCORING_REGIMES:
-                    raise ConfigError(f"strategy {spec!r}: unknown scoring {scoring!r}; choose "
-                                      f"one of: {', '.join(SCORING_REGIMES)}")
-                params["scoring"] = scoring
-            return params
-    raise ConfigError(f"unknown strategy {spec!r}; use 'none', 'osr_<threshold>', "
-                      "'fraction_<share>', 'min_size_<size>' or 'auto_<z>' "
-                      "(optionally '@<scoring>')")
+    if params is None:
+        raise ConfigError(f"unknown strategy {spec!r}; use 'none', 'oracle', 'osr_<threshold>', "
+                          "'fraction_<share>', 'min_size_<size>', 'auto_<z>' or 'confident' "
+                          "(optionally '_r<rounds>' and '@<scoring>')")
+    if rounds:
+        if params["rule"] == "min_size":
+            raise ConfigError(f"strategy {spec!r}: min_size is iterative already and takes "
+                              "no rounds")
+        params["rounds"] = rounds
+    if at:
+        if scoring not in SCORING_REGIMES:
+            raise ConfigError(f"strategy {spec!r}: unknown scoring {scoring!r}; choose "
+                              f"one of: {', '.join(SCORING_REGIMES)}")
+        params["scoring"] = scoring
+    return params
 
 
 def _strategy_value(key, text, spec):
@@ -232,7 +257,7 @@ def sweep_config(pool, test_pool, *, featurizer, detector, scoring="held_out_vie
     """
     osr_defaults = OneShotRemoval(None).get_params(deep=False)
     for key in ("detector", "rule", "threshold", "fraction", "min_size", "scoring",
-                "random_state", "keep_baseline"):
+                "random_state", "keep_baseline", "rounds"):
         osr_defaults.pop(key)  # set per strategy or per group
     return {
         "format": CELL_FORMAT,
@@ -291,6 +316,9 @@ def _run_group(group: _Group, pool_features, test_features) -> list[dict]:
             if params is None:
                 model = clone(template).fit(X_train)
                 keep, guard = np.ones(len(y_train), dtype=bool), False
+            elif params["rule"] == "oracle":
+                keep, guard = np.asarray(y_train) == GOOD, False
+                model = clone(template).fit(X_train[keep])
             else:
                 params = {"scoring": group.scoring, **params}
                 model = OneShotRemoval(template, random_state=group.seed, **params)
