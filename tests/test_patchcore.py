@@ -154,3 +154,150 @@ def test_patch_featurizer_shapes_grid_and_engines_agree():
                                               pool=1).config_key
     with pytest.raises(ConfigError, match="one input scale"):
         PatchFeaturizer(weights=None, views=ViewSpec(size=64), cache_dir=False)
+
+
+# -- SoftPatch-style patch-level denoising -------------------------------------------------
+def _planted_patches(rng, n=40, grid=(4, 4), views=1, c=8, per_position=1):
+    """Aligned normal patches (a mean per position, small noise) and, at every grid
+    position, ``per_position`` planted outlying patches in a few training images."""
+    hw = grid[0] * grid[1]
+    means = rng.normal(size=(hw, c)) * 3
+    X = means[None, None] + 0.3 * rng.normal(size=(n, views, hw, c))
+    planted = np.zeros((n, views, hw), dtype=bool)
+    for p in range(hw):
+        for j in range(per_position):
+            image, view = (p + 5 * j) % 5 + 5 * j, j % views  # 5 images per round
+            offset = np.zeros(c)
+            offset[p % c] = 8 if p % 2 else -8  # each plant off in its own direction
+            X[image, view, p] += offset
+            planted[image, view, p] = True
+    return X.reshape(n, views * hw, c), planted.reshape(n, views * hw)
+
+
+def test_denoise_hard_drops_exactly_the_planted_patches(rng):
+    X, planted = _planted_patches(rng)
+    assert planted.any(1).sum() == 5 and planted.sum() == 16  # 5 images, one plant per position
+    det = PatchCore(coreset="none", grid=(4, 4), denoise="hard", denoise_fraction=1 / 40,
+                    denoise_k=5).fit(X)
+    np.testing.assert_array_equal(det.denoise_kept_, ~planted)
+    np.testing.assert_array_equal(det.bank_indices_, np.flatnonzero(~planted.reshape(-1)))
+    np.testing.assert_array_equal(det.bank_, X.reshape(-1, 8)[~planted.reshape(-1)].astype(np.float32))
+    assert det.bank_weights_ is None
+    # The planted patches are the highest-scoring of their position by far.
+    scores = det.denoise_scores_
+    assert scores[planted].min() > 3 * scores[~planted].max()
+    # Several views: a position's group holds every image's patch at it in every view.
+    X2, planted2 = _planted_patches(np.random.default_rng(1), views=2, per_position=2)
+    det2 = PatchCore(coreset="none", grid=(4, 4), denoise="hard", denoise_fraction=2 / 80,
+                     denoise_k=5).fit(X2)
+    np.testing.assert_array_equal(det2.denoise_kept_, ~planted2)
+
+
+def test_denoise_hard_raises_the_score_of_a_planted_anomaly(rng):
+    X, planted = _planted_patches(rng)
+    image, p = np.argwhere(planted)[3]
+    test = X[[image + 10]].copy()  # a clean image ...
+    test[0, p] = X[image, p]        # ... carrying the planted anomaly at the same position
+    plain = PatchCore(coreset="none", grid=(4, 4)).fit(X)
+    hard = PatchCore(coreset="none", grid=(4, 4), denoise="hard", denoise_fraction=1 / 40,
+                     denoise_k=5).fit(X)
+    assert plain.patch_scores(test)[0, p] == pytest.approx(0, abs=1e-3)  # it is in the bank
+    assert hard.patch_scores(test)[0, p] > 5
+    assert hard.decision_function(test)[0] > 3 * plain.decision_function(test)[0]
+    # On clean test images the two agree closely (only 1 of 40 patches per position is gone).
+    clean = X[~planted.any(1)][:5] + 0.05
+    np.testing.assert_allclose(hard.decision_function(clean), plain.decision_function(clean),
+                               rtol=0.5)
+
+
+def test_denoise_is_deterministic_for_a_seed_and_the_bank_size_is_kept(rng):
+    X, _ = _planted_patches(rng)
+    make = lambda seed: PatchCore(coreset="random", coreset_ratio=0.25, grid=(4, 4),  # noqa: E731
+                                  denoise="soft", random_state=seed).fit(X)
+    a, b, c = make(3), make(3), make(4)
+    np.testing.assert_array_equal(a.bank_, b.bank_)
+    np.testing.assert_array_equal(a.bank_weights_, b.bank_weights_)
+    np.testing.assert_array_equal(a.denoise_kept_, b.denoise_kept_)
+    assert not np.array_equal(a.bank_indices_, c.bank_indices_)
+    plain = PatchCore(coreset="random", coreset_ratio=0.25, grid=(4, 4), random_state=3).fit(X)
+    assert a.bank_.shape == plain.bank_.shape == (160, 8)  # 25 % of all 640 patches
+    assert a.denoise_kept_[np.unravel_index(a.bank_indices_, X.shape[:2])].all()
+    # denoise=None is plain PatchCore, bank for bank.
+    again = PatchCore(coreset="random", coreset_ratio=0.25, grid=(4, 4), random_state=3,
+                      denoise=None).fit(X)
+    np.testing.assert_array_equal(again.bank_, plain.bank_)
+    assert again.denoise_kept_ is None and again.bank_weights_ is None
+
+
+def test_denoise_soft_weights_are_in_range_monotone_and_scale_scores(rng):
+    X, planted = _planted_patches(rng)
+    soft = PatchCore(coreset="none", grid=(4, 4), denoise="soft", denoise_fraction=0,
+                     denoise_k=5).fit(X)
+    assert soft.denoise_kept_.all() and len(soft.bank_) == X.shape[0] * X.shape[1]
+    w = soft.bank_weights_.reshape(X.shape[:2])
+    assert np.isfinite(w).all() and w.min() == pytest.approx(1.0)
+    assert (w >= 1).all() and (w[planted] > 5).all() and np.median(w[~planted]) < 1.2
+    scores = soft.denoise_scores_
+    for p in range(X.shape[1]):  # within a position, weight is non-decreasing in score
+        order = np.argsort(scores[:, p])
+        assert (np.diff(w[order, p]) >= -1e-6).all()
+        assert w[order[: len(order) // 2], p] == pytest.approx(1.0)  # the typical half: 1
+    # Scores: distance to the nearest bank patch times its weight (brute force).
+    T = X[:6] + 0.1 * rng.normal(size=X[:6].shape)
+    bank = X.reshape(-1, 8)
+    d = np.stack([cdist(img, bank) for img in T])
+    nearest = d.argmin(2)
+    expected = np.take_along_axis(d, nearest[..., None], 2)[..., 0] * w.reshape(-1)[nearest]
+    # (float32 search: |q|^2 - 2 q.b + |b|^2 loses ~1e-4 of a distance, times the weight)
+    np.testing.assert_allclose(soft.patch_scores(T), expected, rtol=1e-3, atol=1e-3)
+    # A test anomaly *near* a planted bank patch: plain PatchCore calls it normal, soft does not.
+    image, p = np.argwhere(planted)[0]
+    test = X[[image + 10]].copy()
+    test[0, p] = X[image, p] + 0.3 * rng.normal(size=8)
+    plain = PatchCore(coreset="none", grid=(4, 4)).fit(X)
+    assert soft.patch_scores(test)[0, p] > 3 * plain.patch_scores(test)[0, p]
+    # "soft" with a fraction drops like "hard", then weighs the rest.
+    both = PatchCore(coreset="none", grid=(4, 4), denoise="soft", denoise_fraction=1 / 40,
+                     denoise_k=5).fit(X)
+    np.testing.assert_array_equal(both.denoise_kept_, ~planted)
+    assert both.bank_weights_.shape == (len(both.bank_),) and both.bank_weights_.min() >= 1
+
+
+@pytest.mark.parametrize("mode", ["hard", "soft"])
+def test_denoise_save_load_and_clone(tmp_path, rng, mode):
+    from sklearn.base import clone
+
+    X, _ = _planted_patches(rng)
+    det = PatchCore(coreset="random", coreset_ratio=0.5, grid=(4, 4), denoise=mode,
+                    denoise_fraction=0.05, denoise_k=4, random_state=2).fit(X)
+    params = clone(det).get_params()
+    assert (params["denoise"], params["denoise_fraction"], params["denoise_k"]) == (mode, 0.05, 4)
+    det.save(tmp_path / mode)
+    again = load_detector(tmp_path / mode)
+    assert again.denoise == mode and again.denoise_k == 4
+    T = X[:5] + 0.2
+    np.testing.assert_array_equal(again.decision_function(T), det.decision_function(T))
+    np.testing.assert_array_equal(again.patch_scores(T), det.patch_scores(T))
+    if mode == "soft":
+        np.testing.assert_array_equal(again.bank_weights_, det.bank_weights_)
+    else:
+        assert again.bank_weights_ is None
+
+
+def test_denoise_bad_parameters_and_small_data(rng):
+    from robustsdd._errors import DataError
+
+    X, _ = _planted_patches(rng, n=12)
+    for bad, match in [(dict(denoise="lof"), "unknown denoise 'lof'"),
+                       (dict(denoise="hard", denoise_fraction=1.0), r"denoise_fraction must be in \[0, 1\)"),
+                       (dict(denoise="hard", denoise_fraction=-0.1), "denoise_fraction"),
+                       (dict(denoise="soft", denoise_fraction="a"), "denoise_fraction"),
+                       (dict(denoise="hard", denoise_k=0), "denoise_k must be a positive integer"),
+                       (dict(denoise="hard", denoise_k=2.5), "denoise_k")]:
+        with pytest.raises(ConfigError, match=match):
+            PatchCore(coreset="none", grid=(4, 4), **bad).fit(X)
+    # Fewer rows per position than denoise_k + 1: k falls back to rows - 1.
+    det = PatchCore(coreset="none", grid=(4, 4), denoise="hard", denoise_k=10).fit(X[:6])
+    assert det.denoise_k_ == 5 and det.denoise_kept_.all()  # floor(0.1 * 6) = 0 dropped
+    with pytest.raises(DataError, match="only 1"):
+        PatchCore(coreset="none", grid=(4, 4), denoise="hard").fit(X[:1])

@@ -11,11 +11,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["knn_distances", "greedy_coreset"]
+__all__ = ["knn_distances", "knn_search", "grouped_knn_distances", "greedy_coreset"]
 
 # Query rows per chunk: bounds the (chunk × bank) distance matrix to ~256 MB at
 # 8,000 bank vectors.
 _CHUNK = 8192
+# Entries of the (groups × n × n) distance tensor computed at once by
+# grouped_knn_distances: 2**25 float32 entries, 128 MB.
+_PAIR_BUDGET = 2 ** 25
 
 
 def knn_distances(queries, bank, k: int = 1, *, exclude_self: bool = False) -> np.ndarray:
@@ -53,6 +56,83 @@ def knn_distances(queries, bank, k: int = 1, *, exclude_self: bool = False) -> n
             nearest = torch.topk(d2, k, dim=1, largest=False).values if k > 1 else d2.min(1, keepdim=True).values
             # Rounding can make a zero distance slightly negative; distances are >= 0.
             out[start:start + chunk.shape[0]] = nearest.clamp_min(0).sqrt().double().mean(1)
+    return out.numpy()
+
+
+def knn_search(queries, bank, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest bank vectors of each query: their distances and indices.
+
+    Same exact chunked search as :func:`knn_distances`, but nothing is averaged, so
+    a caller can look the neighbours up (e.g. a weight per bank vector).
+
+    Returns
+    -------
+    (distances, indices) : float64 array (m, k), int64 array (m, k); nearest first.
+
+    >>> d, i = knn_search(np.array([[0., 0.], [3., 4.]]), np.array([[0., 0.], [0., 1.]]), 2)
+    >>> d.round(4).tolist(), i.tolist()
+    ([[0.0, 1.0], [4.2426, 5.0]], [[0, 1], [1, 0]])
+    """
+    q = torch.as_tensor(np.ascontiguousarray(queries, dtype=np.float32))
+    b = torch.as_tensor(np.ascontiguousarray(bank, dtype=np.float32))
+    if not 1 <= k <= b.shape[0]:
+        raise ValueError(f"k={k} needs 1 <= k <= {b.shape[0]} bank vectors")
+    b_sq = (b * b).sum(1)
+    dist = torch.empty(q.shape[0], k, dtype=torch.float64)
+    index = torch.empty(q.shape[0], k, dtype=torch.int64)
+    with torch.inference_mode():
+        for start in range(0, q.shape[0], _CHUNK):
+            chunk = q[start:start + _CHUNK]
+            d2 = (chunk * chunk).sum(1, keepdim=True) - 2 * chunk @ b.T + b_sq
+            if k > 1:
+                values, idx = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+            else:
+                values, idx = d2.min(1, keepdim=True)
+            stop = start + chunk.shape[0]
+            dist[start:stop] = values.clamp_min(0).sqrt().double()
+            index[start:stop] = idx
+    return dist.numpy(), index.numpy()
+
+
+def grouped_knn_distances(groups, k: int) -> np.ndarray:
+    """Mean distance of every vector to its ``k`` nearest *other* vectors of its group.
+
+    Parameters
+    ----------
+    groups : array (n_groups, n, d)
+        ``n_groups`` independent sets of ``n`` vectors (e.g. the patches of every
+        training image at one grid position).
+    k : int
+        Neighbours averaged, ``1 <= k <= n - 1`` (a vector is never its own neighbour).
+
+    Returns
+    -------
+    float64 array (n_groups, n)
+
+    Each group's ``n × n`` distance matrix is one batched matrix product; groups are
+    processed in chunks of at most ``2**25`` matrix entries (128 MB).
+
+    >>> g = np.array([[[0.], [1.], [3.]]])
+    >>> grouped_knn_distances(g, 1).tolist(), grouped_knn_distances(g, 2).tolist()
+    ([[1.0, 1.0, 2.0]], [[2.0, 1.5, 2.5]])
+    """
+    x = torch.as_tensor(np.ascontiguousarray(groups, dtype=np.float32))
+    if x.ndim != 3:
+        raise ValueError(f"groups must have shape (n_groups, n, d), got {tuple(x.shape)}")
+    n_groups, n, _ = x.shape
+    if not 1 <= k <= n - 1:
+        raise ValueError(f"k={k} needs 1 <= k <= {n - 1} (n - 1 other vectors per group)")
+    out = torch.empty(n_groups, n, dtype=torch.float64)
+    step = max(1, _PAIR_BUDGET // (n * n))
+    eye = torch.eye(n, dtype=torch.bool)
+    with torch.inference_mode():
+        for start in range(0, n_groups, step):
+            chunk = x[start:start + step]
+            sq = (chunk * chunk).sum(2)
+            d2 = sq[:, :, None] - 2 * chunk @ chunk.transpose(1, 2) + sq[:, None, :]
+            d2.masked_fill_(eye, float("inf"))
+            nearest = torch.topk(d2, k, dim=2, largest=False).values
+            out[start:start + chunk.shape[0]] = nearest.clamp_min(0).sqrt().double().mean(2)
     return out.numpy()
 
 
