@@ -271,6 +271,36 @@ def test_oracle_and_refining_strategies_in_a_sweep(pool, cache_dir, tmp_path):
     assert "an upper bound" in text and "up to 3 rounds" in text and summary
 
 
+def test_patch_detectors_get_a_pixel_auroc_where_masks_exist(tmp_path):
+    from robustsdd.detectors import PatchCore
+    from robustsdd.features.patches import PatchFeaturizer
+
+    rng = np.random.default_rng(1)
+    labels = [0] * 30 + [1] * 16
+    images = [scratched(rng, y) for y in labels]
+    masks = []
+    for y in labels:
+        mask = np.zeros((40, 40), bool)
+        if y:
+            mask[8:32, 18:22] = True  # where scratched() draws the scratch
+        masks.append(mask if y else None)
+    with_masks = ImageSet(images, labels, [f"m{i:02d}" for i in range(46)], masks=masks,
+                          source="fixture-masks")
+    fz = PatchFeaturizer(weights=None, views=ViewSpec(size=32, scales=(1.0,), rotations=(0,),
+                                                      flips=False),
+                         cache_dir=False, progress=False)
+    rows = sweep(with_masks, fz, tmp_path, detector=PatchCore(coreset="none"), levels=(0.0,),
+                 seeds=(0,), strategies=("none", "auto_3"), scoring=None)
+    for r in rows:
+        assert 0.5 < r["pixel_auroc"] <= 1.0  # a bright scratch is found where it is
+    write_report(rows, tmp_path)
+    assert "Pixel AUROC" in (tmp_path / "summary.md").read_text()
+    rows = sweep(ImageSet(images, labels, [f"m{i:02d}" for i in range(46)], source="no-masks"),
+                 fz, tmp_path / "none", detector=PatchCore(coreset="none"), levels=(0.0,),
+                 seeds=(0,), strategies=("none",))
+    assert math.isnan(rows[0]["pixel_auroc"])
+
+
 def test_tiny_differnet_sweep(pool, cache_dir, tmp_path):
     det = DifferNet(n_blocks=2, hidden=16, epochs=2, finetune_epochs=1)
     kw = dict(levels=[0.5], seeds=[0], strategies=["none", "osr_1.5", "osr_2.0"])

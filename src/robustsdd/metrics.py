@@ -7,7 +7,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from .data import DEFECTIVE, GOOD, removal_counts
 
-__all__ = ["detection_metrics", "removal_metrics", "score_summary"]
+__all__ = ["detection_metrics", "pixel_auroc", "removal_metrics", "score_summary"]
 
 
 def detection_metrics(labels, scores) -> dict:
@@ -21,6 +21,24 @@ def detection_metrics(labels, scores) -> dict:
     # Non-finite scores (a diverged model) rank as most anomalous rather than crash sklearn.
     s = np.nan_to_num(s, nan=np.finfo(np.float64).max, posinf=np.finfo(np.float64).max)
     return {"auroc": float(roc_auc_score(y, s)), "ap": float(average_precision_score(y, s))}
+
+
+def pixel_auroc(masks, maps) -> float:
+    """Pixel-level AUROC: every pixel of every image is one sample (defect pixels positive).
+
+    ``masks`` (bool) and ``maps`` (anomaly scores) have the same shape, e.g.
+    (n_images, H, W). NaN when the pixels are all of one class (no defect anywhere).
+    """
+    masks = np.asarray(masks, dtype=bool)
+    maps = np.asarray(maps, dtype=np.float64)
+    if masks.shape != maps.shape:
+        raise ValueError(f"masks {masks.shape} and anomaly maps {maps.shape} differ in shape")
+    y = masks.ravel()
+    if y.all() or not y.any():
+        return float("nan")
+    s = np.nan_to_num(maps.ravel(), nan=np.finfo(np.float64).max,
+                      posinf=np.finfo(np.float64).max)
+    return float(roc_auc_score(y, s))
 
 
 def removal_metrics(labels, keep_mask) -> dict:

@@ -129,15 +129,20 @@ def _markdown(header, body) -> str:
     return "\n".join(lines) + "\n"
 
 
-def format_auroc_table(rows) -> str:
-    """AUROC (mean ± std over seeds) as a markdown table, levels × strategies."""
+def format_auroc_table(rows, metric="auroc") -> str:
+    """AUROC (mean ± std over seeds) as a markdown table, levels × strategies.
+
+    ``metric``: any numeric row column, e.g. ``"pixel_auroc"``.
+    """
     strategies = _order(rows, "strategy")
-    cells = {(c["level"], c["strategy"]): c for c in auroc_table(rows)}
     body = []
     for level in _order(rows, "level"):
-        body.append([_pct(level)] + [
-            f"{cells[level, s]['auroc']:.3f} ± {cells[level, s]['auroc_std']:.3f}"
-            if (level, s) in cells else "" for s in strategies])
+        line = [_pct(level)]
+        for s in strategies:
+            cell = _select(rows, level=level, strategy=s)
+            mean, std = _mean_std([r.get(metric, float("nan")) for r in cell])
+            line.append(f"{mean:.3f} ± {std:.3f}" if cell else "")
+        body.append(line)
     return _markdown(["% defective"] + strategies, body)
 
 
@@ -323,6 +328,9 @@ def format_summary(rows, config=None, stats=None) -> str:
     parts.append(_markdown(["strategy", "area (mean ± std over seeds)"], areas))
     parts.append("\n## Test AUROC (mean ± std over seeds)\n\n")
     parts.append(format_auroc_table(rows))
+    if any(np.isfinite(r.get("pixel_auroc", float("nan"))) for r in rows):
+        parts.append("\n## Pixel AUROC of the anomaly maps (mean ± std over seeds)\n\n")
+        parts.append(format_auroc_table(rows, "pixel_auroc"))
     if config and config.get("detector", {}).get("params"):
         parts.append("\n## Detector parameters\n\n```json\n"
                      + json.dumps(config["detector"]["params"], indent=1, sort_keys=True,

@@ -53,8 +53,9 @@ from .._errors import ConfigError
 from .._io import atomic_write_json
 from ..cleaning import SCORING_REGIMES, OneShotRemoval
 from ..data import DEFECTIVE, GOOD, ImageSet, paper_split
+from ..data.masks import view_masks
 from ..executors import make_executor
-from ..metrics import detection_metrics, removal_metrics
+from ..metrics import detection_metrics, pixel_auroc, removal_metrics
 from .protocol import seeded_clone
 
 __all__ = [
@@ -69,13 +70,13 @@ DEFAULT_SEEDS = (0, 1, 2)
 
 #: Columns of a sweep row, in the order of ``cells.csv``.
 ROW_COLUMNS = (
-    "level", "strategy", "seed", "auroc", "ap", "removed_good", "removed_defective", "kept",
+    "level", "strategy", "seed", "auroc", "ap", "pixel_auroc", "removed_good", "removed_defective", "kept",
     "removal_precision", "removal_recall", "guard_fired", "fit_seconds",
     "n_train", "train_good", "train_defective",
 )
 
 # Bump when the meaning of a cell file's rows changes: older files are then recomputed.
-CELL_FORMAT = 1
+CELL_FORMAT = 2  # 2: pixel_auroc
 # Detector parameters that cannot change a result: the progress display, and random_state,
 # which the sweep replaces by each group's seed.
 _IGNORED_PARAMS = ("progress", "random_state")
@@ -296,10 +297,15 @@ class _Group:
     scoring: str
 
 
-def _run_group(group: _Group, pool_features, test_features) -> list[dict]:
-    """Fit and test every strategy of one group; return its rows (any order)."""
+def _run_group(group: _Group, pool_features, test_features, test_masks=None) -> list[dict]:
+    """Fit and test every strategy of one group; return its rows (any order).
+
+    ``test_masks`` (rows like ``test_features``; None without masks) add a pixel AUROC
+    for detectors that make anomaly maps.
+    """
     X_train = pool_features[group.train_rows]
     X_test = test_features[group.test_rows]
+    masks = None if test_masks is None else test_masks[group.test_rows]
     y_train, y_test = group.train_labels, group.test_labels
     template = seeded_clone(group.detector, group.seed)
     base = {"level": group.level, "seed": group.seed, "n_train": len(y_train),
@@ -326,8 +332,13 @@ def _run_group(group: _Group, pool_features, test_features) -> list[dict]:
                 stage1.setdefault(params["scoring"], model)
                 keep, guard = model.keep_mask_, bool(model.guard_fired_)
             fit_seconds = time.perf_counter() - t0
-            rows.append(_row(base, name, model.decision_function(X_test), y_test, y_train,
-                             keep, guard, fit_seconds))
+            row = _row(base, name, model.decision_function(X_test), y_test, y_train, keep,
+                       guard, fit_seconds)
+            if masks is not None:
+                final = getattr(model, "detector_", model)  # OSR's fine-tuned detector
+                maps = final.anomaly_maps(X_test, size=masks.shape[1:])
+                row["pixel_auroc"] = pixel_auroc(masks, maps)
+            rows.append(row)
     return rows
 
 
@@ -335,6 +346,7 @@ def _row(base, name, test_scores, y_test, y_train, keep, guard, fit_seconds) -> 
     detection = detection_metrics(y_test, test_scores)
     removal = removal_metrics(y_train, keep)
     return {**base, "strategy": name, "auroc": detection["auroc"], "ap": detection["ap"],
+            "pixel_auroc": float("nan"),
             "removed_good": removal["removed_good"],
             "removed_defective": removal["removed_defective"], "kept": int(keep.sum()),
             "removal_precision": removal["removal_precision"],
@@ -540,11 +552,13 @@ def _prepare_groups(todo, splits, stored, strategies, template, scoring, featuri
                     pool, test_pool, executor=None) -> tuple[list, tuple]:
     """Extract the features of every image the groups in ``todo`` use, once; build tasks.
 
-    Returns ``(groups, (pool_features, test_features))``; the arrays hold only the
-    images needed, and each group's ``*_rows`` index into them.
+    Returns ``(groups, (pool_features, test_features, test_masks))``; the arrays hold
+    only the images needed, and each group's ``*_rows`` index into them. ``test_masks``
+    are the test images' defect masks at the view size when the detector makes anomaly
+    maps and the source has masks (KSDD2, MVTec AD), else None.
     """
     if not todo:
-        return [], (None, None)
+        return [], (None, None, None)
     need_pool = {int(i) for key in todo for i in splits[key][0].items}
     if test_pool is None:  # the test images come from the pool too
         need_pool |= {int(i) for key in todo for i in splits[key][1].items}
@@ -557,6 +571,11 @@ def _prepare_groups(todo, splits, stored, strategies, template, scoring, featuri
         need_test = sorted({int(i) for key in todo for i in splits[key][1].items})
         test_features = featurizer.transform(test_pool.subset(need_test), executor=executor)
         test_row = {idx: row for row, idx in enumerate(need_test)}
+    test_masks = None
+    if hasattr(template, "anomaly_maps"):
+        test_images = (pool.subset(need_pool) if test_pool is None
+                       else test_pool.subset(need_test))
+        test_masks = view_masks(test_images, featurizer.views.size)
     groups = []
     for level, seed in todo:
         train, test = splits[level, seed]
@@ -567,7 +586,7 @@ def _prepare_groups(todo, splits, stored, strategies, template, scoring, featuri
             train_labels=train.labels, test_labels=test.labels,
             strategies=tuple(s for s in strategies if s not in stored[level, seed]),
             detector=template, scoring=scoring))
-    return groups, (pool_features, test_features)
+    return groups, (pool_features, test_features, test_masks)
 
 
 def _execute(groups, features, jobs=1, run=None, executor=None):
