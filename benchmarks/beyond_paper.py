@@ -47,6 +47,8 @@ def main():
     ap.add_argument("--strategies", default=None)
     ap.add_argument("--jobs", type=int, default=2)
     pc = ap.add_argument_group("PatchCore only")
+    pc.add_argument("--size", type=int, default=224,
+                    help="view size in pixels (default 224; ELPV cells are 300x300)")
     pc.add_argument("--coreset", choices=["greedy", "random", "none"], default=None,
                     help="memory-bank subsampling (default: PatchCore's, greedy)")
     pc.add_argument("--coreset-ratio", type=float, default=None,
@@ -62,13 +64,14 @@ def main():
                "denoise": args.denoise, "denoise_fraction": args.denoise_fraction,
                "denoise_k": args.denoise_k}
     options = {k: v for k, v in options.items() if v is not None}
-    if options and args.detector != "patchcore":
-        ap.error("--coreset, --coreset-ratio and --denoise* apply to --detector patchcore only")
+    if (options or args.size != 224) and args.detector != "patchcore":
+        ap.error("--size, --coreset, --coreset-ratio and --denoise* apply to --detector "
+                 "patchcore only")
     if options.get("denoise") == "none":
         options["denoise"] = None
     pool, test_pool = open_source("elpv", None, cell_type=args.cell_type)
     if args.detector == "patchcore":
-        views = ViewSpec(size=224, scales=(1,), rotations=(0,), flips=False)
+        views = ViewSpec(size=args.size, scales=(1,), rotations=(0,), flips=False)
         featurizer = PatchFeaturizer(views=views)
         detector = PatchCore(grid=featurizer.patch_grid, **options)
     else:
@@ -77,6 +80,8 @@ def main():
     out = Path("benchmarks/results") / f"beyond_{args.detector}_{args.cell_type}"
     if options:
         out = out.with_name(out.name + _suffix(detector))
+    if args.size != 224:
+        out = out.with_name(out.name + f"_size{args.size}")
     result = run_sweep(pool, test_pool, featurizer=featurizer, detector=detector,
                        levels=args.levels, seeds=args.seeds,
                        strategies=args.strategies or DEFAULT_STRATEGIES[args.detector],

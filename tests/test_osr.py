@@ -247,3 +247,19 @@ def test_confident_rule_in_osr_reports_the_estimate():
 def test_bad_rounds_and_members(bad):
     with pytest.raises(ConfigError):
         OneShotRemoval(NormDetector(), **bad).fit(features(SCORES))
+
+
+@pytest.mark.parametrize("kw", [dict(rule="confident"),
+                                dict(rule="score_threshold", threshold=5.0, rounds=3),
+                                dict(rule="fraction", fraction=0.7, scoring="ensemble",
+                                     n_members=3)])
+def test_new_strategies_keep_the_guard(kw):
+    # 70 of 100 images far out: every rule wants to drop more than min_keep allows.
+    rng = np.random.default_rng(0)
+    values = np.exp(np.r_[rng.normal(3, 0.1, 70), rng.normal(0, 0.1, 30)])
+    with pytest.warns(UserWarning, match="min_keep"):
+        osr = OneShotRemoval(NormDetector(), min_keep=0.8, **kw).fit(features(values))
+    assert osr.guard_fired_ and osr.keep_mask_.sum() == 80
+    # The guard keeps the images with the lowest removal scores.
+    scores = osr.removal_scores_
+    assert scores[osr.keep_mask_].max() <= scores[~osr.keep_mask_].min()
