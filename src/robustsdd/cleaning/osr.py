@@ -39,8 +39,9 @@ Beyond the one shot, ``rounds`` > 1 repeats the removal (SRR's "repeat"): the
 detector is refitted on what was kept, every image is scored again (kept images
 under the same regime, removed ones by the refitted model, which never saw them)
 and the rule is applied afresh, until the kept set stops changing or ``rounds``
-is reached. Defective images that masked each other in the first round — a group
-of similar defects are each other's neighbours — are then seen on their own.
+is reached. Images the first model could not single out — moderate outliers
+scored by a model that extreme ones had stretched (a Gaussian's covariance, a
+flow's density) — are then scored by a model fitted without the extremes.
 """
 
 from __future__ import annotations
