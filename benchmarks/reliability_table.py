@@ -13,6 +13,11 @@ and whether the input folder was left unchanged (a hash of names, types, sizes, 
 and bytes of everything under it, before and after each command). If the CLI has an
 ``--on-bad-image`` flag, every bad-image case is run with ``skip`` and with ``fail``.
 
+Section 3 interrupts ``robustsdd fit`` (SIGINT, SIGTERM, SIGKILL) at known points (a small
+wrapper pauses the command after a chosen checkpoint; the signal arrives during the pause),
+damages and invalidates checkpoints, and checks what the model folder holds after each step
+and that the resumed result equals an uninterrupted run's, bit for bit.
+
 Nothing here needs a network or real data; all inputs are generated.
 """
 
@@ -441,12 +446,209 @@ def requests_table(run: Runner, on_bad_image_flag: bool, jobs: int):
     return [(c[0], o, r) for c, o, r in zip(cases, outcomes, results)]
 
 
+# --------------------------------------------------------------------------- interrupted fits
+HOOKS = '''"""`robustsdd fit` with hooks: count detector fits; pause after checkpoint $PAUSE_AFTER."""
+import atexit, os, signal, sys, time
+from robustsdd import checkpoints, cli
+
+# Ctrl-C as at a terminal, even when this runs in a background job (where SIGINT is ignored).
+signal.signal(signal.SIGINT, signal.default_int_handler)
+from robustsdd.detectors.gaussian import GaussianDetector
+
+fits = []
+_fit = GaussianDetector.fit
+def fit(self, X, y=None):
+    fits.append(len(X))
+    return _fit(self, X, y)
+GaussianDetector.fit = fit
+atexit.register(lambda: print(f"detector fits: {len(fits)}", flush=True))
+_save = checkpoints.FitCheckpoints.save
+def save(self, stage, **kw):
+    _save(self, stage, **kw)
+    if stage == os.environ.get("PAUSE_AFTER"):
+        open(os.environ["PAUSED_MARKER"], "w").close()
+        time.sleep(300)
+checkpoints.FitCheckpoints.save = save
+sys.exit(cli.main(sys.argv[1:]))
+'''
+
+
+def _hooked(run: Runner, argv, pause_after=None, sig=None):
+    """Run ``fit`` through the hooks; with ``pause_after``, send ``sig`` at that checkpoint."""
+    import signal as _signal
+
+    hooks, marker = run.work / "fit_with_hooks.py", run.work / "paused"
+    if not hooks.exists():
+        hooks.write_text(HOOKS)
+    marker.unlink(missing_ok=True)
+    env = dict(run.env, PAUSED_MARKER=str(marker))
+    env.pop("PAUSE_AFTER", None)
+    if pause_after:
+        env["PAUSE_AFTER"] = pause_after
+    proc = subprocess.Popen([sys.executable, str(hooks), *argv], env=env, cwd=run.work,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err_note = ""
+    if pause_after:
+        deadline = time.monotonic() + 600
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if marker.exists():
+            proc.send_signal(sig)
+        else:
+            err_note = f"**never reached checkpoint {pause_after}**"
+    out, err = proc.communicate(timeout=600)
+    rc = proc.returncode
+    rc_text = f"{rc} ({_signal.Signals(-rc).name})" if rc < 0 else str(rc)
+    lines = [x for x in (out + err).splitlines() if x.strip()]
+    keep = [x for x in lines if x.startswith(("resuming", "ignoring", "not resuming",
+                                              "robustsdd fit:", "note: restored"))]
+    if pause_after and not marker.exists():
+        keep = [err_note, *keep, *lines[-3:]]
+    fits = next((x.split(": ")[1] for x in lines if x.startswith("detector fits:")), "—")
+    return {"rc": rc_text, "traceback": "Traceback" in err, "fits": fits,
+            "messages": [m.replace(str(run.work), "$WORK") for m in keep],
+            "command": run.show(argv) + (f"   # {sig.name} after checkpoint {pause_after}"
+                                         if pause_after else "")}
+
+
+def _model_state(folder: Path) -> str:
+    """What a model folder holds: its files, checkpoints, whether it loads."""
+    from robustsdd import Model
+
+    if not folder.exists():
+        return "absent"
+    names = sorted(p.name for p in folder.iterdir() if p.name != ".partial")
+    ckpts = sorted(p.name for p in (folder / ".partial").iterdir()) \
+        if (folder / ".partial").is_dir() else []
+    try:
+        Model.load(folder)
+        loads = "loads"
+    except RobustSDDError:
+        loads = "does not load"
+    parts = [f"{len(names)} model files" if names else "no model files"]
+    if ckpts:
+        parts.append(".partial/: " + ", ".join(c.replace(".ckpt", "") for c in ckpts))
+    return "; ".join(parts) + f"; {loads}"
+
+
+def _files_bytes(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and ".partial" not in p.relative_to(folder).parts}
+
+
+def _same_model(a: Path, b: Path) -> str:
+    """'yes' if the two model folders hold the same model and scores, bit for bit."""
+    import json
+
+    from safetensors.torch import load_file
+
+    try:
+        same = json.loads((a / "robustsdd.json").read_text()) == \
+            json.loads((b / "robustsdd.json").read_text())
+        same &= all((a / f).read_bytes() == (b / f).read_bytes()
+                    for f in ("train_scores.csv", "config.json", "report.html"))
+        sa, sb = load_file(a / "state.safetensors"), load_file(b / "state.safetensors")
+        same &= sa.keys() == sb.keys() and all(
+            sa[k].numpy().tobytes() == sb[k].numpy().tobytes() for k in sa)
+    except OSError as exc:
+        return f"**NO** ({exc})"
+    return "yes" if same else "**NO**"
+
+
+def interrupt_table(run: Runner):
+    """Interrupt `fit` at known points, damage checkpoints, resume; compare with a clean run."""
+    import signal as _signal
+
+    work = run.work
+    images = work / "interrupt" / "images"
+    make_good_images(images, n=12)
+    out = work / "interrupt" / "out"
+    fit_args = ["--rule", "fraction", "--fraction", "0.1", *TINY]
+
+    def fit(name, pause_after=None, sig=None, folder=None, extra=()):
+        argv = ["fit", str(folder or images), "--out", str(out / name), *fit_args, *extra]
+        before = snapshot(folder or images)
+        r = _hooked(run, argv, pause_after, sig)
+        r["unchanged"] = "yes" if snapshot(folder or images) == before else "**NO**"
+        r["after"] = _model_state(out / name)
+        print(f"    {name}: exit {r['rc']}, {r['fits']} fits, {r['after']}; "
+              f"{' / '.join(r['messages'])[:200]}", flush=True)
+        return r
+
+    def damage(path: Path, how) -> str:
+        if not path.is_file():
+            return f"**{path.name} missing**"
+        path.write_bytes(how(path.read_bytes()))
+        return ""
+
+    def flip(blob: bytes) -> bytes:
+        blob = bytearray(blob)
+        blob[-5] ^= 0xFF
+        return bytes(blob)
+
+    rows = []
+
+    def row(step, r, check=""):
+        rows.append((step, r, check))
+
+    ref = fit("reference")
+    row("uninterrupted fit (the reference)", ref)
+    # A: a new folder, Ctrl-C after stage 1, then resumed.
+    r = fit("a", "stage1", _signal.SIGINT)
+    row("A1. new folder; Ctrl-C (SIGINT) after stage 1", r)
+    r = fit("a")
+    row("A2. the same command again", r, f"same model as the reference: "
+        f"{_same_model(out / 'a', out / 'reference')}")
+    # B: over an earlier model: kill (SIGTERM), kill -9 (SIGKILL), then resumed.
+    fit("b", extra=["--rule", "none"])  # the earlier model
+    earlier = _files_bytes(out / "b")
+    r = fit("b", "decision_fold2of5", _signal.SIGTERM)
+    row("B1. over an earlier model; `kill` (SIGTERM) after decision-threshold fit 2 of 5", r,
+        f"earlier model unchanged: {'yes' if _files_bytes(out / 'b') == earlier else '**NO**'}")
+    r = fit("b", "decision_fold4of5", _signal.SIGKILL)
+    row("B2. the same command; `kill -9` (SIGKILL) after decision-threshold fit 4 of 5", r,
+        f"earlier model unchanged: {'yes' if _files_bytes(out / 'b') == earlier else '**NO**'}")
+    r = fit("b")
+    row("B3. the same command again", r, f"same model as the reference: "
+        f"{_same_model(out / 'b', out / 'reference')}")
+    # C: damaged checkpoints.
+    fit("c", "stage1", _signal.SIGINT)
+    problem = damage(out / "c" / ".partial" / "stage1.ckpt", flip)
+    r = fit("c")
+    row("C1. Ctrl-C after stage 1, one bit of its checkpoint flipped, run again", r,
+        f"{problem} same model as the reference: "
+        f"{_same_model(out / 'c', out / 'reference')}".strip())
+    fit("c2", "stage3", _signal.SIGINT)
+    problem = damage(out / "c2" / ".partial" / "stage3.ckpt", lambda b: b[:1000])
+    r = fit("c2")
+    row("C2. Ctrl-C after stage 3, its checkpoint truncated to 1000 bytes, run again", r,
+        f"{problem} same model as the reference: "
+        f"{_same_model(out / 'c2', out / 'reference')}".strip())
+    # D: stale checkpoints: other images, other settings.
+    fit("d", "stage3", _signal.SIGINT)
+    fewer = work / "interrupt" / "fewer-images"
+    shutil.copytree(images, fewer)
+    (fewer / "good_00.png").unlink()
+    r = fit("d", folder=fewer)
+    row("D1. Ctrl-C after stage 3, then the command on the same folder minus one image", r)
+    fit("e", "stage3", _signal.SIGINT)
+    r = fit("e", extra=["--fraction", "0.2"])
+    row("D2. Ctrl-C after stage 3, then the command with `--fraction 0.2`", r)
+    fit("f", "stage3", _signal.SIGINT)
+    r = fit("f", extra=["--no-resume"])
+    row("D3. Ctrl-C after stage 3, then the command with `--no-resume`", r)
+    for step, r, _ in rows:
+        print(f"  {step}: exit {r['rc']}", flush=True)
+    return rows
+
+
 def _replace(args, old, new):
     return [new if a == old else a for a in args]
 
 
 # --------------------------------------------------------------------------- report
-def render(image_rows, screen_notes, request_rows, on_bad_image_flag, seconds) -> str:
+def render(image_rows, screen_notes, request_rows, on_bad_image_flag, seconds,
+           interrupt_rows=()) -> str:
     import PIL
     import torch
 
@@ -487,10 +689,32 @@ def render(image_rows, screen_notes, request_rows, on_bad_image_flag, seconds) -
     for name, outcome, r in request_rows:
         lines.append(f"| {_cell(name)} | {_cell(outcome)} | {r['rc']} | {_cell(r['message'])} | "
                      f"{'yes' if r['traceback'] else 'no'} | {r['unchanged']} |")
+    if interrupt_rows:
+        lines += ["", "## 3. Interrupted fits", "",
+                  "`robustsdd fit` on 12 images (tiny settings as above, `--rule fraction "
+                  "--fraction 0.1`, 5 out-of-fold decision-threshold fits), run through a "
+                  "wrapper that pauses after a chosen checkpoint so that the signal always "
+                  "arrives at the same point, and counts detector fits (7 for a whole fit: "
+                  "stage 1, stage 3, 5 folds). *Model folder after*: the files of the model "
+                  "folder (excluding `.partial/`), the checkpoints in `.partial/`, and whether "
+                  "`Model.load` accepts it. *Same model*: `robustsdd.json`, `train_scores.csv`, "
+                  "`config.json`, `report.html` and every tensor identical to the reference.",
+                  "",
+                  "| step | exit | traceback | what it printed | detector fits | model folder "
+                  "after | check | input unchanged |", "|---|---|---|---|---|---|---|---|"]
+        for step, r, check in interrupt_rows:
+            said = " / ".join(r["messages"]) or "—"
+            lines.append(f"| {_cell(step)} | {r['rc']} | {'yes' if r['traceback'] else 'no'} | "
+                         f"{_cell(said, 400)} | {r['fits']} | {_cell(r['after'])} | "
+                         f"{_cell(check) or '—'} | {r['unchanged']} |")
     lines += ["", "## Commands", "", "Bad images:", "", "```"]
     lines += [r["command"] for *_, r, _ in image_rows]
     lines += ["```", "", "Bad requests:", "", "```"]
     lines += [r["command"] for *_, r in request_rows]
+    if interrupt_rows:
+        lines += ["```", "", "Interrupted fits (`fit_with_hooks.py`: `robustsdd fit` with the "
+                  "pause hook):", "", "```"]
+        lines += [r["command"] for _, r, _ in interrupt_rows]
     lines += ["```", ""]
     return "\n".join(lines)
 
@@ -516,9 +740,12 @@ def main():
         image_rows, screen_notes = images_table(run, flag, args.jobs)
         print("bad requests:", flush=True)
         request_rows = requests_table(run, flag, args.jobs)
+        print("interrupted fits:", flush=True)
+        interrupt_rows = interrupt_table(run)
         from robustsdd._io import atomic_write_bytes
 
-        text = render(image_rows, screen_notes, request_rows, flag, time.perf_counter() - t0)
+        text = render(image_rows, screen_notes, request_rows, flag, time.perf_counter() - t0,
+                      interrupt_rows)
         atomic_write_bytes(args.out, text.encode())
         print(f"wrote {args.out}")
     finally:

@@ -64,6 +64,28 @@ def test_fit_then_score_reproduces_training_scores(labelled_folder, tmp_path, ca
     assert "AUROC" in capsys.readouterr().err
 
 
+def test_run_with_the_data_driven_cleaning_flags(labelled_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["run", "--source", "folder", "--root", str(labelled_folder), "--n-train", "20",
+                 "--contamination", "0.25", "--n-test-good", "5", "--n-test-defective", "5",
+                 "--detector", "knn", "--rule", "confident", "--scoring", "ensemble",
+                 "--members", "2", "--rounds", "3", "--out", str(out), "--weights", "random",
+                 "--image-size", "32", "--scales", "1", "--rotations", "0,180", "--quiet"])
+    assert code == 0
+    osr = json.loads((out / "metrics.json").read_text())["config"]["osr"]
+    assert (osr["rule"], osr["scoring"], osr["n_members"], osr["rounds"]) == (
+        "confident", "ensemble", 2, 3)
+    assert "confident-learning cut, up to 3 rounds) on ensemble scores" in capsys.readouterr().out
+    # fit takes the same flags (its stage-1 checkpoint is keyed by the ensemble's size too).
+    model = tmp_path / "model"
+    assert main(["fit", "--source", "folder", "--root", str(labelled_folder), "--detector",
+                 "knn", "--rule", "auto", "--scoring", "ensemble", "--members", "2",
+                 "--rounds", "2", "--out", str(model), "--weights", "random", "--image-size",
+                 "32", "--scales", "1", "--rotations", "0", "--quiet"]) == 0
+    info = json.loads((model / "robustsdd.json").read_text())
+    assert "ensemble" in json.dumps(info)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["run", "--source", "folder", "--root", "/no/such/folder"], "/no/such/folder"),
     (["run", "--source", "ksdd2"], "root"),

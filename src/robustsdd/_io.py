@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "staging_folder",
+           "swap_in_folder", "recover_folder_swap", "deferred_signals"]
 
 
 def atomic_write(target, write: Callable[[BinaryIO], None]) -> Path:
@@ -50,3 +55,95 @@ def read_json_file(path: Path):
         raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot be read ({exc})") from None
+
+
+# -- whole folders --------------------------------------------------------------------------
+# A folder is replaced by building the new one beside it and renaming (two renames: the old
+# one aside, the new one in). At every moment ``target`` is the old complete folder, absent,
+# or the new complete folder; an interruption between the renames is repaired by
+# :func:`recover_folder_swap` on the next run.
+def _sibling(target: Path, tag: str) -> Path:
+    target = Path(target)
+    return target.parent / f".{target.name}.robustsdd-{tag}"
+
+
+def staging_folder(target) -> Path:
+    """A new, empty folder beside ``target`` to build its replacement in (an earlier,
+    unfinished one is deleted)."""
+    staging = _sibling(Path(target), "new")
+    if staging.is_dir() and not staging.is_symlink():
+        shutil.rmtree(staging)
+    elif staging.exists() or staging.is_symlink():
+        staging.unlink()
+    staging.mkdir(parents=True)
+    return staging
+
+
+def swap_in_folder(staging, target) -> None:
+    """Put the complete folder ``staging`` at ``target``, replacing what was there."""
+    staging, target = Path(staging), Path(target)
+    old = _sibling(target, "old")
+    if old.exists():
+        shutil.rmtree(old)
+    with deferred_signals():  # SIGINT/SIGTERM wait until both renames are done
+        moved = target.exists()
+        if moved:
+            os.rename(target, old)
+        try:
+            os.rename(staging, target)
+        except BaseException:
+            if moved:
+                os.rename(old, target)  # the earlier folder back in place
+            raise
+    _fsync_dir(target.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_folder_swap(target) -> str | None:
+    """Repair what an interrupted :func:`swap_in_folder` left; say what was done, or None."""
+    target = Path(target)
+    old, staging = _sibling(target, "old"), _sibling(target, "new")
+    note = None
+    if old.is_dir() and not old.is_symlink():
+        if target.exists() or target.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)  # the new folder was already in place
+        else:
+            os.rename(old, target)  # interrupted between the renames: put the old one back
+            note = f"restored {target} from an interrupted replacement"
+    if staging.is_dir() and not staging.is_symlink():
+        shutil.rmtree(staging, ignore_errors=True)
+    return note
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def deferred_signals(signums=(signal.SIGINT, signal.SIGTERM)):
+    """Hold SIGINT/SIGTERM until the block is done, then deliver them (main thread only;
+    elsewhere, or for signals with no Python handler to restore, a plain block)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received, previous = [], {}
+    for signum in signums:
+        if signal.getsignal(signum) is None:  # set outside Python: cannot be restored
+            continue
+        previous[signum] = signal.signal(signum, lambda s, f: received.append(s))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(received):
+            signal.raise_signal(signum)

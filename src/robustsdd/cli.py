@@ -124,6 +124,13 @@ def _add_cleaning_args(p, defaults):
                         "(default: %(default)s)")
     g.add_argument("--n-folds", type=int, default=5,
                    help="folds for out_of_fold scoring (and fit's out_of_fold decision scores)")
+    g.add_argument("--members", type=int, default=5,
+                   help="ensemble scoring: detectors trained on this many disjoint subsets "
+                        "(default: %(default)s)")
+    g.add_argument("--rounds", type=int, default=1,
+                   help="removal rounds: 1 is One-Shot Removal; more refit on what was kept, "
+                        "rescore every image and cut again until nothing changes "
+                        "(default: %(default)s)")
     g.add_argument("--min-keep", type=float, default=0.5,
                    help="guard: never keep fewer images (<1: a share; default 0.5)")
 
@@ -198,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bad_image_arg(fit)
     fit.add_argument("--out", required=True, metavar="MODEL_DIR",
                      help="model folder to write (new, empty, or an earlier model folder)")
+    fit.add_argument("--no-resume", action="store_true",
+                     help="start afresh: ignore (and delete) the checkpoints an interrupted fit "
+                          "into MODEL_DIR left in MODEL_DIR/.partial (by default the same "
+                          "command resumes from its last completed stage)")
     fit.add_argument("--quiet", action="store_true", help="no progress bars")
 
     score = sub.add_parser(
@@ -319,7 +330,7 @@ def osr_params(args) -> dict:
     min_keep = args.min_keep if args.min_keep < 1 else int(args.min_keep)
     return dict(rule=args.rule, threshold=args.threshold, fraction=args.fraction,
                 min_size=min_size, scoring=args.scoring, n_folds=args.n_folds, min_keep=min_keep,
-                z=args.z)
+                z=args.z, n_members=args.members, rounds=args.rounds)
 
 
 def _train_images(args):
@@ -394,7 +405,10 @@ def cmd_run(args) -> int:
           f"{split['test_good']} good + {split['test_defective']} defective, seed {args.seed}")
     cut = {"score_threshold": f"threshold {args.threshold}", "fraction": f"fraction {args.fraction}",
            "min_size": f"min_size {args.min_size}",
-           "auto": f"median + {args.z:g} robust SD"}[args.rule]
+           "auto": f"median + {args.z:g} robust SD",
+           "confident": "confident-learning cut"}[args.rule]
+    if args.rounds > 1 and args.rule != "min_size":
+        cut += f", up to {args.rounds} rounds"
     preset = f" ({args.preset} preset)" if args.detector == "differnet" else ""
     print(f"detector {args.detector}{preset}, features {featurizer.backbone} "
           f"{featurizer.views.size}px x {featurizer.views.n_views} views; OSR: {args.rule} "
@@ -425,7 +439,35 @@ def cmd_run(args) -> int:
     return 0
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``), handled as Ctrl-C: unwind, leaving only complete files."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
 def cmd_fit(args) -> int:
+    import signal
+    import threading
+
+    previous = signal.getsignal(signal.SIGTERM)
+    settable = previous is not None and threading.current_thread() is threading.main_thread()
+    if settable:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _fit(args)
+    except KeyboardInterrupt as exc:
+        print(f"robustsdd fit: {'terminated' if isinstance(exc, _Terminated) else 'interrupted'}"
+              f"; {args.out} holds no half-written file; run the same command again to resume "
+              "from the last completed stage", file=sys.stderr)
+        return 143 if isinstance(exc, _Terminated) else 130
+    finally:
+        if settable:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _fit(args) -> int:
     from .data import paper_split
     from .fitting import check_model_dir, fit_images
 
@@ -449,7 +491,8 @@ def cmd_fit(args) -> int:
                        detector=make_detector(args), rule=args.rule,
                        osr_params=osr_params(args),
                        decision_quantile=args.decision_quantile,
-                       decision_scores=args.decision_scores, seed=args.seed)
+                       decision_scores=args.decision_scores, seed=args.seed,
+                       resume=not args.no_resume, log=lambda msg: print(msg, flush=True))
     write_skip_list(screen, out / "skipped.csv")
     for note in model.info["notes"]:
         print(f"note: {note}")

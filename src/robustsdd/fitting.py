@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import csv
 import io
-import os
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +38,12 @@ from sklearn.model_selection import KFold
 
 from . import __version__
 from ._errors import ConfigError, DataError
-from ._io import atomic_write_bytes
+from ._io import atomic_write_bytes, recover_folder_swap, staging_folder, swap_in_folder
+from .checkpoints import CHECKPOINT_DIR, FitCheckpoints, array_digest
 from .cleaning import RULES, OneShotRemoval
 from .data import ImageSet, load_unlabeled
 from .detectors import BaseDetector, create_detector, differnet_cpu
-from .detectors.base import DETECTOR_STATE, localizes
+from .detectors.base import DETECTOR_STATE, check_features, localizes
 from .features import Featurizer, ViewSpec
 from .metrics import score_summary
 from .model import MODEL_CONFIG, Model
@@ -52,7 +54,7 @@ __all__ = ["fit_folder", "fit_images", "choose_decision_threshold", "out_of_fold
 DECISION_SCORES = ("out_of_fold", "removal")
 TRAIN_SCORES, REPORT = "train_scores.csv", "report.html"
 _REGIME_WORDS = {"held_out_views": "held-out-view", "out_of_fold": "out-of-fold",
-                 "in_sample": "in-sample"}
+                 "in_sample": "in-sample", "ensemble": "ensemble"}
 
 
 def fit_folder(images_dir, out_dir, *, detector="differnet", detector_params: dict | None = None,
@@ -63,7 +65,7 @@ def fit_folder(images_dir, out_dir, *, detector="differnet", detector_params: di
                min_size: float = 0.8, scoring: str = "held_out_views", n_folds: int = 5,
                min_keep: float = 0.5, decision_quantile: float = 0.99,
                decision_scores: str = "out_of_fold", seed: int = 0, progress: bool = True,
-               report: bool = True) -> Model:
+               report: bool = True, resume: bool = True, log=None) -> Model:
     """Train on every image under ``images_dir``, drop those that do not belong, save a model.
 
     The Python twin of ``robustsdd fit IMAGES_DIR --out MODEL_DIR``; the defaults are the
@@ -94,6 +96,12 @@ def fit_folder(images_dir, out_dir, *, detector="differnet", detector_params: di
         Seeds the detector and the folds.
     report : bool
         Write ``report.html``.
+    resume : bool
+        Continue an interrupted fit into the same ``out_dir`` from its last completed
+        stage (checkpoints in ``out_dir/.partial/``, used only if made from the same
+        images and settings). False: start afresh.
+    log : callable(str), optional
+        Where progress notes go (resuming from a checkpoint …); default: standard error.
 
     Returns
     -------
@@ -124,13 +132,24 @@ def fit_folder(images_dir, out_dir, *, detector="differnet", detector_params: di
                n_folds=n_folds, min_keep=min_keep)
     return fit_images(images, out_dir, featurizer=featurizer, detector=detector, rule=rule,
                       osr_params=osr, decision_quantile=decision_quantile,
-                      decision_scores=decision_scores, seed=seed, report=report)
+                      decision_scores=decision_scores, seed=seed, report=report,
+                      resume=resume, log=log)
 
 
 def fit_images(images: ImageSet, out_dir, *, featurizer: Featurizer, detector, rule: str,
                osr_params: dict | None = None, decision_quantile: float = 0.99,
-               decision_scores: str = "out_of_fold", seed: int = 0, report: bool = True) -> Model:
-    """Fit on an :class:`ImageSet` and write the model folder (see :func:`fit_folder`)."""
+               decision_scores: str = "out_of_fold", seed: int = 0, report: bool = True,
+               resume: bool = True, log=None) -> Model:
+    """Fit on an :class:`ImageSet` and write the model folder (see :func:`fit_folder`).
+
+    Interrupted (Ctrl-C, kill, a crash), it leaves ``out_dir`` as it was (absent, empty or
+    the earlier complete model) plus checkpoints in ``out_dir/.partial/``: one file per
+    completed stage (stage 1 with its removal scores, stage 3, each out-of-fold decision
+    fit). Run again with the same images and settings, it resumes after the last of them
+    (``resume=False``: from scratch) and gives the same model and scores as an
+    uninterrupted fit. The model folder is built beside ``out_dir`` and swapped in whole;
+    the checkpoints go with the folder it replaces.
+    """
     if rule != "none" and rule not in RULES:
         raise ConfigError(f"unknown rule {rule!r}; choose one of: {', '.join(RULES)}, none")
     if not 0 < float(decision_quantile) <= 1:
@@ -139,36 +158,45 @@ def fit_images(images: ImageSet, out_dir, *, featurizer: Featurizer, detector, r
         raise ConfigError(f"unknown decision scores {decision_scores!r}; choose one of: "
                           f"{', '.join(DECISION_SCORES)}")
     out = Path(out_dir)
+    log = log or _to_stderr
+    repaired = recover_folder_swap(_swap_target(out))
+    if repaired:
+        log(f"note: {repaired}")
     check_model_dir(out, images)
     osr_params = {k: v for k, v in (osr_params or {}).items() if k != "rule"}
     scoring = osr_params.get("scoring", "in_sample") if rule != "none" else None
-    X = featurizer.transform(images)
-    notes = []
+    X = check_features(featurizer.transform(images))
+    checkpoints = FitCheckpoints(out / CHECKPOINT_DIR, resume=resume, log=log)
+    checkpoints.bind(X, images.names, detector, seed=seed)
+    notes, fold_skipped = [], []
     if rule == "none":
-        model = clone(detector).fit(X)
+        model, final = _fit_plain(checkpoints, detector, X)
         keep = np.ones(len(X), bool)
-        final = review = np.asarray(model.decision_function(X), np.float64)
+        review = final
         stages, removed_order = {}, []
         review_label = "training score (final model, in-sample)"
         cleaning_text, removal_threshold = "none: trained on every image", None
     else:
-        osr = OneShotRemoval(detector, rule=rule, keep_baseline=False, random_state=seed,
-                             **osr_params).fit(X)
+        osr = _fit_osr(checkpoints, detector, X, rule, osr_params, seed)
         model, keep, notes = osr.detector_, osr.keep_mask_, list(osr.notes_)
         final, review = osr.train_scores_, osr.removal_scores_
         stages, removed_order = dict(osr.stage_scores_), osr.removed_indices_
         review_label = f"{_REGIME_WORDS[osr.scoring]} removal score"
-        cleaning_text, removal_threshold = _describe_cleaning(rule, osr), osr.threshold
+        cleaning_text, removal_threshold = _describe_cleaning(rule, osr), osr.cut_
     decision, calibration = _decide(decision_scores, detector=detector, X=X, keep=keep,
                                     final=final, removal=review if rule != "none" else None,
                                     scoring=scoring, quantile=decision_quantile,
-                                    n_folds=osr_params.get("n_folds", 5), seed=seed)
+                                    n_folds=osr_params.get("n_folds", 5), seed=seed,
+                                    checkpoints=checkpoints, skipped_steps=fold_skipped)
     histograms = _histograms(rule, removal_threshold, review, review_label, keep,
                              decision, calibration, final)
     if calibration is not None:
         stages["calibration"] = calibration
         if rule == "none":  # the galleries then sort by the scores of unseen images
             review, review_label = calibration, "out-of-fold score"
+    skipped = _skipped_steps_note(model, fold_skipped)
+    if skipped:
+        notes.append(skipped)
     if decision["in_sample"]:
         notes.append("the decision threshold comes from in-sample scores (the model has seen "
                      "those images), so it is likely too low for new images; prefer "
@@ -182,32 +210,135 @@ def fit_images(images: ImageSet, out_dir, *, featurizer: Featurizer, detector, r
     }
     fitted = Model(model, featurizer, decision, info)
 
-    _prepare(out)
+    # The whole folder is built beside `out` and swapped in: `out` is at every moment the
+    # earlier model (with the checkpoints), absent for an instant, or the new model.
+    target = _swap_target(out)
+    staging = staging_folder(target)
+    try:
+        _write_model_folder(staging, fitted, images, X, keep, stages, final, report, dict(
+            final_scores=final, review_scores=review, keep=keep, removed_order=removed_order,
+            decision=decision, cleaning_text=cleaning_text, review_label=review_label,
+            histograms=histograms, model_text=_describe_model(model, featurizer),
+            notes=notes))
+        swap_in_folder(staging, target)  # the checkpoints go with the folder replaced
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    fitted.path = out
+    return fitted
+
+
+def _write_model_folder(folder: Path, fitted: Model, images: ImageSet, X, keep, stages, final,
+                        report: bool, report_args: dict) -> None:
+    model = fitted.detector
     files = {"train_scores": TRAIN_SCORES}
-    atomic_write_bytes(out / TRAIN_SCORES,
+    atomic_write_bytes(folder / TRAIN_SCORES,
                        _train_scores_csv(images, keep, stages, final).encode())
     if report:
         from .review import render_report
 
         text = render_report(
-            names=images.names, load_rgb=images.rgb, final_scores=final, review_scores=review,
-            keep=keep, removed_order=removed_order, decision=decision,
-            cleaning_text=cleaning_text, review_label=review_label, histograms=histograms,
-            model_text=_describe_model(model, featurizer), notes=notes,
+            names=images.names, load_rgb=images.rgb, **report_args,
             labels=images.labels if (images.labels >= 0).any() else None,
             anomaly_maps=(lambda idx: model.anomaly_maps(X[idx])) if localizes(model) else None,
             title=f"robustsdd review: {_source_name(images)}")
-        atomic_write_bytes(out / REPORT, text.encode("utf-8"))
+        atomic_write_bytes(folder / REPORT, text.encode("utf-8"))
         files["report"] = REPORT
-    fitted.save(out, extra_files=files)
-    return fitted
+    fitted.save(folder, extra_files=files)  # robustsdd.json last
+
+
+def _swap_target(out: Path) -> Path:
+    """The folder that is replaced: ``out``, or where it links to."""
+    return out.resolve() if out.is_symlink() else out
+
+
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- the stages, each resumable from its checkpoint -------------------------------------------
+def _fit_plain(checkpoints: FitCheckpoints, detector, X) -> tuple:
+    """rule "none": (the model trained on every image, its scores of them)."""
+    what = dict(detector=detector, inputs={})
+    ckpt = checkpoints.load("model", describe="training on every image (no cleaning)", **what)
+    if ckpt is None:
+        model = clone(detector).fit(X)
+        checkpoints.save("model", detector=model, arrays={
+            "scores": np.asarray(model.decision_function(X), np.float64)}, inputs={})
+        ckpt = checkpoints.reload("model", **what)
+    return ckpt.detector, ckpt.arrays["scores"]
+
+
+def _fit_osr(checkpoints: FitCheckpoints, detector, X, rule: str, osr_params: dict,
+             seed: int) -> OneShotRemoval:
+    """One-Shot Removal in two checkpointed steps: stage 1 (train, removal scores), then
+    removal + fine-tune (OneShotRemoval.fit reusing stage 1). Resumes from the later of the
+    two found; both paths, fresh and resumed, continue from what was read back."""
+    osr = OneShotRemoval(detector, rule=rule, keep_baseline=False, random_state=seed,
+                         **osr_params)
+    osr._validate(len(X))  # a bad setting fails before stage 1 trains
+    s1_inputs = {"scoring": osr.scoring, "n_folds": osr.n_folds, "n_members": osr.n_members,
+                 "seed": seed}
+    s3_inputs = {"stage1": checkpoints.key("stage1", **s1_inputs),
+                 "osr": {k: v for k, v in osr.get_params(deep=False).items()
+                         if k != "detector"}}
+    s3 = checkpoints.load("stage3", detector=detector, inputs=s3_inputs,
+                          describe=f"stage 3 (removal by {rule}, fine-tuned)")
+    if s3 is None:
+        s1 = checkpoints.load("stage1", detector=detector, inputs=s1_inputs,
+                              describe=f"stage 1 (trained on {len(X)} images, removal scores)")
+        if s1 is None:
+            # What OneShotRemoval.fit does without `stage1=`, kept apart to be checkpointed.
+            model = clone(detector).fit(osr._training_views(X))
+            checkpoints.save("stage1", detector=model, inputs=s1_inputs, arrays={
+                "stage1": np.asarray(model.decision_function(X), np.float64),
+                "removal": np.asarray(osr._removal_scores(model, X), np.float64)})
+            s1 = checkpoints.reload("stage1", detector=detector, inputs=s1_inputs)
+        stage1 = OneShotRemoval(detector, scoring=osr.scoring, n_folds=osr.n_folds,
+                                n_members=osr.n_members, random_state=seed)
+        stage1.baseline_detector_ = s1.detector
+        stage1.stage_scores_ = {"stage1": s1.arrays["stage1"]}
+        stage1.stage1_removal_scores_ = s1.arrays["removal"]
+        stage1.keep_mask_ = np.ones(len(X), bool)
+        osr.fit(X, stage1=stage1)
+        checkpoints.save("stage3", detector=osr.detector_, inputs=s3_inputs, arrays={
+            "keep": np.asarray(osr.keep_mask_, bool),
+            "removed": np.asarray(osr.removed_indices_, np.int64),
+            **{f"stage.{k}": np.asarray(v, np.float64) for k, v in osr.stage_scores_.items()},
+        }, info={"notes": list(osr.notes_), "guard_fired": bool(osr.guard_fired_),
+                 "cut": osr.cut_, "stages": list(osr.stage_scores_)})
+        s3 = checkpoints.reload("stage3", detector=detector, inputs=s3_inputs)
+    stages = {k: s3.arrays[f"stage.{k}"] for k in s3.info["stages"]}
+    keep = s3.arrays["keep"].astype(bool)
+    fitted = dict(detector_=s3.detector, keep_mask_=keep, removed_indices_=s3.arrays["removed"],
+                  removal_scores_=stages["removal"], train_scores_=stages["stage2"],
+                  stage_scores_=stages, notes_=list(s3.info["notes"]),
+                  guard_fired_=bool(s3.info["guard_fired"]), cut_=s3.info["cut"],
+                  estimated_contamination_=float((~keep).mean()))
+    for name, value in fitted.items():
+        setattr(osr, name, value)
+    return osr
+
+
+def _skipped_steps_note(model, fold_skipped: list) -> str | None:
+    """The note saying training steps were dropped for a NaN/Inf loss (DifferNet's guard)."""
+    final = int(getattr(model, "n_skipped_steps_", 0) or 0)
+    folds = int(sum(fold_skipped))
+    if not final + folds:
+        return None
+    return (f"training skipped {final + folds} step(s) with a non-finite (NaN/Inf) loss or "
+            f"gradient, halving the learning rate each time ({final} in the final model, "
+            f"{folds} in the decision-threshold fits); if the scores look wrong, lower the "
+            "learning rate (--param lr=...)")
 
 
 def _decide(kind: str, *, detector, X, keep, final, removal, scoring, quantile, n_folds,
-            seed) -> tuple:
+            seed, checkpoints: FitCheckpoints | None = None,
+            skipped_steps: list | None = None) -> tuple:
     """(the decision dict, the out-of-fold calibration scores or None)."""
     if kind == "out_of_fold":
-        calibration = out_of_fold_scores(detector, X, keep, n_folds, seed)
+        calibration = out_of_fold_scores(detector, X, keep, n_folds, seed,
+                                         checkpoints=checkpoints, skipped_steps=skipped_steps)
         return choose_decision_threshold(calibration, keep, quantile, kind=kind), calibration
     if removal is None:  # no cleaning: the final model's own training scores
         return choose_decision_threshold(final, keep, quantile, kind="final_in_sample"), None
@@ -221,8 +352,8 @@ def _histograms(rule, removal_threshold, review, review_label, keep, decision, c
     line = {f"decision threshold {decision['threshold']:.4g}": decision["threshold"]}
     plots = []
     if rule != "none":
-        lines = ({f"removal threshold {removal_threshold:g}": removal_threshold}
-                 if rule == "score_threshold" else {})
+        lines = ({f"removal threshold {removal_threshold:.4g}": removal_threshold}
+                 if removal_threshold is not None else {})  # score_threshold, auto
         if decision["scores"] == "removal":
             lines.update(line)
         plots.append((review, keep, review_label, lines))
@@ -233,18 +364,37 @@ def _histograms(rule, removal_threshold, review, review_label, keep, decision, c
     return plots
 
 
-def out_of_fold_scores(detector, X, keep, n_folds: int, seed: int) -> np.ndarray:
+def out_of_fold_scores(detector, X, keep, n_folds: int, seed: int, *,
+                       checkpoints: FitCheckpoints | None = None,
+                       skipped_steps: list | None = None) -> np.ndarray:
     """Scores of the kept images, each by a copy of ``detector`` trained on the other kept
-    images (``n_folds`` folds); NaN for removed images."""
+    images (``n_folds`` folds); NaN for removed images. With ``checkpoints``, each fold's
+    scores are saved when computed and read back instead of refitting. ``skipped_steps``,
+    a list, receives each fold model's count of training steps skipped for a NaN/Inf loss."""
+    keep = np.asarray(keep, bool)
     kept = np.flatnonzero(keep)
     n_folds = min(int(n_folds), len(kept))
     if n_folds < 2:
         raise DataError("out-of-fold decision scores need at least 2 kept images")
     scores = np.full(len(keep), np.nan)
     folds = KFold(n_folds, shuffle=True, random_state=seed)
-    for train, test in folds.split(kept):
-        fold_model = clone(detector).fit(X[kept[train]])
-        scores[kept[test]] = fold_model.decision_function(X[kept[test]])
+    inputs = {"keep": array_digest(keep), "n_folds": n_folds, "seed": seed}
+    for i, (train, test) in enumerate(folds.split(kept)):
+        stage = f"decision_fold{i + 1}of{n_folds}"
+        ckpt = checkpoints.load(stage, inputs=inputs, describe=f"decision-threshold fit "
+                                f"{i + 1} of {n_folds}") if checkpoints else None
+        if ckpt is None:
+            fold_model = clone(detector).fit(X[kept[train]])
+            fold_scores = np.asarray(fold_model.decision_function(X[kept[test]]), np.float64)
+            skipped = int(getattr(fold_model, "n_skipped_steps_", 0) or 0)
+            if checkpoints:
+                checkpoints.save(stage, arrays={"scores": fold_scores}, inputs=inputs,
+                                 info={"skipped_steps": skipped})
+        else:
+            fold_scores, skipped = ckpt.arrays["scores"], int(ckpt.info.get("skipped_steps", 0))
+        scores[kept[test]] = fold_scores
+        if skipped_steps is not None:
+            skipped_steps.append(skipped)
     return scores
 
 
@@ -281,7 +431,8 @@ def check_model_dir(out: Path, images: ImageSet | None = None) -> None:
     """Refuse to write a model over a file, a foreign folder, or into the training images."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (
+    # A folder holding only the checkpoints of an interrupted fit is as good as empty.
+    if out.is_dir() and any(p.name != CHECKPOINT_DIR for p in out.iterdir()) and not (
             (out / MODEL_CONFIG).is_file() or (out / DETECTOR_STATE).is_file()):
         raise ConfigError(f"--out {out} is a non-empty folder that is not a robustsdd model; "
                           "choose a new or empty folder")
@@ -291,17 +442,6 @@ def check_model_dir(out: Path, images: ImageSet | None = None) -> None:
         if target == root or root in target.parents:
             raise ConfigError(f"--out {out} is inside the training images folder {root}; "
                               "choose a folder outside it")
-
-
-def _prepare(out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    # robustsdd.json goes last: until it is rewritten, the folder does not load as a model,
-    # so an interrupted refit cannot leave a mix of old and new files that loads.
-    for stale in (MODEL_CONFIG, "state.pt"):
-        try:
-            os.unlink(out / stale)
-        except FileNotFoundError:
-            pass
 
 
 def _train_scores_csv(images: ImageSet, keep, stages: dict, final) -> str:
@@ -328,7 +468,13 @@ def _describe_cleaning(rule: str, osr: OneShotRemoval) -> str:
             "fraction": f"removed the {osr.fraction:g} share of images with the highest "
                         f"{regime} scores",
             "min_size": f"removed the top {regime}-scoring image and updated the model until "
-                        f"{osr.min_size:g} remained (Algorithm 1)"}[rule]
+                        f"{osr.min_size:g} remained (Algorithm 1)",
+            "auto": f"removed images whose {regime} score is above median + {osr.z:g} robust "
+                    f"SD ({osr.cut_:.4g})" if osr.cut_ is not None else "",
+            "confident": f"removed images less likely normal than the mean probability (a "
+                         f"two-component mixture on the {regime} scores; confident learning)"}[rule]
+    if getattr(osr, "rounds_run_", 1) > 1:
+        what += f", in {osr.rounds_run_} rounds"
     guard = " (the min-keep guard fired)" if osr.guard_fired_ else ""
     return f"One-Shot Removal, rule {rule}: {what}, then fine-tuned on the rest{guard}"
 
