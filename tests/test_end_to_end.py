@@ -1,6 +1,5 @@
 """Real ELPV images through the real offline backbone, baseline and OSR, small N."""
 
-import numpy as np
 import pytest
 
 from robustsdd import Featurizer, GaussianDetector, OneShotRemoval, ViewSpec, differnet_cpu
