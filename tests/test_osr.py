@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from sklearn.base import clone
 
 from robustsdd import ConfigError, OneShotRemoval
 from robustsdd.detectors.base import BaseDetector, register_detector
@@ -263,3 +264,18 @@ def test_new_strategies_keep_the_guard(kw):
     # The guard keeps the images with the lowest removal scores.
     scores = osr.removal_scores_
     assert scores[osr.keep_mask_].max() <= scores[~osr.keep_mask_].min()
+
+
+def test_stage1_handed_back_gives_the_same_result():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 2, 4))
+    X[:3] += 6.0
+    osr = OneShotRemoval(GaussianDetector(), rule="auto", scoring="out_of_fold", n_folds=4)
+    model, stage1_scores, removal_scores = osr.fit_stage1(X)
+    resumed = clone(osr).fit(X, stage1=osr.as_stage1(model, stage1_scores, removal_scores))
+    direct = clone(osr).fit(X)
+    np.testing.assert_array_equal(resumed.keep_mask_, direct.keep_mask_)
+    np.testing.assert_allclose(resumed.train_scores_, direct.train_scores_)
+    assert sorted(direct.removed_indices_.tolist()) == [0, 1, 2]
+    with pytest.raises(ConfigError):  # settings are checked before anything trains
+        OneShotRemoval(GaussianDetector(), rule="bogus").fit_stage1(X)

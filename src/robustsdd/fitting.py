@@ -276,7 +276,6 @@ def _fit_osr(checkpoints: FitCheckpoints, detector, X, rule: str, osr_params: di
     two found; both paths, fresh and resumed, continue from what was read back."""
     osr = OneShotRemoval(detector, rule=rule, keep_baseline=False, random_state=seed,
                          **osr_params)
-    osr._validate(len(X))  # a bad setting fails before stage 1 trains
     s1_inputs = {"scoring": osr.scoring, "n_folds": osr.n_folds, "n_members": osr.n_members,
                  "seed": seed}
     s3_inputs = {"stage1": checkpoints.key("stage1", **s1_inputs),
@@ -288,19 +287,12 @@ def _fit_osr(checkpoints: FitCheckpoints, detector, X, rule: str, osr_params: di
         s1 = checkpoints.load("stage1", detector=detector, inputs=s1_inputs,
                               describe=f"stage 1 (trained on {len(X)} images, removal scores)")
         if s1 is None:
-            # What OneShotRemoval.fit does without `stage1=`, kept apart to be checkpointed.
-            model = clone(detector).fit(osr._training_views(X))
+            model, stage1_scores, removal_scores = osr.fit_stage1(X)  # checks settings first
             checkpoints.save("stage1", detector=model, inputs=s1_inputs, arrays={
-                "stage1": np.asarray(model.decision_function(X), np.float64),
-                "removal": np.asarray(osr._removal_scores(model, X), np.float64)})
+                "stage1": np.asarray(stage1_scores, np.float64),
+                "removal": np.asarray(removal_scores, np.float64)})
             s1 = checkpoints.reload("stage1", detector=detector, inputs=s1_inputs)
-        stage1 = OneShotRemoval(detector, scoring=osr.scoring, n_folds=osr.n_folds,
-                                n_members=osr.n_members, random_state=seed)
-        stage1.baseline_detector_ = s1.detector
-        stage1.stage_scores_ = {"stage1": s1.arrays["stage1"]}
-        stage1.stage1_removal_scores_ = s1.arrays["removal"]
-        stage1.keep_mask_ = np.ones(len(X), bool)
-        osr.fit(X, stage1=stage1)
+        osr.fit(X, stage1=osr.as_stage1(s1.detector, s1.arrays["stage1"], s1.arrays["removal"]))
         checkpoints.save("stage3", detector=osr.detector_, inputs=s3_inputs, arrays={
             "keep": np.asarray(osr.keep_mask_, bool),
             "removed": np.asarray(osr.removed_indices_, np.int64),

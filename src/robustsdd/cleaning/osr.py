@@ -259,9 +259,7 @@ class OneShotRemoval(BaseEstimator):
             stage1_scores = stage1.stage_scores_["stage1"]
             initial_scores = stage1.stage1_removal_scores_
         else:
-            model = clone(self.detector).fit(self._training_views(X))
-            stage1_scores = model.decision_function(X)
-            initial_scores = self._removal_scores(model, X)
+            model, stage1_scores, initial_scores = self._stage1(X)
         if self.keep_baseline:
             self.baseline_detector_ = copy.deepcopy(model)
         self.stage1_removal_scores_ = initial_scores
@@ -329,6 +327,30 @@ class OneShotRemoval(BaseEstimator):
         scores[kept] = self._removal_scores(refit, X[kept])
         scores[removed] = refit.decision_function(X[removed])
         return scores
+
+    def _stage1(self, X):
+        model = clone(self.detector).fit(self._training_views(X))
+        return model, model.decision_function(X), self._removal_scores(model, X)
+
+    def fit_stage1(self, X):
+        """Stage 1 alone: ``(model, stage1_scores, removal_scores)`` for training features X.
+
+        What :meth:`fit` does before removing anything, for callers that store it (``fit``
+        checkpoints it) and hand it back through :meth:`as_stage1` and ``fit(X, stage1=…)``.
+        The settings are checked first, so a bad one fails before anything trains.
+        """
+        X = check_features(X)
+        self._validate(len(X))
+        return self._stage1(X)
+
+    def as_stage1(self, model, stage1_scores, removal_scores) -> "OneShotRemoval":
+        """A stand-in fitted stage 1 (from :meth:`fit_stage1`) to pass as ``fit(X, stage1=…)``."""
+        stand_in = clone(self).set_params(keep_baseline=True)
+        stand_in.baseline_detector_ = model
+        stand_in.stage_scores_ = {"stage1": np.asarray(stage1_scores)}
+        stand_in.stage1_removal_scores_ = np.asarray(removal_scores)
+        stand_in.keep_mask_ = np.ones(len(stand_in.stage1_removal_scores_), dtype=bool)
+        return stand_in
 
     def _check_reusable(self, other, X):
         same = (isinstance(other, OneShotRemoval) and hasattr(other, "baseline_detector_")
