@@ -320,7 +320,7 @@ class OneShotRemoval(BaseEstimator):
         return apply_guard(scores, keep, min_keep)
 
     def _rescore(self, X, keep):
-        """A further round's removal scores: the regime on the kept images, the rest out of sample."""
+        """Removal scores of a further round: the regime on the kept, the rest out of sample."""
         kept, removed = np.flatnonzero(keep), np.flatnonzero(~keep)
         refit = clone(self.detector).fit(self._training_views(X[kept]))
         scores = np.empty(len(X))

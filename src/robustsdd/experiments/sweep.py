@@ -70,7 +70,8 @@ DEFAULT_SEEDS = (0, 1, 2)
 
 #: Columns of a sweep row, in the order of ``cells.csv``.
 ROW_COLUMNS = (
-    "level", "strategy", "seed", "auroc", "ap", "pixel_auroc", "removed_good", "removed_defective", "kept",
+    "level", "strategy", "seed", "auroc", "ap", "pixel_auroc", "removed_good",
+    "removed_defective", "kept",
     "removal_precision", "removal_recall", "guard_fired", "fit_seconds",
     "n_train", "train_good", "train_defective",
 )
