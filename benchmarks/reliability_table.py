@@ -447,41 +447,17 @@ def requests_table(run: Runner, on_bad_image_flag: bool, jobs: int):
 
 
 # --------------------------------------------------------------------------- interrupted fits
-HOOKS = '''"""`robustsdd fit` with hooks: count detector fits; pause after checkpoint $PAUSE_AFTER."""
-import atexit, os, signal, sys, time
-from robustsdd import checkpoints, cli
-
-# Ctrl-C as at a terminal, even when this runs in a background job (where SIGINT is ignored).
-signal.signal(signal.SIGINT, signal.default_int_handler)
-from robustsdd.detectors.gaussian import GaussianDetector
-
-fits = []
-_fit = GaussianDetector.fit
-def fit(self, X, y=None):
-    fits.append(len(X))
-    return _fit(self, X, y)
-GaussianDetector.fit = fit
-atexit.register(lambda: print(f"detector fits: {len(fits)}", flush=True))
-_save = checkpoints.FitCheckpoints.save
-def save(self, stage, **kw):
-    _save(self, stage, **kw)
-    if stage == os.environ.get("PAUSE_AFTER"):
-        open(os.environ["PAUSED_MARKER"], "w").close()
-        time.sleep(300)
-checkpoints.FitCheckpoints.save = save
-sys.exit(cli.main(sys.argv[1:]))
-'''
+# `robustsdd fit` with hooks (counts fits, pauses at a checkpoint), shared with the tests.
+HOOKS = Path(__file__).resolve().parent.parent / "tests" / "fit_with_hooks.py"
 
 
 def _hooked(run: Runner, argv, pause_after=None, sig=None):
     """Run ``fit`` through the hooks; with ``pause_after``, send ``sig`` at that checkpoint."""
     import signal as _signal
 
-    hooks, marker = run.work / "fit_with_hooks.py", run.work / "paused"
-    if not hooks.exists():
-        hooks.write_text(HOOKS)
+    hooks, marker = HOOKS, run.work / "paused"
     marker.unlink(missing_ok=True)
-    env = dict(run.env, PAUSED_MARKER=str(marker))
+    env = dict(run.env, PAUSED_MARKER=str(marker), PAUSE_SECONDS="300")
     env.pop("PAUSE_AFTER", None)
     if pause_after:
         env["PAUSE_AFTER"] = pause_after

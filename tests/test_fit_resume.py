@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -34,32 +33,7 @@ TINY = dict(weights=None, views=ViewSpec(size=32, scales=(1,), rotations=(0, 180
 MODEL_FILES = {"robustsdd.json", "config.json", "state.safetensors", "train_scores.csv",
                "report.html", "skipped.csv"}
 
-WRAPPER = textwrap.dedent('''
-    """`robustsdd fit` with test hooks: count detector fits; pause after one checkpoint."""
-    import atexit, os, signal, sys, time
-    from robustsdd import checkpoints, cli
-
-    # Ctrl-C as at a terminal, even if pytest runs as a background job (SIGINT ignored).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    from robustsdd.detectors.gaussian import GaussianDetector
-
-    fits = []
-    _fit = GaussianDetector.fit
-    def fit(self, X, y=None):
-        fits.append(len(X))
-        return _fit(self, X, y)
-    GaussianDetector.fit = fit
-    atexit.register(lambda: print(f"detector fits: {len(fits)}", flush=True))
-
-    _save = checkpoints.FitCheckpoints.save
-    def save(self, stage, **kw):
-        _save(self, stage, **kw)
-        if stage == os.environ.get("PAUSE_AFTER"):
-            open(os.environ["PAUSED_MARKER"], "w").close()
-            time.sleep(120)  # the test's signal arrives here
-    checkpoints.FitCheckpoints.save = save
-    sys.exit(cli.main(sys.argv[1:]))
-''')
+WRAPPER = Path(__file__).with_name("fit_with_hooks.py")  # shared with reliability_table.py
 
 
 def files_in(folder):
@@ -107,9 +81,7 @@ def _env(**extra):
 
 def run_fit(tmp_path, argv, *, pause_after=None, sig=None):
     """Run the wrapper; with ``pause_after``, send ``sig`` once that checkpoint is written."""
-    wrapper = tmp_path / "fit_with_hooks.py"
-    if not wrapper.exists():
-        wrapper.write_text(WRAPPER)
+    wrapper = WRAPPER
     marker = tmp_path / "paused"
     if marker.exists():
         marker.unlink()
