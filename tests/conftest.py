@@ -93,3 +93,11 @@ def make_planted_folder(root, n=40):
 def planted_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("inspection") / "images"
     return root, make_planted_folder(root)
+
+
+def read_rows(path):
+    """The rows of a CSV file the library wrote (train_scores.csv, predictions, skip lists)."""
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

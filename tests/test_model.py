@@ -1,6 +1,5 @@
 """fit_folder → model folder → Model.load → predict: the inspector's workflow in Python."""
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -11,17 +10,14 @@ import pytest
 from robustsdd import ConfigError, Featurizer, GaussianDetector, Model, ModelFileError, ViewSpec
 from robustsdd import fit_folder
 
+from conftest import read_rows
+
 TINY = dict(weights=None, views=ViewSpec(size=64, scales=(1,), rotations=(0, 180)),
             cache_dir=False, progress=False, engine="torch")
 
 
 def tiny_featurizer():
     return Featurizer(**TINY)
-
-
-def read_rows(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def files_under(root):

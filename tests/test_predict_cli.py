@@ -1,6 +1,5 @@
 """`robustsdd fit IMAGES_DIR` and `robustsdd predict` from the command line."""
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -9,14 +8,11 @@ import pytest
 
 from robustsdd.cli import main
 
+from conftest import read_rows
+
 FAST = ["--detector", "gaussian", "--rule", "fraction", "--fraction", "0.1", "--weights", "random",
         "--image-size", "64", "--scales", "1", "--rotations", "0,180", "--no-cache",
         "--engine", "torch", "--quiet"]
-
-
-def read_rows(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")

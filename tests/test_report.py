@@ -1,6 +1,5 @@
 """report.html in a real headless browser, and heat-maps from a detector that localises."""
 
-import csv
 import json
 import os
 import re
@@ -13,7 +12,7 @@ from robustsdd import ConfigError, Featurizer, GaussianDetector, Model, ViewSpec
 from robustsdd.cli import main
 from robustsdd.detectors.base import check_features, register_detector
 
-from conftest import XSS_IMG_NAME, XSS_SCRIPT_NAME
+from conftest import XSS_IMG_NAME, XSS_SCRIPT_NAME, read_rows
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -31,11 +30,6 @@ class LocalizingGaussian(GaussianDetector):
         maps = np.zeros((len(X), 8, 8))
         maps[:, 2:5, 3:6] = self.decision_function(X)[:, None, None]
         return maps
-
-
-def read_rows(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")
