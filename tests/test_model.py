@@ -156,6 +156,17 @@ def test_rule_none_with_removal_scores_uses_final_scores_and_warns(planted_folde
     assert "too low" in (tmp_path / "m" / "report.html").read_text()
 
 
+def test_fit_folder_takes_the_data_driven_cleaning_settings(planted_folder, tmp_path):
+    root, planted = planted_folder
+    model = fit_folder(root, tmp_path / "m", detector="gaussian", featurizer=tiny_featurizer(),
+                       rule="auto", z=2.5, scoring="ensemble", n_members=2, rounds=2,
+                       decision_scores="removal", report=False)
+    assert model.info["cleaning"] == {"rule": "auto", "threshold": 1.5, "fraction": 0.1,
+                                      "min_size": 0.8, "scoring": "ensemble", "n_folds": 5,
+                                      "min_keep": 0.5, "z": 2.5, "n_members": 2, "rounds": 2}
+    assert any("automatic cut: median + 2.5 robust SD" in note for note in model.info["notes"])
+
+
 def test_removal_decision_scores_after_cleaning(fitted, planted_folder, tmp_path):
     root, planted = planted_folder
     model = fit_folder(root, tmp_path / "m", detector="gaussian", featurizer=tiny_featurizer(),

@@ -63,7 +63,8 @@ def fit_folder(images_dir, out_dir, *, detector="differnet", detector_params: di
                rotations=(0, 90, 180, 270), flips: bool = True, cache_dir=None,
                rule: str = "score_threshold", threshold: float = 1.5, fraction: float = 0.1,
                min_size: float = 0.8, scoring: str = "held_out_views", n_folds: int = 5,
-               min_keep: float = 0.5, decision_quantile: float = 0.99,
+               min_keep: float = 0.5, z: float = 3.0, n_members: int = 5, rounds: int = 1,
+               decision_quantile: float = 0.99,
                decision_scores: str = "out_of_fold", seed: int = 0, progress: bool = True,
                report: bool = True, resume: bool = True, log=None) -> Model:
     """Train on every image under ``images_dir``, drop those that do not belong, save a model.
@@ -84,9 +85,9 @@ def fit_folder(images_dir, out_dir, *, detector="differnet", detector_params: di
         Overrides ``backbone``, ``weights``, ``image_size``, ``scales``, ``rotations``,
         ``flips`` and ``cache_dir``. ``weights``: "offline", "imagenet", a state-dict path
         or "random" (tests).
-    rule : "score_threshold", "fraction", "min_size" or "none"
+    rule : "score_threshold", "fraction", "min_size", "auto", "confident" or "none"
         How training images are removed (see :class:`OneShotRemoval`); "none" trains on all.
-    threshold, fraction, min_size, scoring, n_folds, min_keep
+    threshold, fraction, min_size, scoring, n_folds, min_keep, z, n_members, rounds
         The rule's settings, as :class:`OneShotRemoval`.
     decision_quantile : float in (0, 1]
         The decision threshold is this quantile of the ``decision_scores``.
@@ -129,7 +130,7 @@ def fit_folder(images_dir, out_dir, *, detector="differnet", detector_params: di
     else:
         detector = create_detector(detector, **(detector_params or {}))
     osr = dict(threshold=threshold, fraction=fraction, min_size=min_size, scoring=scoring,
-               n_folds=n_folds, min_keep=min_keep)
+               n_folds=n_folds, min_keep=min_keep, z=z, n_members=n_members, rounds=rounds)
     return fit_images(images, out_dir, featurizer=featurizer, detector=detector, rule=rule,
                       osr_params=osr, decision_quantile=decision_quantile,
                       decision_scores=decision_scores, seed=seed, report=report,
