@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from .._errors import DataError
+from ..features.views import centre_square
 from ._imageset import ImageSet
 
 __all__ = ["view_mask", "view_masks"]
@@ -37,11 +38,8 @@ def view_mask(item: Union[str, os.PathLike, np.ndarray, None], size: int) -> np.
     if mask.ndim != 2 or min(mask.shape) < 1:
         raise DataError(f"{item if not isinstance(item, np.ndarray) else 'mask array'}: a mask "
                         f"must be a 2-D image, got shape {mask.shape}")
-    h, w = mask.shape
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    square = np.ascontiguousarray(mask[top: top + side, left: left + side] > 0)
-    if side != size:
+    square = np.ascontiguousarray(centre_square(mask) > 0)
+    if square.shape[0] != size:
         square = np.asarray(Image.fromarray(square).resize((size, size), Image.NEAREST))
     return square.astype(bool)
 

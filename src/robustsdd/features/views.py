@@ -85,10 +85,8 @@ class ViewSpec:
 
     def square(self, rgb: np.ndarray) -> torch.Tensor:
         """Centre-crop to a square and resize: (H, W, 3) uint8 → (3, size, size) in [0, 1]."""
-        h, w = rgb.shape[:2]
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        crop = np.ascontiguousarray(rgb[top: top + side, left: left + side])
+        crop = np.ascontiguousarray(centre_square(rgb))
+        side = crop.shape[0]
         x = torch.from_numpy(crop).permute(2, 0, 1).float().div_(255.0)[None]
         if side != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
@@ -105,6 +103,14 @@ class ViewSpec:
             if self.flips:
                 views.append(torch.flip(rotated, dims=(2,)))
         return torch.stack(views)
+
+
+def centre_square(array: np.ndarray) -> np.ndarray:
+    """The centred square of side min(H, W) of an (H, W, ...) array (a view of it)."""
+    h, w = array.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return array[top: top + side, left: left + side]
 
 
 def _rotate(x: torch.Tensor, angle: float) -> torch.Tensor:
