@@ -27,7 +27,7 @@ from pathlib import Path
 from robustsdd import Featurizer, GaussianDetector, ViewSpec
 from robustsdd.data import open_source
 from robustsdd.detectors import KNNDetector, PatchCore
-from robustsdd.experiments.report import write_report
+from robustsdd.experiments.sweep_report import write_report
 from robustsdd.experiments.sweep import run_sweep
 from robustsdd.features.patches import PatchFeaturizer
 

@@ -39,7 +39,7 @@ import torch
 from robustsdd import Featurizer
 from robustsdd.data import load_elpv
 from robustsdd.executors import make_executor, start_ray
-from robustsdd.features.cache import image_digest
+from robustsdd._hashing import image_digest
 
 
 class _Timed:

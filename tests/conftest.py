@@ -1,9 +1,13 @@
-"""Shared fixtures: tiny images, a tiny backbone setting and an isolated feature cache."""
+"""Shared fixtures: tiny images, a tiny backbone setting, an isolated feature cache, and
+detectors registered for one test only."""
+
+import contextlib
 
 import numpy as np
 import pytest
 
 from robustsdd.data import ImageSet
+from robustsdd.detectors import registered_detector
 from robustsdd.features.views import ViewSpec
 
 
@@ -11,6 +15,16 @@ from robustsdd.features.views import ViewSpec
 def _isolated_cache(tmp_path_factory, monkeypatch):
     # Never write into the user's real cache from a test.
     monkeypatch.setenv("ROBUSTSDD_CACHE_DIR", str(tmp_path_factory.mktemp("feature-cache")))
+
+
+@pytest.fixture
+def register_test_detector():
+    """``register_test_detector(name, cls)`` registers a test-only detector class until the
+    end of the test (then the registry is restored), instead of at import time for the
+    whole session. Returns ``cls``. Module-scoped fixtures that must save a model use
+    ``with robustsdd.detectors.registered_detector(name, cls):`` themselves."""
+    with contextlib.ExitStack() as stack:
+        yield lambda name, cls: stack.enter_context(registered_detector(name, cls))
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import signal
 import sys
 import time
 
-from robustsdd import checkpoints, cli
+from robustsdd import cli
+from robustsdd.workflow import checkpoints
 from robustsdd.detectors.gaussian import GaussianDetector
 
 # Ctrl-C as at a terminal, even when this runs in a background job (where SIGINT is ignored).

@@ -75,7 +75,8 @@ def test_run_with_the_data_driven_cleaning_flags(labelled_folder, tmp_path, caps
     osr = json.loads((out / "metrics.json").read_text())["config"]["osr"]
     assert (osr["rule"], osr["scoring"], osr["n_members"], osr["rounds"]) == (
         "confident", "ensemble", 2, 3)
-    assert "confident-learning cut, up to 3 rounds) on ensemble scores" in capsys.readouterr().out
+    assert ("OSR: confident (confident-learning cut: drop images less likely normal than the "
+            "mean, up to 3 rounds, ensemble scores)") in capsys.readouterr().out
     # fit takes the same flags (its stage-1 checkpoint is keyed by the ensemble's size too).
     model = tmp_path / "model"
     assert main(["fit", "--source", "folder", "--root", str(labelled_folder), "--detector",
@@ -100,7 +101,10 @@ def test_user_errors_exit_2_with_a_message_and_no_traceback(argv, message, capsy
 
 
 def test_every_verb_has_help(capsys):
-    for verb in ("run", "fit", "score"):
+    from robustsdd.cli import VERBS
+
+    assert set(VERBS) == {"run", "fit", "score", "predict", "sweep"}
+    for verb in VERBS:
         with pytest.raises(SystemExit) as exc:
             main([verb, "--help"])
         assert exc.value.code == 0
@@ -111,7 +115,12 @@ def test_paper_preset_uses_alexnet_from_a_local_file_else_falls_back(tmp_path, c
     import torch
     import torchvision
 
-    from robustsdd.cli import build_parser, make_featurizer
+    from robustsdd.cli import build_parser
+    from robustsdd.cli.args import settings
+    from robustsdd.recipes import make_components
+
+    def make_featurizer(args):
+        return make_components(**settings(args)).featurizer
 
     weights = tmp_path / "alexnet.pt"
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), weights)

@@ -20,7 +20,7 @@ from robustsdd import ConfigError, Featurizer, GaussianDetector, ViewSpec
 from robustsdd.data import ImageSet
 from robustsdd.executors import LocalExecutor, WorkerLostError, make_executor, start_ray
 from robustsdd.experiments.sweep import cell_path, run_sweep
-from robustsdd.features.cache import image_digest
+from robustsdd._hashing import image_digest
 
 # Not imported here: start_ray imports it, after choosing a loopback-only instance.
 HAVE_RAY = importlib.util.find_spec("ray") is not None
@@ -111,7 +111,7 @@ def test_executor_choice_is_checked_without_importing_ray(monkeypatch):
     monkeypatch.undo()
     # Importing robustsdd (its sweep and executors too) does not import ray.
     code = ("import sys, robustsdd, robustsdd.executors, robustsdd.experiments.sweep, "
-            "robustsdd.cli_sweep, robustsdd.features.parallel; print('ray' in sys.modules)")
+            "robustsdd.cli, robustsdd.features.parallel; print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -119,12 +119,11 @@ def test_executor_choice_is_checked_without_importing_ray(monkeypatch):
 def test_sweep_verb_has_executor_flags(tmp_path):
     import argparse
 
-    from robustsdd import cli
-    from robustsdd.cli_sweep import add_sweep_parser, cmd_sweep
+    from robustsdd.cli.sweep import add_sweep_parser, cmd_sweep
 
     parser = argparse.ArgumentParser(prog="robustsdd")
     sub = parser.add_subparsers(dest="verb", required=True)
-    add_sweep_parser(sub, cli._add_data_args, cli._add_feature_args, cli._add_detector_args)
+    add_sweep_parser(sub)
     args = parser.parse_args(["sweep", "--executor", "ray", "--address", "auto", "--jobs", "3",
                               "--out", str(tmp_path)])
     assert (args.executor, args.address, args.jobs) == ("ray", "auto", 3)
@@ -134,7 +133,7 @@ def test_sweep_verb_has_executor_flags(tmp_path):
     args = parser.parse_args(["sweep", "--address", "auto", "--source", "folder", "--root",
                               str(tmp_path / "missing"), "--out", str(tmp_path)])
     with pytest.raises(ConfigError, match="address"):
-        cmd_sweep(args, cli.make_featurizer, cli.make_detector)
+        cmd_sweep(args)
 
 
 # -- local processes ----------------------------------------------------------------------------

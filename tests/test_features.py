@@ -6,7 +6,8 @@ from sklearn.datasets import load_sample_image
 from robustsdd import ConfigError, DataError
 from robustsdd.data import ImageSet
 from robustsdd.features.backbones import FeatureExtractor, create_classifier
-from robustsdd.features.cache import FeatureCache, image_digest
+from robustsdd._hashing import image_digest
+from robustsdd.features.cache import FeatureCache
 from robustsdd.features.engines import MATCH_TOLERANCE, TorchEngine, check_match
 from robustsdd.features.extract import Featurizer
 from robustsdd.features.views import ViewSpec

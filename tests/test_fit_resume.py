@@ -21,7 +21,7 @@ import pytest
 from conftest import make_planted_folder
 from robustsdd import Featurizer, GaussianDetector, Model, ViewSpec, fit_folder
 from robustsdd._io import deferred_signals, recover_folder_swap, staging_folder, swap_in_folder
-from robustsdd.checkpoints import CHECKPOINT_DIR, FitCheckpoints
+from robustsdd.workflow.checkpoints import CHECKPOINT_DIR, FitCheckpoints
 from robustsdd.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -280,7 +280,7 @@ def test_damaged_checkpoints_are_detected_and_recomputed(images, interrupted, tm
     assert any("ignoring checkpoint stage3.ckpt: damaged" in line for line in log), log
     assert saved[:2] == ["stage1", "stage3"]
     assert files_in(interrupted) == {"robustsdd.json", "config.json", "state.safetensors",
-                                     "train_scores.csv"}
+                                     "train_scores.csv", "skipped.csv"}
     fresh = fit(images, tmp_path / "fresh", [])
     assert model.decision == fresh.decision
     assert (interrupted / "train_scores.csv").read_bytes() == \
@@ -375,3 +375,26 @@ def test_signals_wait_for_the_end_of_a_deferred_block():
     finally:
         signal.signal(signal.SIGINT, previous)
     assert reached == ["end of block"]
+
+
+def test_resume_after_stage3_restores_every_fitted_attribute(images, tmp_path, monkeypatch):
+    """A fit resumed from its stage-3 checkpoint reports what the uninterrupted fit did,
+    repeated removal rounds included (the restored OneShotRemoval is complete)."""
+    def fit_rounds(out, log):
+        return fit_folder(images, out, detector="gaussian", featurizer=Featurizer(**TINY),
+                          rule="auto", z=1.0, rounds=4, progress=False, log=log.append)
+
+    fresh = fit_rounds(tmp_path / "fresh", [])
+    assert any("removal rounds ran" in note for note in fresh.info["notes"]), fresh.info
+    report = (tmp_path / "fresh" / "report.html").read_text()
+    assert "rounds ran" in report
+    out = tmp_path / "model"
+    with monkeypatch.context() as m:
+        interrupt_after(m, "stage3")
+        with pytest.raises(Stop):
+            fit_rounds(out, [])
+    log = []
+    resumed = fit_rounds(out, log)
+    assert any(line.startswith("resuming from checkpoint: stage 3") for line in log), log
+    assert resumed.info == fresh.info
+    assert_same_model(tmp_path / "fresh", out)

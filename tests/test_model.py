@@ -54,7 +54,8 @@ def test_planted_defects_rank_at_the_top_and_are_removed(fitted):
 def test_model_folder_is_complete_and_has_no_pickles(fitted):
     _, _, out, model = fitted
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.json", "report.html", "robustsdd.json", "state.safetensors", "train_scores.csv"]
+        "config.json", "report.html", "robustsdd.json", "skipped.csv", "state.safetensors",
+        "train_scores.csv"]
     config = json.loads((out / "robustsdd.json").read_text())
     assert config["format"] == "robustsdd-model" and config["format_version"] == 2
     assert config["files"]["detector_state"] == "state.safetensors"
@@ -164,7 +165,7 @@ def test_fit_folder_takes_the_data_driven_cleaning_settings(planted_folder, tmp_
     assert model.info["cleaning"] == {"rule": "auto", "threshold": 1.5, "fraction": 0.1,
                                       "min_size": 0.8, "scoring": "ensemble", "n_folds": 5,
                                       "min_keep": 0.5, "z": 2.5, "n_members": 2, "rounds": 2}
-    assert any("automatic cut: median + 2.5 robust SD" in note for note in model.info["notes"])
+    assert any("auto cut: drop scores above median + 2.5 robust SD" in note for note in model.info["notes"])
 
 
 def test_removal_decision_scores_after_cleaning(fitted, planted_folder, tmp_path):

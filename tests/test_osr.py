@@ -2,14 +2,17 @@
 
 import numpy as np
 import pytest
+import torch
 from sklearn.base import clone
 
-from robustsdd import ConfigError, OneShotRemoval
-from robustsdd.detectors.base import BaseDetector, register_detector
+from robustsdd import ConfigError, ModelFileError, OneShotRemoval, detector_names, load_detector
+from robustsdd.detectors import BaseDetector, registered_detector
 from robustsdd.detectors.gaussian import GaussianDetector
 
+# The detectors below are registered (as "_..._for_tests") only for the tests that use them,
+# through the fixtures here (conftest's register_test_detector), never at import time.
 
-@register_detector("_norm_for_tests")
+
 class NormDetector(BaseDetector):
     """Score = mean over views of the first feature's value; 'fitting' counts calls.
 
@@ -29,10 +32,15 @@ class NormDetector(BaseDetector):
         return np.asarray(X)[:, :, 0].mean(axis=1) + self.offset
 
     def _get_state(self):
-        return {}
+        return {"n_fit_calls": torch.tensor(self.n_fit_calls_)}
 
     def _set_state(self, state):
-        pass
+        self.n_fit_calls_ = int(state["n_fit_calls"])
+
+
+@pytest.fixture
+def norm_registered(register_test_detector):
+    return register_test_detector("_norm_for_tests", NormDetector)
 
 
 def features(values, n_views=2):
@@ -44,6 +52,7 @@ def features(values, n_views=2):
 SCORES = [1.0, 1.2, 2.5, 0.8, 1.6, 1.4, 3.0, 1.1, 0.9, 1.5]
 
 
+@pytest.mark.usefixtures("norm_registered")
 def test_score_threshold_removes_exactly_those_above():
     osr = OneShotRemoval(NormDetector(), rule="score_threshold", threshold=1.5).fit(features(SCORES))
     assert osr.removed_indices_.tolist() == [6, 2, 4]  # highest first
@@ -53,11 +62,13 @@ def test_score_threshold_removes_exactly_those_above():
     np.testing.assert_allclose(osr.train_scores_, SCORES)
 
 
+@pytest.mark.usefixtures("norm_registered")
 def test_fraction_rule():
     osr = OneShotRemoval(NormDetector(), rule="fraction", fraction=0.2).fit(features(SCORES))
     assert sorted(osr.removed_indices_.tolist()) == [2, 6]
 
 
+@pytest.mark.usefixtures("norm_registered")
 def test_min_size_loop_removes_top_one_at_a_time_and_updates():
     osr = OneShotRemoval(NormDetector(), rule="min_size", min_size=6, min_keep=1).fit(features(SCORES))
     assert osr.removed_indices_.tolist() == [6, 2, 4, 9]
@@ -66,6 +77,7 @@ def test_min_size_loop_removes_top_one_at_a_time_and_updates():
     assert osr.keep_mask_.sum() == 6
 
 
+@pytest.mark.usefixtures("norm_registered")
 def test_guard_fires_when_rule_would_remove_too_many():
     with pytest.warns(UserWarning, match="guard"):
         osr = OneShotRemoval(NormDetector(), threshold=0.5, min_keep=0.3).fit(features(SCORES))
@@ -74,12 +86,14 @@ def test_guard_fires_when_rule_would_remove_too_many():
     assert any("guard" in note for note in osr.notes_)
 
 
+@pytest.mark.usefixtures("norm_registered")
 def test_rule_that_removes_nothing_says_so():
     osr = OneShotRemoval(NormDetector(), threshold=10.0).fit(features(SCORES))
     assert osr.n_removed_ == 0
     assert any("removed nothing" in note for note in osr.notes_)
 
 
+@pytest.mark.usefixtures("norm_registered")
 def test_held_out_views_trains_on_even_views_and_scores_odd_ones():
     X = features(SCORES, n_views=4)
     X[:, 1::2, 0] += 10.0  # mirrored views score 10 higher
@@ -112,6 +126,7 @@ def test_baseline_is_the_stage1_model_and_detector_is_not_modified():
     np.testing.assert_allclose(osr.detector_.mean_, X[4:].reshape(-1, 3).mean(0))
 
 
+@pytest.mark.usefixtures("norm_registered")
 def test_unknown_rule_and_scoring():
     with pytest.raises(ConfigError, match="rule"):
         OneShotRemoval(NormDetector(), rule="nope").fit(features(SCORES))
@@ -136,6 +151,7 @@ def test_reusing_stage1_gives_the_same_result_with_one_stage1_fit():
         OneShotRemoval(GaussianDetector(), scoring="in_sample").fit(X, stage1=first)
 
 
+@pytest.mark.usefixtures("norm_registered")
 def test_reused_stage1_is_not_refitted():
     stage1 = OneShotRemoval(NormDetector(), threshold=1.5).fit(features(SCORES))
     again = OneShotRemoval(NormDetector(), threshold=2.0).fit(features(SCORES), stage1=stage1)
@@ -144,7 +160,6 @@ def test_reused_stage1_is_not_refitted():
 
 
 # -- repeated rounds, ensemble scoring, the confident rule ---------------------------------------
-@register_detector("_standardised_for_tests")
 class StandardisedDetector(BaseDetector):
     """Score = |x - mean| / SD of the first feature over the training images.
 
@@ -171,9 +186,15 @@ class StandardisedDetector(BaseDetector):
         pass
 
 
+@pytest.fixture
+def standardised_registered(register_test_detector):
+    return register_test_detector("_standardised_for_tests", StandardisedDetector)
+
+
 MASKED = np.r_[np.linspace(-1, 1, 20), 100.0, 100.0, 5.0, 5.0]
 
 
+@pytest.mark.usefixtures("standardised_registered")
 def test_one_round_misses_what_extremes_hide_and_a_second_round_finds_it():
     # Round 1: mean 8.75, SD 27.6 -> the extremes score 3.3, the 5.0s only 0.14.
     one = OneShotRemoval(StandardisedDetector(), threshold=2.0).fit(features(MASKED))
@@ -190,7 +211,6 @@ def test_one_round_misses_what_extremes_hide_and_a_second_round_finds_it():
     np.testing.assert_allclose(more.removal_scores_[22], (5.0 - 0.0) / MASKED[:20].std())
 
 
-@register_detector("_memorising_for_tests")
 class MemorisingDetector(BaseDetector):
     """Scores 0 for an image it was trained on, 1 + its value otherwise."""
 
@@ -210,6 +230,12 @@ class MemorisingDetector(BaseDetector):
         pass
 
 
+@pytest.fixture
+def memorising_registered(register_test_detector):
+    return register_test_detector("_memorising_for_tests", MemorisingDetector)
+
+
+@pytest.mark.usefixtures("memorising_registered")
 def test_ensemble_members_score_only_images_they_did_not_see():
     values = np.arange(30, dtype=float)
     osr = OneShotRemoval(MemorisingDetector(), scoring="ensemble", n_members=3, rule="fraction",
@@ -233,6 +259,7 @@ def test_ensemble_removes_planted_outliers_and_is_deterministic():
         OneShotRemoval(GaussianDetector(), scoring="ensemble", n_members=4).fit(X[:7])
 
 
+@pytest.mark.usefixtures("norm_registered")
 def test_confident_rule_in_osr_reports_the_estimate():
     rng = np.random.default_rng(0)
     values = np.exp(np.r_[rng.normal(0, 0.1, 90), rng.normal(2, 0.1, 10)])
@@ -243,6 +270,7 @@ def test_confident_rule_in_osr_reports_the_estimate():
     assert any("confident cut" in note for note in osr.notes_)
 
 
+@pytest.mark.usefixtures("norm_registered")
 @pytest.mark.parametrize("bad", [dict(rounds=0), dict(rounds=1.5), dict(n_members=True),
                                  dict(scoring="ensemble", n_members=1)])
 def test_bad_rounds_and_members(bad):
@@ -250,6 +278,7 @@ def test_bad_rounds_and_members(bad):
         OneShotRemoval(NormDetector(), **bad).fit(features(SCORES))
 
 
+@pytest.mark.usefixtures("norm_registered")
 @pytest.mark.parametrize("kw", [dict(rule="confident"),
                                 dict(rule="score_threshold", threshold=5.0, rounds=3),
                                 dict(rule="fraction", fraction=0.7, scoring="ensemble",
@@ -279,3 +308,29 @@ def test_stage1_handed_back_gives_the_same_result():
     assert sorted(direct.removed_indices_.tolist()) == [0, 1, 2]
     with pytest.raises(ConfigError):  # settings are checked before anything trains
         OneShotRemoval(GaussianDetector(), rule="bogus").fit_stage1(X)
+
+
+# -- the test detectors are registered only while a test asks for them -------------------------
+TEST_NAMES = {"_norm_for_tests", "_standardised_for_tests", "_memorising_for_tests"}
+
+
+def test_test_detectors_are_not_registered_by_the_import():
+    # Registered by fixtures, per test: nothing is left over from the import or earlier tests.
+    assert not TEST_NAMES & set(detector_names())
+
+
+def test_the_fixture_registers_for_this_test(norm_registered):
+    assert norm_registered is NormDetector
+    assert "_norm_for_tests" in detector_names()
+    assert not (TEST_NAMES - {"_norm_for_tests"}) & set(detector_names())
+
+
+def test_a_saved_test_detector_loads_only_while_registered(tmp_path):
+    with registered_detector("_norm_for_tests", NormDetector):
+        NormDetector(offset=2.0).fit(features(SCORES)).save(tmp_path / "m")
+        again = load_detector(tmp_path / "m")
+    assert type(again) is NormDetector and again.offset == 2.0 and again.n_fit_calls_ == 1
+    np.testing.assert_allclose(again.decision_function(features(SCORES)), np.add(SCORES, 2.0))
+    assert "_norm_for_tests" not in detector_names()
+    with pytest.raises(ModelFileError, match="unknown detector '_norm_for_tests'"):
+        load_detector(tmp_path / "m")

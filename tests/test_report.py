@@ -10,7 +10,8 @@ import pytest
 
 from robustsdd import ConfigError, Featurizer, GaussianDetector, Model, ViewSpec, fit_folder
 from robustsdd.cli import main
-from robustsdd.detectors.base import check_features, register_detector
+from robustsdd.detectors import registered_detector
+from robustsdd.detectors.base import check_features
 
 from conftest import XSS_IMG_NAME, XSS_SCRIPT_NAME, read_rows
 
@@ -21,7 +22,9 @@ TINY = dict(weights=None, views=ViewSpec(size=64, scales=(1,), rotations=(0, 180
             cache_dir=False, progress=False, engine="torch")
 
 
-@register_detector("_localizing_for_tests")
+LOCALIZING = "_localizing_for_tests"  # registered only while a test (or fixture) needs it
+
+
 class LocalizingGaussian(GaussianDetector):
     """A stand-in for a detector that localises: the Gaussian score painted on a patch."""
 
@@ -120,14 +123,21 @@ def test_report_escapes_names_without_a_browser(model_dir):
 def localizing_model(planted_folder, tmp_path_factory):
     root, _ = planted_folder
     out = tmp_path_factory.mktemp("localizing") / "model"
-    fit_folder(root, out, detector=LocalizingGaussian(), featurizer=Featurizer(**TINY),
-               rule="fraction", fraction=0.1)
+    with registered_detector(LOCALIZING, LocalizingGaussian):
+        fit_folder(root, out, detector=LocalizingGaussian(), featurizer=Featurizer(**TINY),
+                   rule="fraction", fraction=0.1)
     return out
+
+
+@pytest.fixture
+def localizing_registered(register_test_detector):
+    """Loading the localizing model needs its detector registered (for this test only)."""
+    return register_test_detector(LOCALIZING, LocalizingGaussian)
 
 
 def test_report_shows_heat_maps_when_the_detector_localises(localizing_model, model_dir):
     config = json.loads((localizing_model / "robustsdd.json").read_text())
-    assert config["detector"] == {"name": "_localizing_for_tests", "localizes": True}
+    assert config["detector"] == {"name": LOCALIZING, "localizes": True}
     html = (localizing_model / "report.html").read_text()
     assert html.count('class="heat"') == 4 + 12  # one per card
     assert 'class="heat"' not in (model_dir / "report.html").read_text()
@@ -142,6 +152,7 @@ def test_heat_maps_render_in_the_browser(browser, localizing_model):
         page.close()
 
 
+@pytest.mark.usefixtures("localizing_registered")
 def test_predict_writes_heat_maps(localizing_model, planted_folder, tmp_path):
     root, _ = planted_folder
     model = Model.load(localizing_model, cache_dir=False)
@@ -176,3 +187,11 @@ def test_heat_maps_need_a_detector_that_localises(model_dir, planted_folder, tmp
     err = capsys.readouterr().err
     assert "does not localise" in err and "Traceback" not in err
     assert not (tmp_path / "m").exists()
+
+
+def test_the_localizing_model_needs_its_detector_registered_to_load(localizing_model):
+    from robustsdd import ModelFileError, detector_names
+
+    assert LOCALIZING not in detector_names()  # registered only inside the tests that load it
+    with pytest.raises(ModelFileError, match=f"unknown detector '{LOCALIZING}'"):
+        Model.load(localizing_model, cache_dir=False)

@@ -11,10 +11,10 @@ from PIL import Image
 
 from robustsdd import ConfigError, DifferNet, Featurizer, GaussianDetector, ViewSpec
 from robustsdd import cli
-from robustsdd.cli_sweep import add_sweep_parser, cmd_sweep
+from robustsdd.cli.sweep import add_sweep_parser, cmd_sweep
 from robustsdd.data import ImageSet
-from robustsdd.experiments.report import (PAPER_KSDD2, _reference, format_removal_table,
-                                          read_rows, removal_table, write_report)
+from robustsdd.experiments.sweep_report import (PAPER_KSDD2, _reference, format_removal_table,
+                                                read_rows, removal_table, write_report)
 from robustsdd.experiments.sweep import (ROW_COLUMNS, cell_path, parse_levels, parse_seeds,
                                          parse_strategies, parse_strategy, run_sweep)
 
@@ -337,7 +337,7 @@ def cli_args(folder, out, *extra):
 def parse(argv):
     parser = argparse.ArgumentParser(prog="robustsdd")
     sub = parser.add_subparsers(dest="verb", required=True)
-    add_sweep_parser(sub, cli._add_data_args, cli._add_feature_args, cli._add_detector_args)
+    add_sweep_parser(sub)
     args = parser.parse_args(argv)
     args.argv = argv
     return args
@@ -346,13 +346,13 @@ def parse(argv):
 def test_cmd_sweep_writes_the_report(folder, tmp_path, capsys):
     out = tmp_path / "sweep"
     args = parse(cli_args(folder, out))
-    assert cmd_sweep(args, cli.make_featurizer, cli.make_detector) == 0
+    assert cmd_sweep(args) == 0
     for name in OUTPUTS:
         assert (out / name).is_file()
     text = capsys.readouterr().out
     assert "4 of 4 (level, seed) groups computed" in text and "osr_1.5" in text
     assert "robustsdd sweep" in (out / "summary.md").read_text()
-    assert cmd_sweep(parse(cli_args(folder, out)), cli.make_featurizer, cli.make_detector) == 0
+    assert cmd_sweep(parse(cli_args(folder, out))) == 0
     assert "0 of 4 (level, seed) groups computed" in capsys.readouterr().out
 
 
@@ -360,11 +360,9 @@ def test_cmd_sweep_rejects_single_split_flags(folder, tmp_path):
     for flag in (["--contamination", "0.2"], ["--seed", "3"], ["--strategies", "osr"]):
         args = parse(cli_args(folder, tmp_path / "x") + flag)
         with pytest.raises(ConfigError):
-            cmd_sweep(args, cli.make_featurizer, cli.make_detector)
+            cmd_sweep(args)
 
 
-@pytest.mark.skipif("sweep" not in cli.build_parser().format_help(),
-                    reason="the sweep verb is not wired into robustsdd.cli yet")
 def test_cli_main_sweep(folder, tmp_path, capsys):
     out = tmp_path / "sweep"
     assert cli.main(cli_args(folder, out)) == 0

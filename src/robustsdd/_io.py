@@ -8,12 +8,14 @@ import os
 import shutil
 import signal
 import tempfile
+import hashlib
 import threading
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "staging_folder",
-           "swap_in_folder", "recover_folder_swap", "deferred_signals"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "read_json_file",
+           "json_safe", "write_checksummed", "read_checksummed", "ChecksumError",
+           "staging_folder", "swap_in_folder", "recover_folder_swap", "deferred_signals"]
 
 
 def atomic_write(target, write: Callable[[BinaryIO], None]) -> Path:
@@ -42,6 +44,62 @@ def atomic_write_bytes(target, data: bytes) -> Path:
 
 def atomic_write_json(target, obj) -> Path:
     return atomic_write_bytes(target, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def json_safe(obj):
+    """``obj`` with numpy numbers and arrays, tuples and paths made plain JSON values;
+    non-finite floats become None (JSON has no NaN).
+
+    >>> import numpy as np
+    >>> json_safe({"a": np.float32(0.5), "b": (1, np.int64(2)), "c": float("nan")})
+    {'a': 0.5, 'b': [1, 2], 'c': None}
+    """
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+# -- checksummed files ----------------------------------------------------------------------
+# A file robustsdd reads back later (a cached feature array, a checkpoint) is written as
+# ``magic`` + SHA-256(payload) + payload, atomically: a damaged or foreign file is detected on
+# read, never silently used.
+class ChecksumError(ValueError):
+    """A checksummed file is damaged (checksum mismatch) or not of the expected kind."""
+
+
+def write_checksummed(target, payload: bytes, magic: bytes = b"") -> Path:
+    """Write ``magic + sha256(payload) + payload`` to ``target`` atomically."""
+    return atomic_write_bytes(target, magic + hashlib.sha256(payload).digest() + payload)
+
+
+def read_checksummed(path, magic: bytes = b"") -> bytes:
+    """The payload of a file written by :func:`write_checksummed`.
+
+    Raises OSError when the file cannot be read and :class:`ChecksumError` when it is
+    not such a file or its checksum fails.
+    """
+    blob = Path(path).read_bytes()
+    head = len(magic) + hashlib.sha256().digest_size
+    if len(blob) < head or not blob.startswith(magic):
+        raise ChecksumError("not a robustsdd file of the expected kind")
+    digest, payload = blob[len(magic):head], blob[head:]
+    if hashlib.sha256(payload).digest() != digest:
+        raise ChecksumError("checksum mismatch")
+    return payload
 
 
 def read_json_file(path: Path):

@@ -14,7 +14,7 @@ paper and both are here, named for what they do:
 ``fraction``
     Drop a fixed share of the highest-scoring images.
 
-*How* training images are scored matters as much as the rule (DESIGN.md §3):
+*How* training images are scored matters as much as the rule (docs/design.md §3):
 a flow that memorises its training vectors gives every one of them a low
 in-sample score. ``scoring`` makes the regime explicit:
 
@@ -54,13 +54,18 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.model_selection import KFold
 
 from .._errors import ConfigError, DataError
+from .._validation import check_positive_int
 from ..detectors.base import check_features
-from .rules import (RULES, apply_guard, auto_cut, confident_cut, fraction_rule, resolve_count,
-                    threshold_rule)
+from .registry import RULES, SCORING_REGIMES
+from .rules import apply_guard, resolve_count
 
-__all__ = ["OneShotRemoval", "SCORING_REGIMES"]
+__all__ = ["OneShotRemoval"]
 
-SCORING_REGIMES = ("in_sample", "held_out_views", "out_of_fold", "ensemble")
+# What fit() sets; cleared at the start of every fit, so a refit keeps nothing stale.
+_FITTED = ("detector_", "baseline_detector_", "keep_mask_", "removed_indices_",
+           "removal_scores_", "estimated_contamination_", "train_scores_", "stage_scores_",
+           "stage1_removal_scores_", "cut_", "p_normal_", "rounds_run_", "guard_fired_",
+           "notes_")
 
 
 class OneShotRemoval(BaseEstimator):
@@ -227,10 +232,8 @@ class OneShotRemoval(BaseEstimator):
         min_keep = resolve_count(self.min_keep, n, "min_keep")
         if min_keep < 1:
             raise ConfigError("min_keep must keep at least one image")
-        for name in ("n_members", "rounds"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("n_members", "rounds", "n_folds"):
+            check_positive_int(getattr(self, name), name)
         if self.scoring == "ensemble" and self.n_members < 2:
             raise ConfigError("scoring='ensemble' needs n_members >= 2")
         return min_keep
@@ -251,7 +254,10 @@ class OneShotRemoval(BaseEstimator):
         X = check_features(X)
         n = len(X)
         min_keep = self._validate(n)
+        for name in _FITTED:
+            self.__dict__.pop(name, None)
         self.notes_ = []
+        self.guard_fired_ = False
 
         if stage1 is not None:
             self._check_reusable(stage1, X)
@@ -303,21 +309,13 @@ class OneShotRemoval(BaseEstimator):
         return self
 
     def _apply_rule(self, scores, min_keep):
-        """The rule's keep-mask for these scores, with the guard applied; sets ``cut_``."""
-        self.cut_ = None
-        if self.rule == "score_threshold":
-            self.cut_ = float(self.threshold)
-            keep = threshold_rule(scores, self.threshold)
-        elif self.rule == "auto":
-            self.cut_ = auto_cut(scores, self.z)
-            keep = threshold_rule(scores, self.cut_)
-        elif self.rule == "confident":
-            decision = confident_cut(scores, random_state=self.random_state)
-            self.cut_, self.p_normal_ = decision.score_cut, decision.p_normal
-            keep = decision.keep
-        else:
-            keep = fraction_rule(scores, self.fraction)
-        return apply_guard(scores, keep, min_keep)
+        """The rule's keep-mask for these scores, with the guard applied; sets ``cut_``
+        (and ``p_normal_`` for probabilistic rules)."""
+        cut = RULES[self.rule].cut(scores, self.get_params(deep=False))
+        self.cut_ = cut.cut
+        if cut.p_normal is not None:
+            self.p_normal_ = cut.p_normal
+        return apply_guard(scores, cut.keep, min_keep)
 
     def _rescore(self, X, keep):
         """Removal scores of a further round: the regime on the kept, the rest out of sample."""
@@ -398,8 +396,6 @@ class OneShotRemoval(BaseEstimator):
             warnings.warn(msg, stacklevel=3)
 
     def _describe(self, scores, keep):
-        if not hasattr(self, "guard_fired_"):
-            self.guard_fired_ = False
         n_removed = int((~keep).sum())
         finite = scores[np.isfinite(scores)]
         lo, med, hi = (np.percentile(finite, [10, 50, 90]) if finite.size else (np.nan,) * 3)
@@ -412,13 +408,11 @@ class OneShotRemoval(BaseEstimator):
                 f"the rule removed nothing: every {self.scoring} score is at or below the cut"
                 + (f" ({self.cut_:.4g})" if self.cut_ is not None else "")
             )
-        if self.rule == "auto":
-            self.notes_.append(f"automatic cut: median + {self.z:g} robust SD = {self.cut_:.4g}; "
+        rule = RULES[self.rule]
+        if rule.estimates_contamination:
+            cut = f" = {self.cut_:.4g}" if self.cut_ is not None else ""
+            self.notes_.append(f"{self.rule} cut: {rule.describe(self.get_params())}{cut}; "
                                f"estimated contamination {n_removed / len(keep):.1%}")
-        if self.rule == "confident":
-            self.notes_.append(f"confident cut: images less likely normal than the mean "
-                               f"probability were removed; estimated contamination "
-                               f"{n_removed / len(keep):.1%}")
         if self.rounds_run_ > 1:
             self.notes_.append(f"{self.rounds_run_} removal rounds ran (at most {self.rounds})")
 
@@ -429,3 +423,58 @@ class OneShotRemoval(BaseEstimator):
     @property
     def n_removed_(self) -> int:
         return int((~self.keep_mask_).sum())
+
+    # -- fitted state -----------------------------------------------------------------
+    def get_fitted_state(self) -> tuple[dict, dict]:
+        """Every fitted attribute as ``(arrays, info)``: name → numpy array (the detectors'
+        tensors under ``detector_.`` / ``baseline_detector_.``), and JSON-able values.
+
+        :meth:`set_fitted_state` on an unfitted copy with the same parameters restores an
+        equal instance; checkpoints store the pair as safetensors with JSON metadata.
+        """
+        if not hasattr(self, "keep_mask_"):
+            raise RuntimeError("OneShotRemoval is not fitted yet; call fit(X) first")
+        arrays = {}
+        for attr in ("detector_", "baseline_detector_"):
+            if hasattr(self, attr):
+                arrays.update({f"{attr}.{k}": v.detach().cpu().numpy().copy()
+                               for k, v in getattr(self, attr)._get_state().items()})
+        for attr in ("keep_mask_", "removed_indices_", "removal_scores_", "train_scores_",
+                     "stage1_removal_scores_", "p_normal_"):
+            if hasattr(self, attr):
+                arrays[attr] = np.asarray(getattr(self, attr)).copy()
+        arrays.update({f"stage_scores_.{k}": np.asarray(v).copy()
+                       for k, v in self.stage_scores_.items()})
+        info = {"cut_": self.cut_, "rounds_run_": int(self.rounds_run_),
+                "guard_fired_": bool(self.guard_fired_), "notes_": list(self.notes_),
+                "estimated_contamination_": float(self.estimated_contamination_),
+                "stages": list(self.stage_scores_)}
+        return arrays, info
+
+    def set_fitted_state(self, arrays: dict, info: dict) -> "OneShotRemoval":
+        """Restore what :meth:`get_fitted_state` returned (the parameters are this
+        instance's; the detectors are clones of ``detector`` with the stored state)."""
+        import torch
+
+        from ..detectors.base import fitted_from_state
+
+        for name in _FITTED:
+            self.__dict__.pop(name, None)
+        for attr in ("detector_", "baseline_detector_"):
+            state = {k[len(attr) + 1:]: torch.from_numpy(np.asarray(v))
+                     for k, v in arrays.items() if k.startswith(attr + ".")}
+            if state:
+                setattr(self, attr, fitted_from_state(self.detector, state))
+        for attr in ("keep_mask_", "removed_indices_", "removal_scores_", "train_scores_",
+                     "stage1_removal_scores_", "p_normal_"):
+            if attr in arrays:
+                setattr(self, attr, np.asarray(arrays[attr]))
+        self.keep_mask_ = self.keep_mask_.astype(bool)
+        self.removed_indices_ = self.removed_indices_.astype(np.int64)
+        self.stage_scores_ = {k: np.asarray(arrays[f"stage_scores_.{k}"]) for k in info["stages"]}
+        self.cut_ = info["cut_"]
+        self.rounds_run_ = int(info["rounds_run_"])
+        self.guard_fired_ = bool(info["guard_fired_"])
+        self.notes_ = list(info["notes_"])
+        self.estimated_contamination_ = float(info["estimated_contamination_"])
+        return self

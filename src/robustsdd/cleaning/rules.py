@@ -15,9 +15,8 @@ from sklearn.mixture import GaussianMixture
 from .._errors import ConfigError
 
 __all__ = ["threshold_rule", "fraction_rule", "auto_cut", "confident_cut", "ConfidentCut",
-           "resolve_count", "apply_guard", "RULES"]
+           "resolve_count", "apply_guard"]
 
-RULES = ("score_threshold", "fraction", "min_size", "auto", "confident")
 # 1 / Φ⁻¹(3/4): scales the median absolute deviation to a normal's standard deviation.
 _MAD_TO_SD = 1.482602218505602
 

@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 
 from .._errors import DataError
-from ..features.views import centre_square
 from ._imageset import ImageSet
+from .geometry import centre_square
 
 __all__ = ["view_mask", "view_masks"]
 

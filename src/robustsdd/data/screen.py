@@ -2,7 +2,7 @@
 
 :func:`screen_images` decodes every image once, through the same :func:`load_rgb` every later
 stage uses, so an image that passes the screen can be decoded later too. Each decoded array is
-hashed (:func:`~robustsdd.features.cache.image_digest`) and then dropped: only paths, names
+hashed (:func:`~robustsdd._hashing.image_digest`) and then dropped: only paths, names
 and 64-character digests are kept, whatever the size of the set.
 
 Typical use (what ``robustsdd fit``/``score`` do with ``--on-bad-image``)::
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Union
 
 from .._errors import ConfigError, DataError
+from .._hashing import image_digest
 from .._io import atomic_write_bytes
 from ._imageset import ImageSet
 
@@ -76,7 +77,7 @@ class ScreenResult:
     n_total : int
         Images screened.
     digests : list of str
-        :func:`~robustsdd.features.cache.image_digest` of each image in ``images``.
+        :func:`~robustsdd._hashing.image_digest` of each image in ``images``.
     skip_list : pathlib.Path or None
         Where the skip list was written, if it was.
     """
@@ -153,7 +154,6 @@ def screen_images(
         For an unknown ``on_bad_image`` or ``duplicates``, or a ``skip_list`` inside the
         image folder.
     """
-    from ..features.cache import image_digest  # numpy + hashlib only; lazy to keep imports light
 
     if on_bad_image not in ON_BAD_IMAGE:
         raise ConfigError(f"on_bad_image must be one of {ON_BAD_IMAGE}, got {on_bad_image!r}")

@@ -23,8 +23,9 @@ and ``robustsdd predict --heatmaps`` use it when present; see :func:`localizes`.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, Iterator
 
 import numpy as np
 import torch
@@ -36,7 +37,13 @@ from .._io import atomic_write_bytes, atomic_write_json, read_json_file
 __all__ = [
     "BaseDetector",
     "register_detector",
+    "unregister_detector",
+    "registered_detector",
     "create_detector",
+    "detector_class",
+    "fitted_from_state",
+    "result_params",
+    "RUNTIME_PARAMS",
     "detector_names",
     "load_detector",
     "check_features",
@@ -66,18 +73,87 @@ def register_detector(name: str) -> Callable[[type], type]:
     return wrap
 
 
+def unregister_detector(name: str) -> type:
+    """Remove ``name`` from the registry and return the class it named.
+
+    The class itself is untouched (its ``registry_name`` stays). Raises
+    :class:`ConfigError` for a name that is not registered.
+    """
+    if name not in _REGISTRY:
+        raise ConfigError(f"detector {name!r} is not registered")
+    return _REGISTRY.pop(name)
+
+
+_MISSING = object()
+
+
+@contextmanager
+def registered_detector(name: str, cls: type) -> Iterator[type]:
+    """Register ``cls`` as ``name`` for the duration of a ``with`` block only.
+
+    On leaving the block the registry is as it was before: ``name`` is removed
+    again (or, if it already named ``cls``, kept). Meant for detectors defined in
+    tests or notebooks, which should not stay in :func:`detector_names` for the
+    rest of the process. Models saved inside the block can be loaded only while
+    the name is registered again. As with :func:`register_detector`, a name that
+    names another class raises ``ValueError``.
+
+    ``cls.registry_name`` is put back if the class had one of its own before
+    (it was registered under another name); otherwise it keeps ``name``, so a
+    model saved after the block names its real class and fails to load loudly
+    ("unknown detector") instead of loading as a parent class.
+
+    >>> class Constant(BaseDetector):
+    ...     pass
+    >>> with registered_detector("_constant_example", Constant):
+    ...     "_constant_example" in detector_names()
+    True
+    >>> "_constant_example" in detector_names()
+    False
+    """
+    previous = _REGISTRY.get(name, _MISSING)
+    own_name = cls.__dict__.get("registry_name", _MISSING)
+    register_detector(name)(cls)
+    try:
+        yield cls
+    finally:
+        if previous is _MISSING:
+            _REGISTRY.pop(name, None)
+        else:
+            _REGISTRY[name] = previous
+        if own_name is not _MISSING:
+            cls.registry_name = own_name
+
+
 def detector_names() -> list:
     """The names accepted by :func:`create_detector`, sorted."""
     return sorted(_REGISTRY)
 
 
-def create_detector(name: str, **params) -> "BaseDetector":
-    """Build a registered detector by name, e.g. ``create_detector("gaussian")``."""
+def detector_class(name: str) -> type:
+    """The class registered as ``name`` (ConfigError naming the choices if none is)."""
     if name not in _REGISTRY:
         raise ConfigError(
             f"unknown detector {name!r}; choose one of: {', '.join(detector_names())}"
         )
-    return _REGISTRY[name](**params)
+    return _REGISTRY[name]
+
+
+def create_detector(name: str, **params) -> "BaseDetector":
+    """Build a registered detector by name, e.g. ``create_detector("gaussian")``."""
+    return detector_class(name)(**params)
+
+
+#: Detector parameters that change how a fit is shown, never its result.
+RUNTIME_PARAMS = ("progress",)
+
+
+def result_params(detector, *, ignore=()) -> dict:
+    """The parameters that determine ``detector``'s results (sorted by name): what a cache
+    key or a checkpoint is keyed by. ``ignore`` names more to leave out."""
+    params = detector.get_params(deep=False)
+    return {k: v for k, v in sorted(params.items())
+            if k not in RUNTIME_PARAMS and k not in ignore}
 
 
 def localizes(detector) -> bool:
@@ -147,7 +223,7 @@ class BaseDetector(BaseEstimator):
         self._check_is_fitted()
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
-        from .. import __version__
+        from .._version import __version__
 
         config = {
             "format_version": MODEL_FORMAT_VERSION,
@@ -253,3 +329,13 @@ def _jsonable(params: dict) -> dict:
         out[key] = value
     json.dumps(out)  # fail here, naming nothing half-written, if a parameter is not JSON
     return out
+
+
+def fitted_from_state(template: BaseDetector, state: Dict[str, torch.Tensor]) -> BaseDetector:
+    """A fitted copy of ``template`` (its parameters) holding ``state`` (from ``_get_state``)."""
+    from sklearn.base import clone
+
+    detector = clone(template)
+    detector._set_state(state)
+    detector.is_fitted_ = True
+    return detector

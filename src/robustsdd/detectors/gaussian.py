@@ -15,6 +15,7 @@ import torch
 from sklearn.covariance import LedoitWolf, ShrunkCovariance
 
 from .._errors import ConfigError
+from .._validation import check_float_range
 from .base import BaseDetector, check_features, register_detector
 
 __all__ = ["GaussianDetector"]
@@ -44,16 +45,17 @@ class GaussianDetector(BaseDetector):
         self.shrinkage = shrinkage
 
     def fit(self, X, y=None):
+        if isinstance(self.shrinkage, str) and self.shrinkage == "ledoit_wolf":
+            estimator = LedoitWolf(assume_centered=False)
+        else:
+            try:
+                shrinkage = check_float_range(self.shrinkage, "shrinkage", low=0, high=1)
+            except ConfigError:
+                raise ConfigError(f"shrinkage must be 'ledoit_wolf' or a number in [0, 1], "
+                                  f"got {self.shrinkage!r}") from None
+            estimator = ShrunkCovariance(shrinkage=shrinkage)
         X = check_features(X)
         vectors = X.reshape(-1, X.shape[2]).astype(np.float64)
-        if self.shrinkage == "ledoit_wolf":
-            estimator = LedoitWolf(assume_centered=False)
-        elif isinstance(self.shrinkage, (int, float)) and 0 <= self.shrinkage <= 1:
-            estimator = ShrunkCovariance(shrinkage=float(self.shrinkage))
-        else:
-            raise ConfigError(
-                f"shrinkage must be 'ledoit_wolf' or a number in [0, 1], got {self.shrinkage!r}"
-            )
         estimator.fit(vectors)
         self.mean_ = estimator.location_
         self.precision_ = _inverse_of_positive_definite(estimator.covariance_)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .._errors import ConfigError
+from .._validation import check_positive_int
 from ._neighbours import knn_distances
 from .base import BaseDetector, check_features, register_detector
 
@@ -43,9 +44,8 @@ class KNNDetector(BaseDetector):
         self.k = k
 
     def fit(self, X, y=None):
+        check_positive_int(self.k, "k")
         X = check_features(X)
-        if not (isinstance(self.k, (int, np.integer)) and self.k >= 1):
-            raise ConfigError(f"k must be a positive integer, got {self.k!r}")
         bank = X.reshape(-1, X.shape[2])
         if len(bank) <= self.k:
             raise ConfigError(f"k={self.k} needs more than {self.k} training vectors; got {len(bank)}")

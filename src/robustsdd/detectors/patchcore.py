@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .._errors import ConfigError, DataError
+from .._validation import check_float_range, check_positive_int
 from ._neighbours import greedy_coreset, grouped_knn_distances, knn_distances, knn_search
 from .base import BaseDetector, check_features, register_detector
 
@@ -51,8 +52,9 @@ class PatchCore(BaseDetector):
         1 %: greedy selection of 10 % of 78,400 patches took minutes on 2 cores).
         A share of *all* training patches, also with ``denoise``: a denoised
         bank is as large as a plain one (at most the patches left).
-    projection_dim : int
-        Random-projection dimension used by the greedy selection only.
+    projection_dim : int or None
+        Random-projection dimension used by the greedy selection only (None: the
+        selection works on the features themselves).
     k : int
         Nearest bank patches averaged into a patch score (PatchCore: 1).
     grid : (h, w) or None
@@ -110,7 +112,7 @@ class PatchCore(BaseDetector):
         ``denoise_k + 1`` rows, ``k = rows − 1`` is used instead
         (``denoise_k_``); fewer than 2 rows (one training image, one view)
         raise :class:`DataError`.
-    random_state : int
+    random_state : int >= 0
         Seeds the coreset.
 
     Attributes
@@ -279,22 +281,27 @@ class PatchCore(BaseDetector):
     def _check_params(self):
         if self.coreset not in CORESETS:
             raise ConfigError(f"unknown coreset {self.coreset!r}; choose one of: {', '.join(CORESETS)}")
-        if not 0 < float(self.coreset_ratio) <= 1:
-            raise ConfigError(f"coreset_ratio must be in (0, 1], got {self.coreset_ratio}")
-        if not (isinstance(self.k, (int, np.integer)) and self.k >= 1):
-            raise ConfigError(f"k must be a positive integer, got {self.k!r}")
+        check_float_range(self.coreset_ratio, "coreset_ratio", low=0, high=1, low_inclusive=False)
+        if self.projection_dim is not None:
+            check_positive_int(self.projection_dim, "projection_dim")
+        check_positive_int(self.k, "k")
+        if self.grid is not None:
+            try:
+                grid = tuple(self.grid)
+            except TypeError:
+                grid = ()
+            if len(grid) != 2:
+                raise ConfigError(f"grid must be None or a pair (h, w) of positive integers, "
+                                  f"got {self.grid!r}")
+            for axis, size in zip("hw", grid):
+                check_positive_int(size, f"grid {axis}")
         if self.denoise not in DENOISE:
             raise ConfigError(f"unknown denoise {self.denoise!r}; choose one of: None (off), "
                               f"'hard', 'soft'")
-        try:
-            fraction = float(self.denoise_fraction)
-        except (TypeError, ValueError):
-            fraction = float("nan")
-        if not 0 <= fraction < 1:
-            raise ConfigError(f"denoise_fraction must be in [0, 1), got {self.denoise_fraction!r}")
-        if not (isinstance(self.denoise_k, (int, np.integer)) and not isinstance(self.denoise_k, bool)
-                and self.denoise_k >= 1):
-            raise ConfigError(f"denoise_k must be a positive integer, got {self.denoise_k!r}")
+        check_float_range(self.denoise_fraction, "denoise_fraction", low=0, high=1,
+                          high_inclusive=False)
+        check_positive_int(self.denoise_k, "denoise_k")
+        check_positive_int(self.random_state, "random_state", minimum=0)
 
     def _get_state(self):
         grid = self.grid_ if self.grid_ is not None else (0, 0)

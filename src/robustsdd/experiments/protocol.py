@@ -3,33 +3,20 @@
 Sec. 4.2: train on ``n_train`` images of which a share ``contamination`` is
 defective, test on 100 good + 100 defective held-out images, image-level
 AUROC. The baseline is the detector trained on every view of the whole
-contaminated set (OSR's stage 1 under in-sample scoring, a separate fit
-otherwise); OSR fine-tunes its stage-1 model on what the rule kept.
+contaminated set; OSR fine-tunes its stage-1 model on what the rule kept. Both
+are fitted by :func:`robustsdd.cleaning.fit_settings`, as ``fit`` and the sweep
+fit theirs.
 """
 
 from __future__ import annotations
 
 import time
 
-from sklearn.base import clone
-
-from ..cleaning import OneShotRemoval
+from ..cleaning import fit_settings
 from ..data import paper_split
 from ..metrics import detection_metrics, removal_metrics, score_summary
 
-__all__ = ["run_protocol_cell", "seeded_clone", "strip_arrays"]
-
-
-def seeded_clone(detector, seed: int):
-    """An unfitted copy of ``detector`` whose ``random_state`` (if it has one) is ``seed``.
-
-    A protocol cell's split and its model share one seed, so every cell of a sweep or a
-    table is reproducible from (level, seed) alone.
-    """
-    template = clone(detector)
-    if "random_state" in template.get_params():
-        template.set_params(random_state=seed)
-    return template
+__all__ = ["run_protocol_cell", "strip_arrays"]
 
 
 def run_protocol_cell(pool, test_pool, *, featurizer, detector, osr_params: dict,
@@ -56,21 +43,9 @@ def run_protocol_cell(pool, test_pool, *, featurizer, detector, osr_params: dict
     X_test = featurizer.transform(test)
     t_features = time.perf_counter() - t0
 
-    template = seeded_clone(detector, seed)
-    osr = OneShotRemoval(template, random_state=seed, **osr_params)
-    t_fit_baseline = 0.0
-    t1 = time.perf_counter()
-    osr.fit(X_train)
-    t_fit = time.perf_counter() - t1
-
-    if osr.scoring == "in_sample":
-        baseline = osr.baseline_detector_  # stage 1 *is* the plain detector on everything
-    else:
-        # Stage 1 saw only half the views (or its scores came from fold copies); the fair
-        # baseline is what a user gets without cleaning: the same detector on every view.
-        t2 = time.perf_counter()
-        baseline = clone(template).fit(X_train)
-        t_fit_baseline = time.perf_counter() - t2
+    fits = dict(fit_settings(detector, X_train, {"baseline": None, "osr": osr_params},
+                             seed=seed, labels=train.labels))
+    baseline, osr = fits["baseline"], fits["osr"].osr
     baseline_test = baseline.decision_function(X_test)
     osr_test = osr.decision_function(X_test)
     removed = [train.names[i] for i in osr.removed_indices_]
@@ -93,8 +68,8 @@ def run_protocol_cell(pool, test_pool, *, featurizer, detector, osr_params: dict
             "osr": score_summary(osr_test, test.labels),
         },
         "notes": list(osr.notes_),
-        "seconds": {"features": round(t_features, 2), "fit": round(t_fit, 2),
-                    "fit_baseline": round(t_fit_baseline, 2),
+        "seconds": {"features": round(t_features, 2), "fit": round(fits["osr"].seconds, 2),
+                    "fit_baseline": round(baseline.seconds, 2),
                     "total": round(time.perf_counter() - t0, 2)},
         "_arrays": {"train_labels": train.labels, "removal_scores": osr.removal_scores_,
                     "keep_mask": osr.keep_mask_},

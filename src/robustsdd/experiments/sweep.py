@@ -5,12 +5,13 @@ A sweep is a grid of *groups*, one per (level, seed): one seeded paper split
 tested. Within a group the work is shared:
 
 * the features of every image of every group are extracted once, up front
-  (the backbone is frozen, DESIGN.md §4; cache misses are computed on the
+  (the backbone is frozen, docs/design.md §4; cache misses are computed on the
   executor, the cache is written by this process); groups only fit detectors
   on feature arrays, which each worker receives once;
-* the One-Shot Removal strategies that score training images the same way
-  share one stage-1 model (``OneShotRemoval.fit(X, stage1=...)``, same result
-  as fitting each alone), so thresholds 1.0, 1.5 and 2.0 cost one stage-1 fit.
+* the strategies are fitted by :func:`robustsdd.cleaning.fit_settings`, the
+  path every workflow trains by: One-Shot Removal strategies that score training
+  images the same way share one stage-1 model (same result as fitting each
+  alone), so thresholds 1.0, 1.5 and 2.0 cost one stage-1 fit.
 
 Groups (and the extraction of features not yet cached) run on an executor
 (:mod:`robustsdd.executors`): this process, ``jobs`` local processes, or Ray.
@@ -20,7 +21,8 @@ finished group is written to ``out_dir/cells/level=<l>_seed=<s>.json`` with a
 hash of everything that determines its numbers; a later sweep with the same
 configuration reads it back instead of recomputing.
 
-Strategies are named by short specs (:func:`parse_strategy`): ``none`` (the
+Strategies are named by short specs (:func:`~robustsdd.cleaning.parse_strategy`,
+declared with the rules in :mod:`robustsdd.cleaning.registry`): ``none`` (the
 plain detector), ``osr_<t>`` (drop training images scoring above ``t``,
 Sec. 4.3), ``fraction_<f>`` and ``min_size_<m>`` (Algorithm 1), ``auto_<z>`` and
 ``confident`` (cuts read off the scores), and ``oracle`` (drops exactly the
@@ -36,8 +38,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
-import re
 import time
 import warnings
 from contextlib import closing
@@ -48,19 +48,20 @@ import numpy as np
 from sklearn.base import clone
 from tqdm.auto import tqdm
 
-from .. import __version__
 from .._errors import ConfigError
-from .._io import atomic_write_json
-from ..cleaning import SCORING_REGIMES, OneShotRemoval
+from .._io import atomic_write_json, json_safe
+from .._version import __version__
+from ..cleaning import SCORING_REGIMES, OneShotRemoval, fit_settings, parse_strategy
 from ..data import DEFECTIVE, GOOD, ImageSet, paper_split
 from ..data.masks import view_masks
+from ..detectors.base import result_params
 from ..executors import make_executor
 from ..metrics import detection_metrics, pixel_auroc, removal_metrics
-from .protocol import seeded_clone
+from ..recipes import default_cleaning
 
 __all__ = [
     "parse_strategy", "parse_strategies", "parse_levels", "parse_seeds",
-    "run_sweep", "sweep_config", "config_hash", "cell_path", "SweepResult",
+    "run_sweep", "sweep_config", "config_hash", "cell_path", "SweepResult", "row_from_json",
     "DEFAULT_LEVELS", "DEFAULT_STRATEGIES", "DEFAULT_SEEDS", "ROW_COLUMNS",
 ]
 
@@ -78,102 +79,10 @@ ROW_COLUMNS = (
 
 # Bump when the meaning of a cell file's rows changes: older files are then recomputed.
 CELL_FORMAT = 2  # 2: pixel_auroc
-# Detector parameters that cannot change a result: the progress display, and random_state,
-# which the sweep replaces by each group's seed.
-_IGNORED_PARAMS = ("progress", "random_state")
-# spec prefix -> (OneShotRemoval rule, the keyword its number sets)
-_PREFIXES = (("osr_", "score_threshold", "threshold"),
-             ("fraction_", "fraction", "fraction"),
-             ("min_size_", "min_size", "min_size"),
-             ("auto_", "auto", "z"))
 
 
 # ---------------------------------------------------------------------------------------------
 # parsing
-def parse_strategy(spec: str) -> dict | None:
-    """The :class:`OneShotRemoval` keywords a strategy spec stands for (None for ``none``).
-
-    Parameters
-    ----------
-    spec : str
-        ``"none"``; ``"osr_<threshold>"`` (score_threshold rule); ``"fraction_<share>"``;
-        ``"min_size_<count or share>"``; ``"auto_<z>"`` (automatic cut at median +
-        z robust SDs); ``"confident"`` (confident-learning cut); each OSR spec
-        optionally followed by ``"_r<rounds>"`` (repeat the removal) and by
-        ``"@<scoring>"`` (one of ``in_sample``, ``held_out_views``, ``out_of_fold``,
-        ``ensemble``). ``"oracle"`` drops exactly the defective training images
-        (known only in a benchmark) and gives ``{"rule": "oracle"}``.
-
-    Raises
-    ------
-    ConfigError
-        For an unknown name, a missing or invalid number, or an unknown scoring.
-
-    Examples
-    --------
-    >>> parse_strategy("osr_1.5")
-    {'rule': 'score_threshold', 'threshold': 1.5}
-    >>> parse_strategy("min_size_80@in_sample")
-    {'rule': 'min_size', 'min_size': 80, 'scoring': 'in_sample'}
-    >>> parse_strategy("confident_r3@ensemble")
-    {'rule': 'confident', 'rounds': 3, 'scoring': 'ensemble'}
-    >>> parse_strategy("none") is None
-    True
-    """
-    if not isinstance(spec, str):
-        raise ConfigError(f"a strategy is a string such as 'osr_1.5', got {spec!r}")
-    name, at, scoring = spec.strip().partition("@")
-    if name in ("none", "oracle"):
-        if at:
-            raise ConfigError(f"strategy {spec!r}: {name!r} scores no training image and takes "
-                              "no scoring")
-        return None if name == "none" else {"rule": "oracle"}
-    rounds = re.fullmatch(r"(.+)_r(\d+)", name)
-    if rounds:
-        name, rounds = rounds.group(1), int(rounds.group(2))
-        if rounds < 1:
-            raise ConfigError(f"strategy {spec!r}: the number of rounds must be >= 1")
-    params = None
-    if name == "confident":
-        params = {"rule": "confident"}
-    for prefix, rule, key in _PREFIXES:
-        if params is None and name.startswith(prefix):
-            params = {"rule": rule, key: _strategy_value(key, name[len(prefix):], spec)}
-    if params is None:
-        raise ConfigError(f"unknown strategy {spec!r}; use 'none', 'oracle', 'osr_<threshold>', "
-                          "'fraction_<share>', 'min_size_<size>', 'auto_<z>' or 'confident' "
-                          "(optionally '_r<rounds>' and '@<scoring>')")
-    if rounds:
-        if params["rule"] == "min_size":
-            raise ConfigError(f"strategy {spec!r}: min_size is iterative already and takes "
-                              "no rounds")
-        params["rounds"] = rounds
-    if at:
-        if scoring not in SCORING_REGIMES:
-            raise ConfigError(f"strategy {spec!r}: unknown scoring {scoring!r}; choose "
-                              f"one of: {', '.join(SCORING_REGIMES)}")
-        params["scoring"] = scoring
-    return params
-
-
-def _strategy_value(key, text, spec):
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"strategy {spec!r}: {text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise ConfigError(f"strategy {spec!r}: the number must be finite")
-    if key == "z" and value <= 0:
-        raise ConfigError(f"strategy {spec!r}: z must be positive")
-    if key == "fraction" and not 0 <= value < 1:
-        raise ConfigError(f"strategy {spec!r}: the fraction must be in [0, 1)")
-    if key == "min_size":
-        if value <= 0 or (value >= 1 and value != int(value)):
-            raise ConfigError(f"strategy {spec!r}: min_size is a share in (0, 1) or a count >= 1")
-        return int(value) if value >= 1 else value
-    return value
-
-
 def parse_strategies(specs) -> tuple[str, ...]:
     """Validate strategy specs (a comma-separated string or a sequence); keep their order."""
     names = _split(specs)
@@ -235,8 +144,8 @@ def _check_unique(values, what):
 # ---------------------------------------------------------------------------------------------
 # configuration identity
 def _detector_params(detector) -> dict:
-    params = detector.get_params(deep=False)
-    return {k: v for k, v in sorted(params.items()) if k not in _IGNORED_PARAMS}
+    # random_state is left out: the sweep sets it to each group's seed.
+    return result_params(detector, ignore=("random_state",))
 
 
 def _data_id(images: ImageSet | None):
@@ -308,36 +217,26 @@ def _run_group(group: _Group, pool_features, test_features, test_masks=None) -> 
     X_test = test_features[group.test_rows]
     masks = None if test_masks is None else test_masks[group.test_rows]
     y_train, y_test = group.train_labels, group.test_labels
-    template = seeded_clone(group.detector, group.seed)
     base = {"level": group.level, "seed": group.seed, "n_train": len(y_train),
             "train_good": int(np.sum(y_train == GOOD)),
             "train_defective": int(np.sum(y_train == DEFECTIVE))}
-    rows, stage1 = [], {}  # stage1: scoring regime -> the first OSR fitted with it
+    settings = {}
+    for name in group.strategies:
+        params = parse_strategy(name)
+        if params is not None and params["rule"] != "oracle":
+            params = {"scoring": group.scoring, **params}
+        settings[name] = params
+    rows = []
     with warnings.catch_warnings():
         # The guard's warning is recorded in each row's guard_fired; in a sweep it would
         # only repeat itself once per group over the progress bar.
         warnings.filterwarnings("ignore", message=".*min_keep.*")
-        for name in group.strategies:
-            params = parse_strategy(name)
-            t0 = time.perf_counter()
-            if params is None:
-                model = clone(template).fit(X_train)
-                keep, guard = np.ones(len(y_train), dtype=bool), False
-            elif params["rule"] == "oracle":
-                keep, guard = np.asarray(y_train) == GOOD, False
-                model = clone(template).fit(X_train[keep])
-            else:
-                params = {"scoring": group.scoring, **params}
-                model = OneShotRemoval(template, random_state=group.seed, **params)
-                model.fit(X_train, stage1=stage1.get(params["scoring"]))
-                stage1.setdefault(params["scoring"], model)
-                keep, guard = model.keep_mask_, bool(model.guard_fired_)
-            fit_seconds = time.perf_counter() - t0
-            row = _row(base, name, model.decision_function(X_test), y_test, y_train, keep,
-                       guard, fit_seconds)
+        for name, fit in fit_settings(group.detector, X_train, settings, seed=group.seed,
+                                      labels=y_train):
+            row = _row(base, name, fit.decision_function(X_test), y_test, y_train, fit.keep,
+                       fit.guard_fired, fit.seconds)
             if masks is not None:
-                final = getattr(model, "detector_", model)  # OSR's fine-tuned detector
-                maps = final.anomaly_maps(X_test, size=masks.shape[1:])
+                maps = fit.model.anomaly_maps(X_test, size=masks.shape[1:])
                 row["pixel_auroc"] = pixel_auroc(masks, maps)
             rows.append(row)
     return rows
@@ -379,7 +278,7 @@ def _read_cell(path: Path, chash: str, level: float, seed: int) -> dict:
         if (data.get("format") != CELL_FORMAT or data.get("config_hash") != chash
                 or data.get("level") != level or data.get("seed") != seed):
             return {}
-        return {row["strategy"]: _from_json(row) for row in data["rows"]}
+        return {row["strategy"]: row_from_json(row) for row in data["rows"]}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
 
@@ -391,11 +290,11 @@ def _write_cell(path: Path, chash: str, level, seed, rows_by_name: dict) -> None
 
 def _to_json(row: dict) -> dict:
     # Strict JSON has no NaN (an undefined removal precision, an AUROC without both classes).
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in row.items()}
+    return json_safe(row)
 
 
-def _from_json(row: dict) -> dict:
+def row_from_json(row: dict) -> dict:
+    """A row read back from JSON: null (a NaN when written) is NaN again."""
     return {k: (float("nan") if v is None else v) for k, v in row.items()}
 
 
@@ -485,9 +384,8 @@ def run_sweep(pool, test_pool=None, *, featurizer, detector, levels=DEFAULT_LEVE
     t_start = time.perf_counter()
     levels, strategies = parse_levels(levels), parse_strategies(strategies)
     seeds = parse_seeds(seeds)
-    if scoring is None:  # the detector's natural regime: patch features have no views
-        patches = getattr(detector, "feature_layout", "views") != "views"
-        scoring = "out_of_fold" if patches else "held_out_views"
+    if scoring is None:  # the detector's own (patch features have no views to hold out)
+        scoring = default_cleaning(detector)["scoring"]
     if scoring not in SCORING_REGIMES:
         raise ConfigError(f"unknown scoring {scoring!r}; choose one of: "
                           f"{', '.join(SCORING_REGIMES)}")

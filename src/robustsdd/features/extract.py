@@ -11,7 +11,8 @@ from tqdm.auto import tqdm
 
 from .._errors import ConfigError
 from .backbones import FeatureExtractor
-from .cache import FeatureCache, default_cache_dir, image_digest
+from .._hashing import image_digest
+from .cache import FeatureCache, default_cache_dir
 from .engines import ENGINES, make_engine
 from .views import ViewSpec, scaled_inputs
 
@@ -53,8 +54,8 @@ class Featurizer:
 
     Examples
     --------
-    >>> fz = Featurizer(weights=None, views=ViewSpec(size=32, scales=(1,), rotations=(0,)),
-    ...                 cache_dir=False, progress=False)
+    >>> fz = Featurizer(weights=None, views=ViewSpec(size=32, scales=(1,), rotations=(0,),
+    ...                 flips=False), cache_dir=False, progress=False)
     >>> import numpy as np
     >>> from robustsdd.data import ImageSet
     >>> imgs = ImageSet([np.zeros((40, 40), np.uint8)], [0], ["black"])

@@ -29,7 +29,7 @@ import math
 import numpy as np
 from tqdm.auto import tqdm
 
-from .cache import image_digest
+from .._hashing import image_digest
 
 __all__ = ["transform_parallel", "featurizer_spec", "DEFAULT_CHUNK"]
 

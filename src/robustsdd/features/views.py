@@ -4,7 +4,7 @@ DifferNet trains on random rotations and averages the score over 64 rotated
 test views, with three input scales (448, 224, 112). Because the backbone is
 frozen, robustsdd fixes a finite set of views, extracts each once and caches it.
 Right-angle rotations and flips are exact; other angles leave black corners,
-which DESIGN.md §3 found harmful on ELPV, so the default uses right angles only.
+which were found harmful on ELPV (docs/design.md §3), so the default uses right angles only.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .._errors import ConfigError
+from ..data.geometry import centre_square
 
 __all__ = ["ViewSpec"]
 
@@ -103,14 +104,6 @@ class ViewSpec:
             if self.flips:
                 views.append(torch.flip(rotated, dims=(2,)))
         return torch.stack(views)
-
-
-def centre_square(array: np.ndarray) -> np.ndarray:
-    """The centred square of side min(H, W) of an (H, W, ...) array (a view of it)."""
-    h, w = array.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    return array[top: top + side, left: left + side]
 
 
 def _rotate(x: torch.Tensor, angle: float) -> torch.Tensor:

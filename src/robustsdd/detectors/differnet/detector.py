@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..._errors import ConfigError, DataError
+from ..._validation import check_float_range, check_positive_int
 from ..base import BaseDetector, check_features, register_detector
 from .flow import build_flow
 
@@ -362,30 +363,27 @@ class DifferNet(BaseDetector):
         )
 
     def _check_params(self) -> None:
-        def positive_int(name):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(f"DifferNet: {name} must be a positive integer; got {value!r}")
-
         for name in ("n_blocks", "hidden", "n_hidden_layers", "batch_size"):
-            positive_int(name)
-        for name in ("epochs", "finetune_epochs"):
-            value = getattr(self, name)
-            if value is None and name == "finetune_epochs":
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ConfigError(f"DifferNet: {name} must be an integer >= 0; got {value!r}")
+            check_positive_int(getattr(self, name), name)
+        check_positive_int(self.epochs, "epochs", minimum=0)
+        if self.finetune_epochs is not None:
+            check_positive_int(self.finetune_epochs, "finetune_epochs", minimum=0)
+        if self.random_state is not None:
+            check_positive_int(self.random_state, "random_state", minimum=0)
         for name in ("clamp", "lr", "eps"):
-            if not float(getattr(self, name)) > 0:
-                raise ConfigError(f"DifferNet: {name} must be > 0; got {getattr(self, name)!r}")
-        if not float(self.noise_std) >= 0:
-            raise ConfigError(f"DifferNet: noise_std must be >= 0; got {self.noise_std!r}")
-        if not float(self.weight_decay) >= 0:
-            raise ConfigError(f"DifferNet: weight_decay must be >= 0; got {self.weight_decay!r}")
-        if len(tuple(self.betas)) != 2 or not all(0 <= float(b) < 1 for b in self.betas):
-            raise ConfigError(f"DifferNet: betas must be two numbers in [0, 1); got {self.betas!r}")
+            check_float_range(getattr(self, name), name, low=0, low_inclusive=False)
+        for name in ("noise_std", "weight_decay"):
+            check_float_range(getattr(self, name), name, low=0)
+        try:
+            betas = tuple(self.betas)
+            if len(betas) != 2:
+                raise ConfigError("not two betas")
+            for b in betas:
+                check_float_range(b, "betas", low=0, high=1, high_inclusive=False)
+        except (TypeError, ConfigError):
+            raise ConfigError(f"betas must be two numbers in [0, 1), got {self.betas!r}") from None
         if self.score not in _SCORES:
-            raise ConfigError(f"DifferNet: score must be one of {_SCORES}; got {self.score!r}")
+            raise ConfigError(f"score must be one of {_SCORES}, got {self.score!r}")
 
     # -- model files -------------------------------------------------------------------
     def _get_state(self) -> Dict[str, torch.Tensor]:

@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..._validation import check_float_range, check_positive_int
+
 __all__ = [
     "soft_clamp_activation",
     "make_subnet_constructor",
@@ -81,12 +83,9 @@ class SubnetConstructor:
     """
 
     def __init__(self, hidden: int, n_hidden_layers: int, zero_init: bool = False):
-        if int(hidden) < 1 or int(n_hidden_layers) < 1:
-            raise ValueError(
-                f"hidden and n_hidden_layers must be >= 1; got {hidden}, {n_hidden_layers}"
-            )
-        self.hidden = int(hidden)
-        self.n_hidden_layers = int(n_hidden_layers)
+        # ConfigError is a ValueError.
+        self.hidden = check_positive_int(hidden, "hidden")
+        self.n_hidden_layers = check_positive_int(n_hidden_layers, "n_hidden_layers")
         self.zero_init = bool(zero_init)
 
     def __call__(self, c_in: int, c_out: int) -> nn.Sequential:
@@ -165,10 +164,8 @@ def build_flow(
     n_features = int(n_features)
     if n_features < 2:
         raise ValueError(f"a coupling flow needs at least 2 features; got {n_features}")
-    if int(n_blocks) < 1:
-        raise ValueError(f"n_blocks must be >= 1; got {n_blocks}")
-    if not float(clamp) > 0:
-        raise ValueError(f"clamp must be > 0; got {clamp}")
+    n_blocks = check_positive_int(n_blocks, "n_blocks")  # ConfigError, a ValueError
+    clamp = check_float_range(clamp, "clamp", low=0, low_inclusive=False)
     subnet = make_subnet_constructor(hidden, n_hidden_layers, zero_init)
     activation = functools.partial(soft_clamp_activation, alpha=float(clamp))
 

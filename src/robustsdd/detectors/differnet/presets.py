@@ -38,7 +38,7 @@ CPU_DEFAULTS = dict(
     epochs=40,
     batch_size=64,
     standardize=True,
-    noise_std=0.3,  # without it the flow memorises 100 images (DESIGN.md §3)
+    noise_std=0.3,  # without it the flow memorises 100 images (docs/design.md §2)
     score_with_noise=True,
     score="mean_z2",
 )

@@ -13,16 +13,18 @@ import math
 import platform
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-import numpy as np
 
-from ._errors import ConfigError, DataError, ModelFileError
-from ._io import atomic_write_bytes, read_json_file
-from .detectors.base import MODEL_FORMAT_VERSION
-from .features import Featurizer, ViewSpec
+from .._errors import ConfigError, DataError, ModelFileError
+from .._io import atomic_write_bytes, read_json_file
+from .._version import __version__
+from ..detectors.base import MODEL_FORMAT_VERSION
+from ..features import Featurizer, ViewSpec
+from ..features.backbones import read_state_file
+from ..features.patches import PatchFeaturizer
 
 __all__ = ["MODEL_CONFIG", "MODEL_FORMAT", "BACKBONE_WEIGHTS", "read_model_config",
            "inside", "featurizer_from_config", "copy_backbone_weights", "weights_id_of_copy",
-           "package_versions", "json_safe"]
+           "package_versions"]
 
 MODEL_CONFIG = "robustsdd.json"
 MODEL_FORMAT = "robustsdd-model"
@@ -36,8 +38,6 @@ _RUNTIME_FIELDS = {"cache_dir", "batch_size", "progress", "engine"}
 
 def package_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
-
-    from . import __version__
 
     out = {"robustsdd": __version__, "python": platform.python_version()}
     for name in ("torch", "torchvision", "timm", "numpy", "scikit-learn", "Pillow",
@@ -114,7 +114,12 @@ def inside(folder: Path, rel, config_path: Path, key: str) -> Path:
 
 def featurizer_from_config(features: dict, files: dict, config_path: Path, *, cache_dir,
                             batch_size: int, engine, progress: bool) -> Featurizer:
-    fields = {f.name for f in dataclasses.fields(Featurizer)} - _RUNTIME_FIELDS
+    kinds = {"pooled": Featurizer, "patch": PatchFeaturizer}
+    kind = kinds.get(features.get("kind", "pooled"))
+    if kind is None:
+        raise ModelFileError(f"{config_path}: features.kind must be one of "
+                             f"{', '.join(kinds)}, got {features.get('kind')!r}")
+    fields = {f.name for f in dataclasses.fields(kind)} - _RUNTIME_FIELDS
     kwargs = {k: v for k, v in features.items() if k in fields}
     weights = features.get("weights")
     if weights == "file":
@@ -130,13 +135,12 @@ def featurizer_from_config(features: dict, files: dict, config_path: Path, *, ca
                              f"'file' or null, got {weights!r}")
     if int(batch_size) < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
-    if "engine" in {f.name for f in dataclasses.fields(Featurizer)}:
-        # Features computed by the engine the model was fitted with reproduce bit for bit.
-        kwargs["engine"] = engine or ("torch" if features.get("engine") == "torch" else "auto")
+    # Features computed by the engine the model was fitted with reproduce bit for bit.
+    kwargs["engine"] = engine or ("torch" if features.get("engine") == "torch" else "auto")
     try:
         kwargs["views"] = ViewSpec(**features["views"])
-        featurizer = Featurizer(**kwargs, cache_dir=cache_dir, batch_size=batch_size,
-                                progress=progress)
+        featurizer = kind(**kwargs, cache_dir=cache_dir, batch_size=batch_size,
+                          progress=progress)
         weights_id = featurizer.extractor.weights_id
     except ModelFileError:
         raise
@@ -157,30 +161,12 @@ def copy_backbone_weights(source, target: Path) -> None:
     """A safetensors copy of a local backbone weights file (no pickle, no outside path)."""
     from safetensors.torch import save as safetensors_bytes
 
-    from .features.backbones import _read_state_file
-
     state = {k: v.detach().cpu().contiguous().clone() for k, v in
-             _read_state_file(Path(source)).items()}
+             read_state_file(Path(source)).items()}
     atomic_write_bytes(target, safetensors_bytes(state))
 
 
 def weights_id_of_copy(featurizer: Featurizer, path: Path) -> str:
-    from .features import FeatureExtractor
+    from ..features import FeatureExtractor
 
     return FeatureExtractor(featurizer.backbone, str(path), featurizer.stages).weights_id
-
-
-def json_safe(obj):
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj

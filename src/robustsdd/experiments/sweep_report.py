@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_write_bytes, atomic_write_json
-from .sweep import ROW_COLUMNS, parse_strategy
+from .._format import fmt_count
+from .._io import atomic_write_bytes, atomic_write_json, json_safe
+from ..cleaning import describe, parse_strategy
+from .sweep import ROW_COLUMNS, row_from_json
 
 __all__ = [
     "write_report", "read_rows", "removal_table", "auroc_table", "area_under_curve", "plot_auroc",
@@ -112,13 +114,6 @@ def removal_table(rows) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------
 # formatting
-def _num(x, digits=2) -> str:
-    """A count-like mean: '9', '8.67', '8.5'; 'n/a' for NaN."""
-    if x is None or not math.isfinite(x):
-        return "n/a"
-    return f"{x:.{digits}f}".rstrip("0").rstrip(".")
-
-
 def _pct(level) -> str:
     return f"{level * 100:g}%"
 
@@ -159,11 +154,11 @@ def format_removal_table(rows) -> str:
         first = next((t for t in table if t["level"] == level), None)
         if first is None:
             continue
-        line = [_pct(level), _num(first["train_good"]), _num(first["train_defective"])]
+        line = [_pct(level), fmt_count(first["train_good"]), fmt_count(first["train_defective"])]
         for s in strategies:
             t = by.get((level, s))
-            line += ([_num(t["removed_good"]), _num(t["removed_defective"]),
-                      _num(t["removed_total"])] if t else ["", "", ""])
+            line += ([fmt_count(t["removed_good"]), fmt_count(t["removed_defective"]),
+                      fmt_count(t["removed_total"])] if t else ["", "", ""])
         body.append(line)
     n_seeds = max((t["n_seeds"] for t in table), default=0)
     intro = ("# Removed training images (Table 1)\n\nMean over "
@@ -196,18 +191,12 @@ def _rows_csv(rows) -> bytes:
     return buf.getvalue().encode()
 
 
-def _json_rows(rows) -> list:
-    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-             for k, v in r.items()} for r in rows]
-
-
 def read_rows(path) -> list[dict]:
     """The rows of a ``cells.json`` written by :func:`write_report` (null → NaN again).
 
     Redraw a report without recomputing: ``write_report(read_rows(p), out_dir)``.
     """
-    return [{k: (float("nan") if v is None else v) for k, v in row.items()}
-            for row in json.loads(Path(path).read_text())]
+    return [row_from_json(row) for row in json.loads(Path(path).read_text())]
 
 
 def _reference(config) -> dict | None:
@@ -267,22 +256,7 @@ def _title(config) -> str:
 
 
 def _describe_strategies(names) -> str:
-    words = {"score_threshold": "drop scores above {threshold:g}",
-             "fraction": "drop the top {fraction:g} share",
-             "min_size": "Algorithm 1 down to {min_size:g}",
-             "auto": "drop scores above median + {z:g} robust SD",
-             "confident": "confident-learning cut",
-             "oracle": "drop exactly the defective images, an upper bound"}
-    out = []
-    for name in names:
-        params = parse_strategy(name)
-        what = "no cleaning" if params is None else words[params["rule"]].format(**params)
-        if params and params.get("rounds", 1) > 1:
-            what += f", up to {params['rounds']} rounds"
-        if params and "scoring" in params:
-            what += f", {params['scoring']} scores"
-        out.append(f"{name} ({what})")
-    return "; ".join(out)
+    return "; ".join(f"{name} ({describe(parse_strategy(name))})" for name in names)
 
 
 def _config_lines(rows, config) -> list[str]:
@@ -364,7 +338,7 @@ def write_report(rows, out_dir, *, config=None, stats=None, reference="auto") ->
     out = Path(out_dir)
     paths = {name: out / name for name in _OUTPUTS}
     atomic_write_bytes(paths["cells.csv"], _rows_csv(rows))
-    atomic_write_json(paths["cells.json"], _json_rows(rows))
+    atomic_write_json(paths["cells.json"], json_safe(rows))
     atomic_write_bytes(paths["removal_table.md"], format_removal_table(rows).encode())
     atomic_write_bytes(paths["auroc_vs_contamination.png"],
                        plot_auroc(rows, title=_title(config), reference=reference))

@@ -27,15 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import ConfigError, DataError, ModelFileError
-from ._io import atomic_write_bytes, atomic_write_json
-from .data import UNKNOWN, ImageSet, load_unlabeled
-from .detectors.base import DETECTOR_CONFIG, DETECTOR_STATE, MODEL_FORMAT_VERSION, localizes
-from .detectors.base import load_detector_files
-from .features import Featurizer
-from .model_files import (BACKBONE_WEIGHTS, MODEL_CONFIG, MODEL_FORMAT, copy_backbone_weights,
-                          featurizer_from_config, inside, json_safe, package_versions,
-                          read_model_config, weights_id_of_copy)
+from .._errors import ConfigError, DataError, ModelFileError
+from .._io import atomic_write_bytes, atomic_write_json, json_safe
+from ..data import UNKNOWN, ImageSet, load_unlabeled
+from ..detectors.base import DETECTOR_CONFIG, DETECTOR_STATE, MODEL_FORMAT_VERSION, localizes
+from ..detectors.base import load_detector_files
+from ..features import Featurizer
+from .files import (BACKBONE_WEIGHTS, MODEL_CONFIG, MODEL_FORMAT, copy_backbone_weights,
+                    featurizer_from_config, inside, package_versions, read_model_config,
+                    weights_id_of_copy)
 from .predictions import Predictions, check_output_outside, collect_images
 
 __all__ = ["Model", "MODEL_CONFIG", "MODEL_FORMAT", "as_imageset"]
@@ -285,7 +285,7 @@ def as_imageset(images) -> ImageSet:
 
 
 def _write_heatmaps(batch: ImageSet, maps: np.ndarray, folder: Path, start: int) -> list:
-    from .review.pictures import heatmap_overlay, png_bytes, safe_stem
+    from ..review.pictures import heatmap_overlay, png_bytes, safe_stem
 
     out = []
     for j in range(len(batch)):

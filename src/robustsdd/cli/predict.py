@@ -8,18 +8,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ._errors import ConfigError
-from .predictions import check_output_outside
+from .._errors import ConfigError
+from ..model.predictions import check_output_outside
+from .args import add_engine_arg
 
-__all__ = ["add_predict_parser", "cmd_predict", "add_engine_arg"]
-
-
-def add_engine_arg(p):
-    from .features.engines import ENGINES
-
-    p.add_argument("--engine", choices=ENGINES, default=None,
-                   help="what runs the backbone (default: the engine the model was fitted "
-                        "with, so the scores reproduce the training scores)")
+__all__ = ["add_predict_parser", "cmd_predict"]
 
 
 def add_predict_parser(sub):
@@ -50,7 +43,7 @@ def add_predict_parser(sub):
 
 
 def cmd_predict(args) -> int:
-    from .model import Model
+    from ..model import Model
 
     if args.out:
         if Path(args.out).suffix.lower() not in (".csv", ".json"):

@@ -11,9 +11,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ._errors import ConfigError, DataError
-from ._io import atomic_write_bytes
-from .data import list_images
+from .._errors import ConfigError, DataError
+from .._io import atomic_write_bytes
+from ..data import list_images
 
 __all__ = ["Predictions", "collect_images", "check_output_outside", "ANOMALOUS", "NORMAL"]
 

@@ -23,7 +23,6 @@ the scores of an uninterrupted one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import struct
@@ -33,32 +32,17 @@ from typing import Callable
 
 import numpy as np
 import torch
-from sklearn.base import clone
 
-from . import __version__
-from ._io import atomic_write_bytes
+from .._hashing import array_digest, json_digest
+from .._io import ChecksumError, read_checksummed, write_checksummed
+from .._version import __version__
+from ..detectors.base import fitted_from_state, result_params
 
-__all__ = ["FitCheckpoints", "Checkpoint", "CHECKPOINT_DIR", "array_digest"]
+__all__ = ["FitCheckpoints", "Checkpoint", "CHECKPOINT_DIR"]
 
 CHECKPOINT_DIR = ".partial"
 MAGIC = b"robustsdd-checkpoint-1\n"
-_FORMAT = 1
-# Detector parameters that do not change results (a resumed run may differ in them).
-_IGNORED_PARAMS = ("progress",)
-
-
-def array_digest(*arrays) -> str:
-    """SHA-256 of arrays' dtypes, shapes and bytes (hex)."""
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(repr((str(a.dtype), a.shape)).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def _digest_json(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+_FORMAT = 2  # 2: stage 3 holds the whole fitted OneShotRemoval
 
 
 class Checkpoint:
@@ -102,11 +86,10 @@ class FitCheckpoints:
     def bind(self, X, names, detector, **settings) -> None:
         """Fix what every stage depends on: the features ``X``, the image ``names``, the
         ``detector`` (name and parameters) and ``settings`` (JSON-able)."""
-        params = {k: v for k, v in detector.get_params(deep=False).items()
-                  if k not in _IGNORED_PARAMS}
-        self.base = _digest_json({
+        params = result_params(detector)
+        self.base = json_digest({
             "format": _FORMAT, "robustsdd": __version__, "features": array_digest(X),
-            "names": _digest_json(list(map(str, names))),
+            "names": json_digest(list(map(str, names))),
             "detector": [type(detector).__module__, type(detector).__qualname__,
                          getattr(detector, "registry_name", None), params],
             "settings": settings})
@@ -114,7 +97,7 @@ class FitCheckpoints:
     def key(self, stage: str, **inputs) -> str:
         if self.base is None:
             raise RuntimeError("FitCheckpoints.bind() first")
-        return _digest_json({"base": self.base, "stage": stage, "inputs": inputs})
+        return json_digest({"base": self.base, "stage": stage, "inputs": inputs})
 
     def path(self, stage: str) -> Path:
         return self.folder / f"{stage}.ckpt"
@@ -135,8 +118,7 @@ class FitCheckpoints:
                 "key": self.key(stage, **(inputs or {})),
                 "detector": getattr(detector, "registry_name", "") if detector is not None else "",
                 "info": json.dumps(info or {}, default=str)}
-        payload = safetensors_bytes(tensors, metadata=meta)
-        atomic_write_bytes(self.path(stage), MAGIC + hashlib.sha256(payload).digest() + payload)
+        write_checksummed(self.path(stage), safetensors_bytes(tensors, metadata=meta), MAGIC)
 
     # -- reading --------------------------------------------------------------------------
     def load(self, stage: str, *, detector=None, inputs: dict | None = None,
@@ -172,15 +154,11 @@ class FitCheckpoints:
         from safetensors.torch import load as safetensors_load
 
         try:
-            blob = path.read_bytes()
+            payload = read_checksummed(path, MAGIC)
         except OSError as exc:
             raise _Damaged(f"cannot be read: {exc}") from None
-        head = len(MAGIC) + 32
-        if len(blob) < head or not blob.startswith(MAGIC):
-            raise _Damaged("not a robustsdd checkpoint file")
-        digest, payload = blob[len(MAGIC):head], blob[head:]
-        if hashlib.sha256(payload).digest() != digest:
-            raise _Damaged("checksum mismatch")
+        except ChecksumError as exc:
+            raise _Damaged(str(exc)) from None
         try:
             meta = _safetensors_metadata(payload)
             tensors = safetensors_load(payload)
@@ -200,13 +178,11 @@ class FitCheckpoints:
                 raise _Stale()
             state = {k[len("detector."):]: v for k, v in tensors.items()
                      if k.startswith("detector.")}
-            fitted = clone(detector)
             try:
-                fitted._set_state(state)
+                fitted = fitted_from_state(detector, state)
             except Exception as exc:  # state that does not fit the detector
                 raise _Damaged(f"detector state does not load: {type(exc).__name__}: "
                                f"{exc}") from None
-            fitted.is_fitted_ = True
         return Checkpoint(stage, fitted, arrays, info)
 
     def _discard(self, path: Path, message: str) -> None:

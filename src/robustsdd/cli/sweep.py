@@ -1,22 +1,17 @@
-"""The ``robustsdd sweep`` verb: the paper's Fig. 3 and Table 1 on any data source.
-
-Kept apart from :mod:`robustsdd.cli` so that module stays a thin table of verbs:
-``cli.build_parser`` calls :func:`add_sweep_parser` with its shared argument
-groups, and its handler table calls :func:`cmd_sweep` with its builders.
-"""
+"""The ``robustsdd sweep`` verb: the paper's Fig. 3 and Table 1 on any data source."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from ._errors import ConfigError
-from .cleaning import SCORING_REGIMES
-from .data import open_source
-from .executors import EXECUTORS, make_executor
-from .experiments.report import format_auroc_table, format_removal_table, write_report
-from .experiments.sweep import (DEFAULT_LEVELS, DEFAULT_SEEDS, DEFAULT_STRATEGIES, parse_levels,
-                                parse_seeds, parse_strategies, run_sweep)
+from .._errors import ConfigError
+from ..data import open_source
+from ..executors import EXECUTORS, make_executor
+from ..experiments.sweep import (DEFAULT_LEVELS, DEFAULT_SEEDS, DEFAULT_STRATEGIES, parse_levels,
+                                 parse_seeds, parse_strategies, run_sweep)
+from ..experiments.sweep_report import format_auroc_table, format_removal_table, write_report
+from ..recipes import make_components
+from . import args as common
 
 __all__ = ["add_sweep_parser", "cmd_sweep"]
 
@@ -28,8 +23,8 @@ def _csv(values) -> str:
     return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
-def add_sweep_parser(subparsers, add_data_args, add_feature_args, add_detector_args):
-    """Define the ``sweep`` verb on ``subparsers`` with the CLI's shared argument groups."""
+def add_sweep_parser(subparsers):
+    """Define the ``sweep`` verb on ``subparsers``."""
     p = subparsers.add_parser(
         "sweep", help="contamination levels x cleaning strategies x seeds (paper Fig. 3, Table 1)",
         description="Run the paper's protocol at every contamination level, for every cleaning "
@@ -37,28 +32,22 @@ def add_sweep_parser(subparsers, add_data_args, add_feature_args, add_detector_a
                     "groups are kept in OUT/cells/, so an interrupted sweep resumes where it "
                     "stopped. Writes cells.csv/json, removal_table.md (Table 1), "
                     "auroc_vs_contamination.png (Fig. 3) and summary.md.")
-    add_data_args(p, protocol=True)
-    # --contamination and --seed name one split; here --levels and --seeds do. Unset
-    # defaults let cmd_sweep tell a user who passes them, instead of silently ignoring them.
-    p.set_defaults(**{dest: None for dest in _REPLACED})
-    for action in p._actions:
-        if action.dest in _REPLACED:
-            action.help = argparse.SUPPRESS
-    add_feature_args(p)
-    add_detector_args(p)
+    # --contamination and --seed name one split; here --levels and --seeds do. They are
+    # accepted (hidden) so that cmd_sweep can tell a user who passes them which to use.
+    common.add_data_args(p, protocol=True, single_split=False)
+    common.add_feature_args(p)
+    common.add_detector_args(p)
+    common.add_cleaning_args(p, rule=False)
     g = p.add_argument_group("sweep")
     g.add_argument("--levels", default=_csv(DEFAULT_LEVELS),
                    help="comma-separated shares of defective training images (default: "
                         "0,0.1,...,1)")
     g.add_argument("--strategies", default=_csv(DEFAULT_STRATEGIES),
-                   help="comma-separated: none, osr_<threshold>, fraction_<share>, "
-                        "min_size_<size>, auto_<z> (automatic cut), optionally @<scoring> "
-                        "(default: %(default)s)")
+                   help="comma-separated: none, oracle, osr_<threshold>, fraction_<share>, "
+                        "min_size_<size>, auto_<z> (automatic cut), confident, each optionally "
+                        "_r<rounds> and @<scoring> (default: %(default)s)")
     g.add_argument("--seeds", default=_csv(DEFAULT_SEEDS),
                    help="comma-separated split and model seeds (default: %(default)s)")
-    g.add_argument("--scoring", choices=SCORING_REGIMES, default=None,
-                   help="how OSR scores training images (default: held_out_views; "
-                        "out_of_fold for patchcore)")
     g.add_argument("--jobs", type=int, default=1,
                    help="parallel workers for feature extraction and (level, seed) groups: "
                         "local processes, or the CPUs of a local Ray instance (default: 1)")
@@ -74,7 +63,7 @@ def add_sweep_parser(subparsers, add_data_args, add_feature_args, add_detector_a
     return p
 
 
-def cmd_sweep(args, make_featurizer, make_detector) -> int:
+def cmd_sweep(args) -> int:
     """Run the sweep described by ``args``, write its report, print the tables."""
     for dest, flag in _REPLACED.items():
         if getattr(args, dest, None) is not None:
@@ -88,14 +77,13 @@ def cmd_sweep(args, make_featurizer, make_detector) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
-    # The builders read a single seed (DifferNet's random_state); the sweep replaces it per group.
-    args.seed = seeds[0]
+    # The detector is a template: the sweep sets its random_state to each group's seed.
+    parts = make_components(**{**common.settings(args), "seed": seeds[0]})
     pool, test_pool = open_source(args.source, args.root, cell_type=args.cell_type,
                                   category=args.category)
-    featurizer = make_featurizer(args)
-    detector = make_detector(args)
-    result = run_sweep(pool, test_pool, featurizer=featurizer, detector=detector, levels=levels,
-                       strategies=strategies, seeds=seeds, out_dir=out, scoring=args.scoring,
+    result = run_sweep(pool, test_pool, featurizer=parts.featurizer, detector=parts.detector,
+                       levels=levels, strategies=strategies, seeds=seeds, out_dir=out,
+                       scoring=args.scoring,
                        n_train=args.n_train, n_test_good=args.n_test_good,
                        n_test_defective=args.n_test_defective, jobs=args.jobs,
                        executor=executor, address=getattr(args, "address", None),
