@@ -22,11 +22,26 @@ MODULES = sorted({name for _, name, _ in pkgutil.walk_packages(robustsdd.__path_
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
+def _doctests(module_name):
+    """The module's own docstring examples (not those of objects it imports), if any of
+    them is not marked +SKIP."""
+    module = importlib.import_module(module_name)
+    tests = [t for t in doctest.DocTestFinder(exclude_empty=True).find(module, module_name)
+             if t.examples]
+    runnable = any(not ex.options.get(doctest.SKIP, False) for t in tests for ex in t.examples)
+    return tests if runnable else []
+
+
+WITH_EXAMPLES = [name for name in MODULES if _doctests(name)]
+
+
 def test_modules_are_discovered():
     # A guard against a discovery that silently finds nothing (and so tests nothing).
     assert {"robustsdd._validation", "robustsdd.detectors.base",
             "robustsdd.detectors.patchcore"} <= set(MODULES)
     assert len(MODULES) > 20
+    assert {"robustsdd.cleaning.registry", "robustsdd.recipes", "robustsdd._format"} <= \
+        set(WITH_EXAMPLES)
 
 
 @pytest.fixture
@@ -39,17 +54,9 @@ def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-@pytest.mark.parametrize("module_name", MODULES)
+@pytest.mark.parametrize("module_name", WITH_EXAMPLES)
 def test_doctests(module_name, tmp_path, monkeypatch, offline):
-    module = importlib.import_module(module_name)
-    finder = doctest.DocTestFinder(exclude_empty=True)
-    # Only the module's own docstrings: not those of objects it imports from elsewhere.
-    tests = [t for t in finder.find(module, module_name) if t.examples]
-    runnable = [t for t in tests
-                if any(not ex.options.get(doctest.SKIP, False) for ex in t.examples)]
-    if not runnable:
-        pytest.skip(f"{module_name} has no doctests" if not tests
-                    else f"every example of {module_name} is marked +SKIP")
+    tests = _doctests(module_name)
     # Anything an example writes lands in this test's temporary folder: relative paths, and
     # tempfile.mkdtemp() too (removed with the folder instead of left behind in /tmp).
     monkeypatch.chdir(tmp_path)
