@@ -32,7 +32,7 @@ import torch
 from sklearn.base import BaseEstimator
 
 from .._errors import ConfigError, DataError, ModelFileError
-from .._io import atomic_write_bytes, atomic_write_json, read_json_file
+from .._io import atomic_write_bytes, atomic_write_json, json_safe, read_json_file
 
 __all__ = [
     "BaseDetector",
@@ -318,15 +318,7 @@ def _read_state(state_path: Path) -> Dict[str, torch.Tensor]:
 
 
 def _jsonable(params: dict) -> dict:
-    out = {}
-    for key, value in params.items():
-        if isinstance(value, (np.integer,)):
-            value = int(value)
-        elif isinstance(value, (np.floating,)):
-            value = float(value)
-        elif isinstance(value, tuple):
-            value = list(value)
-        out[key] = value
+    out = json_safe(params)
     json.dumps(out)  # fail here, naming nothing half-written, if a parameter is not JSON
     return out
 
