@@ -79,9 +79,15 @@ def _runners(extractor, modes, notes):
                 path = Path(tmp) / "backbone.onnx"
                 path.write_bytes(_export_onnx(extractor))
                 model = core.read_model(str(path))
-                compiled_ov = core.compile_model(model, "CPU", {
-                    "INFERENCE_NUM_THREADS": torch.get_num_threads(),
-                    "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
+                compiled_ov = core.compile_model(
+                    model,
+                    "CPU",
+                    {
+                        "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+                        "INFERENCE_PRECISION_HINT": "f32",
+                        "PERFORMANCE_HINT": "LATENCY",
+                    },
+                )
             request = compiled_ov.create_infer_request()
             out["openvino"] = lambda x: request.infer([x.numpy()])[0].copy()
             notes.append(f"openvino {ov.__version__}")
@@ -118,16 +124,29 @@ def main():
             t = time.perf_counter()
             feats = run(real)  # also the first call: compilation for torch.compile
             first_call_s = time.perf_counter() - t
-            diff = (float(np.abs(feats - reference).max() / max(1.0, np.abs(reference).max()))
-                    if reference is not None else None)
+            diff = (
+                float(np.abs(feats - reference).max() / max(1.0, np.abs(reference).max()))
+                if reference is not None
+                else None
+            )
             for batch in batches:
                 x = real[:batch].contiguous()
                 rate = _median_rate(lambda: run(x), batch, args.repeats)
-                rows.append({"mode": mode, "size": size, "batch": batch,
-                             "inputs_per_s": round(rate, 2), "max_rel_diff": diff,
-                             "first_call_s": round(first_call_s, 2)})
-                print(f"{mode:>14} {size}px batch {batch:>2}: {rate:8.2f} inputs/s  "
-                      f"(max rel diff {diff if diff is None else f'{diff:.1e}'})", flush=True)
+                rows.append(
+                    {
+                        "mode": mode,
+                        "size": size,
+                        "batch": batch,
+                        "inputs_per_s": round(rate, 2),
+                        "max_rel_diff": diff,
+                        "first_call_s": round(first_call_s, 2),
+                    }
+                )
+                print(
+                    f"{mode:>14} {size}px batch {batch:>2}: {rate:8.2f} inputs/s  "
+                    f"(max rel diff {diff if diff is None else f'{diff:.1e}'})",
+                    flush=True,
+                )
 
     pipeline = {}
     images = load_elpv("mono").subset(range(args.pipeline_images))
@@ -140,13 +159,20 @@ def main():
             fz.transform(images)
             rates.append(len(images) / (time.perf_counter() - t))
         pipeline[engine] = round(statistics.median(rates), 2)
-        print(f"default pipeline ({engine}): {pipeline[engine]:.2f} images/s "
-              f"(8 views x 3 scales, median of 3)", flush=True)
+        print(
+            f"default pipeline ({engine}): {pipeline[engine]:.2f} images/s "
+            f"(8 views x 3 scales, median of 3)",
+            flush=True,
+        )
 
-    result = {"machine": f"{platform.processor() or platform.machine()}, "
-                         f"{torch.get_num_threads()} threads",
-              "torch": torch.__version__, "rows": rows, "pipeline_images_per_s": pipeline,
-              "notes": notes}
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "rows": rows,
+        "pipeline_images_per_s": pipeline,
+        "notes": notes,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")

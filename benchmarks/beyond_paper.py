@@ -27,8 +27,8 @@ from pathlib import Path
 from robustsdd import Featurizer, GaussianDetector, ViewSpec
 from robustsdd.data import open_source
 from robustsdd.detectors import KNNDetector, PatchCore
-from robustsdd.experiments.sweep_report import write_report
 from robustsdd.experiments.sweep import run_sweep
+from robustsdd.experiments.sweep_report import write_report
 from robustsdd.features.patches import PatchFeaturizer
 
 DEFAULT_STRATEGIES = {
@@ -47,26 +47,55 @@ def main():
     ap.add_argument("--strategies", default=None)
     ap.add_argument("--jobs", type=int, default=2)
     pc = ap.add_argument_group("PatchCore only")
-    pc.add_argument("--size", type=int, default=224,
-                    help="view size in pixels (default 224; ELPV cells are 300x300)")
-    pc.add_argument("--coreset", choices=["greedy", "random", "none"], default=None,
-                    help="memory-bank subsampling (default: PatchCore's, greedy)")
-    pc.add_argument("--coreset-ratio", type=float, default=None,
-                    help="share of training patches in the bank (default: PatchCore's, 0.01)")
-    pc.add_argument("--denoise", choices=["none", "hard", "soft"], default=None,
-                    help="SoftPatch-style patch denoising (default none)")
-    pc.add_argument("--denoise-fraction", type=float, default=None,
-                    help="share of patches dropped per position (default: PatchCore's, 0.1)")
-    pc.add_argument("--denoise-k", type=int, default=None,
-                    help="neighbours in the patch outlier score (default: PatchCore's, 10)")
+    pc.add_argument(
+        "--size",
+        type=int,
+        default=224,
+        help="view size in pixels (default 224; ELPV cells are 300x300)",
+    )
+    pc.add_argument(
+        "--coreset",
+        choices=["greedy", "random", "none"],
+        default=None,
+        help="memory-bank subsampling (default: PatchCore's, greedy)",
+    )
+    pc.add_argument(
+        "--coreset-ratio",
+        type=float,
+        default=None,
+        help="share of training patches in the bank (default: PatchCore's, 0.01)",
+    )
+    pc.add_argument(
+        "--denoise",
+        choices=["none", "hard", "soft"],
+        default=None,
+        help="SoftPatch-style patch denoising (default none)",
+    )
+    pc.add_argument(
+        "--denoise-fraction",
+        type=float,
+        default=None,
+        help="share of patches dropped per position (default: PatchCore's, 0.1)",
+    )
+    pc.add_argument(
+        "--denoise-k",
+        type=int,
+        default=None,
+        help="neighbours in the patch outlier score (default: PatchCore's, 10)",
+    )
     args = ap.parse_args()
-    options = {"coreset": args.coreset, "coreset_ratio": args.coreset_ratio,
-               "denoise": args.denoise, "denoise_fraction": args.denoise_fraction,
-               "denoise_k": args.denoise_k}
+    options = {
+        "coreset": args.coreset,
+        "coreset_ratio": args.coreset_ratio,
+        "denoise": args.denoise,
+        "denoise_fraction": args.denoise_fraction,
+        "denoise_k": args.denoise_k,
+    }
     options = {k: v for k, v in options.items() if v is not None}
     if (options or args.size != 224) and args.detector != "patchcore":
-        ap.error("--size, --coreset, --coreset-ratio and --denoise* apply to --detector "
-                 "patchcore only")
+        ap.error(
+            "--size, --coreset, --coreset-ratio and --denoise* apply to --detector patchcore only"
+        )
     if options.get("denoise") == "none":
         options["denoise"] = None
     pool, test_pool = open_source("elpv", None, cell_type=args.cell_type)
@@ -82,12 +111,23 @@ def main():
         out = out.with_name(out.name + _suffix(detector))
     if args.size != 224:
         out = out.with_name(out.name + f"_size{args.size}")
-    result = run_sweep(pool, test_pool, featurizer=featurizer, detector=detector,
-                       levels=args.levels, seeds=args.seeds,
-                       strategies=args.strategies or DEFAULT_STRATEGIES[args.detector],
-                       out_dir=out, jobs=args.jobs)
+    result = run_sweep(
+        pool,
+        test_pool,
+        featurizer=featurizer,
+        detector=detector,
+        levels=args.levels,
+        seeds=args.seeds,
+        strategies=args.strategies or DEFAULT_STRATEGIES[args.detector],
+        out_dir=out,
+        jobs=args.jobs,
+    )
     import sys
-    config = {**result.config, "command": "python benchmarks/beyond_paper.py " + " ".join(sys.argv[1:])}
+
+    config = {
+        **result.config,
+        "command": "python benchmarks/beyond_paper.py " + " ".join(sys.argv[1:]),
+    }
     write_report(result, out, config=config, stats=result.stats)
     print(f"wrote {out}")
 

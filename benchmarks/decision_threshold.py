@@ -5,10 +5,17 @@ labelled anomalous under the removal-stage and the out-of-fold thresholds.
 Usage: python benchmarks/decision_threshold.py {out_of_fold|removal} [WORK_DIR]
 (WORK_DIR, default a temporary folder: the training images written as PNG and the model.)
 """
-import json, shutil, sys, tempfile, time
+
+import json
+import shutil
+import sys
+import tempfile
+import time
 from pathlib import Path
+
 import numpy as np
 from PIL import Image
+
 from robustsdd import fit_folder
 from robustsdd.data import load_elpv, paper_split
 
@@ -27,9 +34,18 @@ t = time.time()
 s = model.score(test)
 pred_s = time.time() - t
 good, bad = s[test.labels == 0], s[test.labels == 1]
-print(json.dumps({"decision_scores": sys.argv[1], "threshold": model.threshold,
-                  "desc": model.decision["description"], "fit_s": round(fit_s), "score_s": round(pred_s),
-                  "removed": model.info["training"]["n_removed"],
-                  "good flagged": float(np.mean(good > model.threshold)),
-                  "defective flagged": float(np.mean(bad > model.threshold)),
-                  "good test score p50/p90/p99": np.percentile(good, [50, 90, 99]).round(3).tolist()}))
+print(
+    json.dumps(
+        {
+            "decision_scores": sys.argv[1],
+            "threshold": model.threshold,
+            "desc": model.decision["description"],
+            "fit_s": round(fit_s),
+            "score_s": round(pred_s),
+            "removed": model.info["training"]["n_removed"],
+            "good flagged": float(np.mean(good > model.threshold)),
+            "defective flagged": float(np.mean(bad > model.threshold)),
+            "good test score p50/p90/p99": np.percentile(good, [50, 90, 99]).round(3).tolist(),
+        }
+    )
+)

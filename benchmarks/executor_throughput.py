@@ -37,9 +37,9 @@ from pathlib import Path
 import torch
 
 from robustsdd import Featurizer
+from robustsdd._hashing import image_digest
 from robustsdd.data import load_elpv
 from robustsdd.executors import make_executor, start_ray
-from robustsdd._hashing import image_digest
 
 
 class _Timed:
@@ -85,8 +85,9 @@ def run_config(kind, jobs, images, repeats, notes):
             if timed is not None:
                 rate = _steady_rate(timed.events, jobs)
                 result["steady_images_per_s"].append(None if rate is None else round(rate, 2))
-            print(f"  {kind}:{jobs}  {seconds:.1f} s  {len(images) / seconds:.2f} img/s",
-                  flush=True)
+            print(
+                f"  {kind}:{jobs}  {seconds:.1f} s  {len(images) / seconds:.2f} img/s", flush=True
+            )
     finally:
         executor.close()
         if kind == "ray":
@@ -122,14 +123,20 @@ def main():
     overhead = {}
     for jobs in (1, 2):
         if ("local", jobs) in by and ("ray", jobs) in by:
-            overhead[jobs] = round(by["local", jobs]["images_per_s"]
-                                   / by["ray", jobs]["images_per_s"] - 1, 3)
+            overhead[jobs] = round(
+                by["local", jobs]["images_per_s"] / by["ray", jobs]["images_per_s"] - 1, 3
+            )
     load = os.getloadavg()
     report = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(), "torch": torch.__version__,
-                    "loadavg_at_end": [round(x, 2) for x in load]},
-        "n_images": len(images), "repeats": args.repeats,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "loadavg_at_end": [round(x, 2) for x in load],
+        },
+        "n_images": len(images),
+        "repeats": args.repeats,
         "driver_us_per_image": round(driver_us, 1),
         "results": results,
         "ray_slower_than_local_by": overhead,
@@ -140,9 +147,11 @@ def main():
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "results"}, indent=2))
     for r in results:
-        print(f"{r['executor']}:{r['jobs']}  {r['images_per_s']} img/s end to end (runs "
-              f"{r['runs_s']} s), steady {r['steady_median']} img/s"
-              + (f", ray init {r['ray_init_s']} s" if "ray_init_s" in r else ""))
+        print(
+            f"{r['executor']}:{r['jobs']}  {r['images_per_s']} img/s end to end (runs "
+            f"{r['runs_s']} s), steady {r['steady_median']} img/s"
+            + (f", ray init {r['ray_init_s']} s" if "ray_init_s" in r else "")
+        )
 
 
 if __name__ == "__main__":

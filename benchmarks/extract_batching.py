@@ -25,8 +25,10 @@ def main():
     args = ap.parse_args()
     images = load_elpv("mono").subset(range(args.images))
     sizes = [int(b) for b in args.batch_sizes.split(",")]
-    featurizers = {b: Featurizer(views=ViewSpec(), cache_dir=False, batch_size=b, progress=False)
-                   for b in sizes}
+    featurizers = {
+        b: Featurizer(views=ViewSpec(), cache_dir=False, batch_size=b, progress=False)
+        for b in sizes
+    }
     for fz in featurizers.values():
         fz.transform(images.subset(range(2)))  # warm-up
     rates = {b: [] for b in sizes}
@@ -37,12 +39,16 @@ def main():
             features[b] = fz.transform(images)
             rates[b].append(len(images) / (time.perf_counter() - t))
     for b in sizes:
-        print(f"batch {b} image(s) per pass: median {statistics.median(rates[b]):.2f} images/s "
-              f"(runs: {', '.join(f'{r:.2f}' for r in rates[b])})")
+        print(
+            f"batch {b} image(s) per pass: median {statistics.median(rates[b]):.2f} images/s "
+            f"(runs: {', '.join(f'{r:.2f}' for r in rates[b])})"
+        )
     first = features[sizes[0]]
     for b in sizes[1:]:
-        print(f"batch {b} features identical to batch {sizes[0]}: "
-              f"{np.array_equal(first, features[b])} (max |diff| {np.abs(first - features[b]).max():.2e})")
+        print(
+            f"batch {b} features identical to batch {sizes[0]}: "
+            f"{np.array_equal(first, features[b])} (max |diff| {np.abs(first - features[b]).max():.2e})"
+        )
     print(f"torch threads: {torch.get_num_threads()}")
 
 

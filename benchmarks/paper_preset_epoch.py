@@ -19,8 +19,10 @@ def main():
     t = time.perf_counter()
     det.fit(X)
     epoch = time.perf_counter() - t
-    print(f"paper preset: {epoch:.0f} s for one epoch of 800 vectors on {torch.get_num_threads()} "
-          f"threads; 192 epochs ≈ {192 * epoch / 3600:.1f} h (+ the same again to fine-tune)")
+    print(
+        f"paper preset: {epoch:.0f} s for one epoch of 800 vectors on {torch.get_num_threads()} "
+        f"threads; 192 epochs ≈ {192 * epoch / 3600:.1f} h (+ the same again to fine-tune)"
+    )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,7 @@ RESULTS = Path(__file__).parent / "results"
 CONFIGS = {
     "greedy 1 % (default)": dict(coreset="greedy", coreset_ratio=0.01),
     "random 10 % (issue's floor)": dict(coreset="random", coreset_ratio=0.1),
-    "greedy 1 % + hard denoise 10 %": dict(coreset="greedy", coreset_ratio=0.01,
-                                           denoise="hard"),
+    "greedy 1 % + hard denoise 10 %": dict(coreset="greedy", coreset_ratio=0.01, denoise="hard"),
 }
 
 
@@ -52,16 +51,26 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cleaning-repeats", type=int, default=1,
-                    help="repeats of the auto_3@out_of_fold cell (default 1: it takes minutes)")
+    ap.add_argument(
+        "--cleaning-repeats",
+        type=int,
+        default=1,
+        help="repeats of the auto_3@out_of_fold cell (default 1: it takes minutes)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     pool, test_pool = open_source("elpv", None, cell_type=args.cell_type)
-    train, test = _draw_splits(pool, test_pool, (args.level,), (args.seed,), n_train=100,
-                               n_test_good=100, n_test_defective=100)[args.level, args.seed]
-    featurizer = PatchFeaturizer(views=ViewSpec(size=224, scales=(1,), rotations=(0,),
-                                                flips=False))
+    train, test = _draw_splits(
+        pool,
+        test_pool,
+        (args.level,),
+        (args.seed,),
+        n_train=100,
+        n_test_good=100,
+        n_test_defective=100,
+    )[args.level, args.seed]
+    featurizer = PatchFeaturizer(views=ViewSpec(size=224, scales=(1,), rotations=(0,), flips=False))
     X_train = featurizer.transform(pool.subset([int(i) for i in train.items]))
     X_test = featurizer.transform(pool.subset([int(i) for i in test.items]))
     grid = featurizer.patch_grid
@@ -83,15 +92,18 @@ def main():
         runs.append({"fit_s": fit, "score_s": score, "cell_s": fit + score})
     results["greedy 1 % + auto_3@out_of_fold"] = runs
 
-    summary = {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-               for name, runs in results.items()}
+    summary = {
+        name: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        for name, runs in results.items()
+    }
     for name, med in summary.items():
-        print(f"{name:34s} fit {med['fit_s']:7.2f} s  score {med['score_s']:6.2f} s  "
-              f"cell {med['cell_s']:7.2f} s  (median of {len(results[name])})")
+        print(
+            f"{name:34s} fit {med['fit_s']:7.2f} s  score {med['score_s']:6.2f} s  "
+            f"cell {med['cell_s']:7.2f} s  (median of {len(results[name])})"
+        )
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"patchcore_cell_{args.cell_type}.json"
-    out.write_text(json.dumps({"args": vars(args), "median": summary, "runs": results},
-                              indent=1))
+    out.write_text(json.dumps({"args": vars(args), "median": summary, "runs": results}, indent=1))
     print(f"wrote {out}")
 
 

@@ -44,26 +44,34 @@ def main():
         det_name = cfg.pop("det", "differnet")
         scoring = cfg.pop("scoring", "held_out_views")
         threshold = cfg.pop("threshold", 1.5)
-        for level, seed in itertools.product([float(v) for v in args.levels.split(",")],
-                                             [int(v) for v in args.seeds.split(",")]):
+        for level, seed in itertools.product(
+            [float(v) for v in args.levels.split(",")], [int(v) for v in args.seeds.split(",")]
+        ):
             train, test = paper_split(pool, contamination=level, random_state=seed)
             X_train, X_test = featurizer.transform(train), featurizer.transform(test)
-            det = (DifferNet(random_state=seed, **cfg) if det_name == "differnet"
-                   else GaussianDetector(**cfg))
+            det = (
+                DifferNet(random_state=seed, **cfg)
+                if det_name == "differnet"
+                else GaussianDetector(**cfg)
+            )
             t = time.perf_counter()
-            osr = OneShotRemoval(det, scoring=scoring, threshold=threshold,
-                                 random_state=seed).fit(X_train)
+            osr = OneShotRemoval(det, scoring=scoring, threshold=threshold, random_state=seed).fit(
+                X_train
+            )
             seconds = time.perf_counter() - t
             base = detection_metrics(test.labels, osr.baseline_detector_.decision_function(X_test))
             after = detection_metrics(test.labels, osr.decision_function(X_test))
             rs = osr.removal_scores_
             rm = removal_metrics(train.labels, osr.keep_mask_)
             train_auroc = detection_metrics(train.labels, rs)["auroc"]
-            print(f"{det_name} {cfg} {scoring} level={level} seed={seed}: "
-                  f"train-AUROC {train_auroc:.3f} | good {pct(rs[train.labels == 0])} "
-                  f"defective {pct(rs[train.labels == 1])} | removed {rm['removed_good']} good + "
-                  f"{rm['removed_defective']} defective | test AUROC stage 1 {base['auroc']:.3f}, "
-                  f"OSR {after['auroc']:.3f} | {seconds:.0f} s", flush=True)
+            print(
+                f"{det_name} {cfg} {scoring} level={level} seed={seed}: "
+                f"train-AUROC {train_auroc:.3f} | good {pct(rs[train.labels == 0])} "
+                f"defective {pct(rs[train.labels == 1])} | removed {rm['removed_good']} good + "
+                f"{rm['removed_defective']} defective | test AUROC stage 1 {base['auroc']:.3f}, "
+                f"OSR {after['auroc']:.3f} | {seconds:.0f} s",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

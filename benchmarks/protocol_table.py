@@ -40,31 +40,50 @@ def main():
     args = ap.parse_args()
 
     params = {k: json.loads(v) for k, _, v in (p.partition("=") for p in args.param)}
-    detector = differnet_cpu(**params) if args.detector == "differnet" else create_detector(
-        args.detector, **params)
+    detector = (
+        differnet_cpu(**params)
+        if args.detector == "differnet"
+        else create_detector(args.detector, **params)
+    )
     pool, test_pool = open_source(args.source, args.root, cell_type=args.cell_type)
     featurizer = Featurizer(views=ViewSpec(), progress=True)
-    osr = dict(rule=args.rule, threshold=args.threshold, fraction=args.fraction,
-               scoring=args.scoring)
+    osr = dict(
+        rule=args.rule, threshold=args.threshold, fraction=args.fraction, scoring=args.scoring
+    )
     cells = []
     for level in [float(v) for v in args.levels.split(",")]:
         for seed in [int(v) for v in args.seeds.split(",")]:
             t = time.perf_counter()
-            r = strip_arrays(run_protocol_cell(pool, test_pool, featurizer=featurizer,
-                                               detector=detector, osr_params=osr,
-                                               contamination=level, seed=seed))
+            r = strip_arrays(
+                run_protocol_cell(
+                    pool,
+                    test_pool,
+                    featurizer=featurizer,
+                    detector=detector,
+                    osr_params=osr,
+                    contamination=level,
+                    seed=seed,
+                )
+            )
             r["level"], r["seed"] = level, seed
             cells.append(r)
-            print(f"level {level:.0%} seed {seed}: baseline {r['baseline']['auroc']:.3f} "
-                  f"OSR {r['osr']['auroc']:.3f} removed {r['removal']['removed_good']} good + "
-                  f"{r['removal']['removed_defective']} defective "
-                  f"({time.perf_counter() - t:.0f} s)", flush=True)
+            print(
+                f"level {level:.0%} seed {seed}: baseline {r['baseline']['auroc']:.3f} "
+                f"OSR {r['osr']['auroc']:.3f} removed {r['removal']['removed_good']} good + "
+                f"{r['removal']['removed_defective']} defective "
+                f"({time.perf_counter() - t:.0f} s)",
+                flush=True,
+            )
 
-    print(f"\n{args.detector} {params or ''} on {args.source} {args.cell_type}; OSR {args.rule} "
-          f"{args.threshold if args.rule == 'score_threshold' else args.fraction} on "
-          f"{args.scoring} scores; mean ± std over seeds {args.seeds}\n")
-    print("| defective | baseline AUROC | OSR AUROC | removed good | removed defective | "
-          "guard fired | fit s |")
+    print(
+        f"\n{args.detector} {params or ''} on {args.source} {args.cell_type}; OSR {args.rule} "
+        f"{args.threshold if args.rule == 'score_threshold' else args.fraction} on "
+        f"{args.scoring} scores; mean ± std over seeds {args.seeds}\n"
+    )
+    print(
+        "| defective | baseline AUROC | OSR AUROC | removed good | removed defective | "
+        "guard fired | fit s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for level in sorted({c["level"] for c in cells}):
         cs = [c for c in cells if c["level"] == level]
@@ -74,8 +93,10 @@ def main():
         rd = np.mean([c["removal"]["removed_defective"] for c in cs])
         guard = sum(c["removal"]["guard_fired"] for c in cs)
         fit = np.median([c["seconds"]["fit"] for c in cs])
-        print(f"| {level:.0%} | {b.mean():.3f} ± {b.std():.3f} | {o.mean():.3f} ± {o.std():.3f} | "
-              f"{rg:.1f} | {rd:.1f} | {guard}/{len(cs)} | {fit:.0f} |")
+        print(
+            f"| {level:.0%} | {b.mean():.3f} ± {b.std():.3f} | {o.mean():.3f} ± {o.std():.3f} | "
+            f"{rg:.1f} | {rd:.1f} | {guard}/{len(cs)} | {fit:.0f} |"
+        )
     machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     with open(args.out, "w") as f:
         json.dump({"args": vars(args), "machine": machine, "cells": cells}, f, indent=1)

@@ -43,12 +43,26 @@ from PIL import Image
 
 import robustsdd
 from robustsdd import RobustSDDError
-from robustsdd.data import load_unlabeled, load_folder, paper_split, screen_images
+from robustsdd.data import load_folder, load_unlabeled, paper_split, screen_images
 from robustsdd.data.images import load_rgb
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--weights", "random", "--image-size", "32", "--scales", "1", "--rotations", "0",
-        "--detector", "gaussian", "--no-cache", "--engine", "torch", "--quiet"]
+TINY = [
+    "--weights",
+    "random",
+    "--image-size",
+    "32",
+    "--scales",
+    "1",
+    "--rotations",
+    "0",
+    "--detector",
+    "gaussian",
+    "--no-cache",
+    "--engine",
+    "torch",
+    "--quiet",
+]
 
 
 # --------------------------------------------------------------------------- inputs
@@ -65,10 +79,17 @@ def _noise(h, w, seed, channels=3):
 
 def _png_header_only(width, height):
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _exif_jpeg(orientation):
@@ -82,8 +103,12 @@ def _exif_jpeg(orientation):
 
 def _red_corner(out):
     h, w = out.shape[:2]
-    corners = {"top-left": out[:8, :8], "top-right": out[:8, -8:], "bottom-left": out[-8:, :8],
-               "bottom-right": out[-8:, -8:]}
+    corners = {
+        "top-left": out[:8, :8],
+        "top-right": out[:8, -8:],
+        "bottom-left": out[-8:, :8],
+        "bottom-right": out[-8:, -8:],
+    }
     red = [k for k, v in corners.items() if v[..., 0].mean() > 200 and v[..., 1].mean() < 50]
     return f"{h}x{w}, red block {'/'.join(red) or 'nowhere'}"
 
@@ -113,40 +138,83 @@ def bad_image_cases():
     def fifo(path):
         os.mkfifo(path)
 
-    px = lambda out: f"{out.shape[0]}x{out.shape[1]}, pixel[0,0] = {tuple(int(v) for v in out[0, 0])}"
+    px = lambda out: (
+        f"{out.shape[0]}x{out.shape[1]}, pixel[0,0] = {tuple(int(v) for v in out[0, 0])}"
+    )
     return [
         ("zero-byte file", "zero.png", data(b""), None),
         ("truncated PNG (half)", "truncated.png", data(png[: len(png) // 2]), None),
         ("truncated JPEG (half)", "truncated.jpg", data(jpg[: len(jpg) // 2]), None),
         ("JPEG cut after 20 bytes", "header-only.jpg", data(jpg[:20]), None),
         ("text file named .png", "text.png", data(b"this is a text file, not a PNG\n"), None),
-        ("unsupported format: PDF named .png", "document.png",
-         data(b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"), None),
-        ("unsupported format: SVG named .tif", "vector.tif",
-         data(b'<svg xmlns="http://www.w3.org/2000/svg"/>\n'), None),
-        ("16-bit grayscale PNG (0, 65535)", "gray16.png",
-         data(_encode(Image.fromarray(np.array([[0, 65535]], np.uint16)), "PNG")),
-         lambda out: f"{out.shape[0]}x{out.shape[1]}, values {out[0, :, 0].tolist()} (scaled by 1/257)"),
-        ("RGBA PNG, fully transparent (10, 20, 30, 0)", "rgba.png",
-         data(_encode(Image.new("RGBA", (3, 2), (10, 20, 30, 0)), "PNG")), px),
-        ("palette (P) PNG", "palette.png", data(_palette_png()),
-         lambda out: f"colours {[tuple(int(v) for v in c) for c in out[0]]}"),
-        ("CMYK JPEG (C=0 M=255 Y=255 K=0: red)", "cmyk.jpg",
-         data(_encode(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), "JPEG", quality=95)),
-         lambda out: f"mean colour {tuple(int(round(v)) for v in out.reshape(-1, 3).mean(0))}"),
-        ("EXIF orientation 6 (rotate 90 CW), red block stored top-left", "exif6.jpg",
-         data(_exif_jpeg(6)), _red_corner),
+        (
+            "unsupported format: PDF named .png",
+            "document.png",
+            data(b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"),
+            None,
+        ),
+        (
+            "unsupported format: SVG named .tif",
+            "vector.tif",
+            data(b'<svg xmlns="http://www.w3.org/2000/svg"/>\n'),
+            None,
+        ),
+        (
+            "16-bit grayscale PNG (0, 65535)",
+            "gray16.png",
+            data(_encode(Image.fromarray(np.array([[0, 65535]], np.uint16)), "PNG")),
+            lambda out: (
+                f"{out.shape[0]}x{out.shape[1]}, values {out[0, :, 0].tolist()} (scaled by 1/257)"
+            ),
+        ),
+        (
+            "RGBA PNG, fully transparent (10, 20, 30, 0)",
+            "rgba.png",
+            data(_encode(Image.new("RGBA", (3, 2), (10, 20, 30, 0)), "PNG")),
+            px,
+        ),
+        (
+            "palette (P) PNG",
+            "palette.png",
+            data(_palette_png()),
+            lambda out: f"colours {[tuple(int(v) for v in c) for c in out[0]]}",
+        ),
+        (
+            "CMYK JPEG (C=0 M=255 Y=255 K=0: red)",
+            "cmyk.jpg",
+            data(_encode(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), "JPEG", quality=95)),
+            lambda out: f"mean colour {tuple(int(round(v)) for v in out.reshape(-1, 3).mean(0))}",
+        ),
+        (
+            "EXIF orientation 6 (rotate 90 CW), red block stored top-left",
+            "exif6.jpg",
+            data(_exif_jpeg(6)),
+            _red_corner,
+        ),
         ("EXIF orientation 3 (rotate 180)", "exif3.jpg", data(_exif_jpeg(3)), _red_corner),
         ("EXIF orientation 8 (rotate 90 CCW)", "exif8.jpg", data(_exif_jpeg(8)), _red_corner),
-        ("1x1 image", "one-pixel.png", data(_encode(Image.new("RGB", (1, 1), (1, 2, 3)), "PNG")), px),
-        ("very large: PNG header claims 100000x100000 (10 G pixels)", "bomb.png",
-         data(_png_header_only(100_000, 100_000)), None),
+        (
+            "1x1 image",
+            "one-pixel.png",
+            data(_encode(Image.new("RGB", (1, 1), (1, 2, 3)), "PNG")),
+            px,
+        ),
+        (
+            "very large: PNG header claims 100000x100000 (10 G pixels)",
+            "bomb.png",
+            data(_png_header_only(100_000, 100_000)),
+            None,
+        ),
         ("unreadable: chmod 000", "secret.png", unreadable, px),
         ("broken symbolic link", "broken-link.png", symlink("/nonexistent/image.png"), None),
         ("symbolic link loop", "loop.png", symlink("loop.png"), None),
         ("named pipe (FIFO) named .png", "pipe.png", fifo, None),
-        ("name with spaces and non-ASCII characters", "a name ü 日本 ✓.png",
-         data(_encode(Image.fromarray(_noise(20, 20, 7)), "PNG")), px),
+        (
+            "name with spaces and non-ASCII characters",
+            "a name ü 日本 ✓.png",
+            data(_encode(Image.fromarray(_noise(20, 20, 7)), "PNG")),
+            px,
+        ),
     ]
 
 
@@ -178,8 +246,17 @@ def snapshot(root: Path) -> str:
         for name in [""] + sorted(dirnames) + sorted(filenames):
             path = Path(dirpath) / name if name else Path(dirpath)
             st = path.lstat()
-            h.update(repr((path.relative_to(root).as_posix(), stat.S_IFMT(st.st_mode),
-                           stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime_ns)).encode())
+            h.update(
+                repr(
+                    (
+                        path.relative_to(root).as_posix(),
+                        stat.S_IFMT(st.st_mode),
+                        stat.S_IMODE(st.st_mode),
+                        st.st_size,
+                        st.st_mtime_ns,
+                    )
+                ).encode()
+            )
             if stat.S_ISLNK(st.st_mode):
                 h.update(os.readlink(path).encode(errors="surrogateescape"))
             elif stat.S_ISREG(st.st_mode):
@@ -193,8 +270,13 @@ def snapshot(root: Path) -> str:
 class Runner:
     def __init__(self, work: Path):
         self.work = work
-        self.env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE",
-                        ROBUSTSDD_CACHE_DIR=str(work / "cache"), PYTHONWARNINGS="ignore")
+        self.env = dict(
+            os.environ,
+            OMP_NUM_THREADS="1",
+            OMP_WAIT_POLICY="PASSIVE",
+            ROBUSTSDD_CACHE_DIR=str(work / "cache"),
+            PYTHONWARNINGS="ignore",
+        )
         src = str(REPO / "src")
         self.env["PYTHONPATH"] = src + os.pathsep + self.env.get("PYTHONPATH", "")
 
@@ -206,15 +288,23 @@ class Runner:
         """Run ``robustsdd ARGV``; return a dict with rc, message, traceback, input unchanged."""
         before = {p: snapshot(p) for p in inputs}
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "robustsdd.cli", *argv], env=self.env,
-                              capture_output=True, text=True, timeout=600, cwd=self.work)
+        proc = subprocess.run(
+            [sys.executable, "-m", "robustsdd.cli", *argv],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=self.work,
+        )
         seconds = time.perf_counter() - t
         after = {p: snapshot(p) for p in inputs}
         out_lines = [line for line in proc.stdout.splitlines() if line.strip()]
         err_lines = [line for line in proc.stderr.splitlines() if line.strip()]
         if proc.returncode == 0:
-            message = next((line for line in out_lines if line.startswith("trained on")),
-                           out_lines[-1] if out_lines else (err_lines[-1] if err_lines else ""))
+            message = next(
+                (line for line in out_lines if line.startswith("trained on")),
+                out_lines[-1] if out_lines else (err_lines[-1] if err_lines else ""),
+            )
             notes = [line for line in out_lines if line.startswith("note:")]
             if notes:
                 message += " / " + " / ".join(notes[:3])
@@ -222,9 +312,14 @@ class Runner:
             errs = [line for line in err_lines if "error" in line.lower()]
             message = (errs or err_lines or out_lines or [""])[0]
         unchanged = "n/a" if not inputs else ("yes" if before == after else "**NO**")
-        return {"rc": proc.returncode, "message": message.replace(str(self.work), "$WORK"),
-                "traceback": "Traceback" in proc.stderr, "unchanged": unchanged,
-                "command": self.show(argv), "seconds": seconds}
+        return {
+            "rc": proc.returncode,
+            "message": message.replace(str(self.work), "$WORK"),
+            "traceback": "Traceback" in proc.stderr,
+            "unchanged": unchanged,
+            "command": self.show(argv),
+            "seconds": seconds,
+        }
 
 
 def _quote(arg: str) -> str:
@@ -263,8 +358,9 @@ def images_table(run: Runner, on_bad_image_flag: bool, jobs: int):
     all_dir = work / "all-bad-images"  # every case in one folder, for the screen
     make_good_images(all_dir, n=3)
     cases, commands = [], []
-    variants = [["--on-bad-image", "skip"], ["--on-bad-image", "fail"]] if on_bad_image_flag \
-        else [[]]
+    variants = (
+        [["--on-bad-image", "skip"], ["--on-bad-image", "fail"]] if on_bad_image_flag else [[]]
+    )
     for k, (case, fname, make, check) in enumerate(bad_image_cases()):
         folder = work / "images" / f"{k:02d}"
         make_good_images(folder)
@@ -275,13 +371,18 @@ def images_table(run: Runner, on_bad_image_flag: bool, jobs: int):
         if decoded.startswith("ok: ") and check is not None:
             decoded = "decoded: " + check(load_rgb(path))
         if fname == "secret.png" and os.geteuid() == 0:
-            decoded += " (running as root: chmod 000 does not stop root; unit test simulates EACCES)"
+            decoded += (
+                " (running as root: chmod 000 does not stop root; unit test simulates EACCES)"
+            )
         screened = library(lambda: screen_images(load_unlabeled(folder), "skip"), work)
         if screened.startswith("ok: "):
             result = screen_images(load_unlabeled(folder), "skip")
             skipped = [x for x in result.skipped if x.name == fname]
-            screened = ("skipped: " + skipped[0].reason) if skipped else \
-                f"kept ({len(result.images)} of {result.n_total} images)"
+            screened = (
+                ("skipped: " + skipped[0].reason)
+                if skipped
+                else f"kept ({len(result.images)} of {result.n_total} images)"
+            )
         for extra in variants:
             out = work / "out" / f"image-{k:02d}{'-' + extra[1] if extra else ''}"
             cases.append((case, f"`{fname}`", decoded, screened, extra))
@@ -294,19 +395,36 @@ def images_table(run: Runner, on_bad_image_flag: bool, jobs: int):
     result = screen_images(load_unlabeled(dup))
     dup_text = "; ".join(g.describe() for g in result.duplicates) or "none found"
     for extra in variants:
-        cases.append(("duplicate files (a byte copy and a BMP re-encoding of one PNG)",
-                      "`copy of good_00.png`, `good_00 again.bmp`",
-                      "decoded (each file is a valid image)", f"reported once: {dup_text}", extra))
-        commands.append((["fit", str(dup), "--out",
-                          str(work / "out" / f"duplicates{'-' + extra[1] if extra else ''}"),
-                          *TINY, *extra], [dup]))
+        cases.append(
+            (
+                "duplicate files (a byte copy and a BMP re-encoding of one PNG)",
+                "`copy of good_00.png`, `good_00 again.bmp`",
+                "decoded (each file is a valid image)",
+                f"reported once: {dup_text}",
+                extra,
+            )
+        )
+        commands.append(
+            (
+                [
+                    "fit",
+                    str(dup),
+                    "--out",
+                    str(work / "out" / f"duplicates{'-' + extra[1] if extra else ''}"),
+                    *TINY,
+                    *extra,
+                ],
+                [dup],
+            )
+        )
     results = _run_all(run, jobs, commands)
     rows = [(*c[:4], r, c[4]) for c, r in zip(cases, results)]
     for (case, *_), r in zip(cases, results):
         print(f"  {case}: exit {r['rc']} ({r['seconds']:.0f} s)", flush=True)
     # The screen over every case at once.
-    result = screen_images(load_unlabeled(all_dir), "skip",
-                           skip_list=work / "out" / "all-bad-images-skipped.csv")
+    result = screen_images(
+        load_unlabeled(all_dir), "skip", skip_list=work / "out" / "all-bad-images-skipped.csv"
+    )
     notes = [n.replace(str(work), "$WORK") for n in result.notes(max_listed=100)]
     return rows, notes
 
@@ -350,8 +468,13 @@ def requests_table(run: Runner, on_bad_image_flag: bool, jobs: int):
     pool = load_folder(tpl["labelled"])
 
     def featurizer(backbone):
-        fz = Featurizer(backbone=backbone, weights=None, views=ViewSpec(size=32, scales=(1,)),
-                        cache_dir=False, progress=False)
+        fz = Featurizer(
+            backbone=backbone,
+            weights=None,
+            views=ViewSpec(size=32, scales=(1,)),
+            cache_dir=False,
+            progress=False,
+        )
         return fz.extractor.n_features
 
     def extractor(weights):
@@ -361,85 +484,272 @@ def requests_table(run: Runner, on_bad_image_flag: bool, jobs: int):
         return _replace(TINY, "random", str(path))
 
     def split(n, c):
-        return lambda: paper_split(pool, n_train=n, contamination=c, n_test_good=2,
-                                   n_test_defective=2)
+        return lambda: paper_split(
+            pool, n_train=n, contamination=c, n_test_good=2, n_test_defective=2
+        )
 
     def run_args(n, c):
-        return ["--n-train", str(n), "--contamination", str(c), "--n-test-good", "2",
-                "--n-test-defective", "2"]
+        return [
+            "--n-train",
+            str(n),
+            "--contamination",
+            str(c),
+            "--n-test-good",
+            "2",
+            "--n-test-defective",
+            "2",
+        ]
 
     skip = ["--on-bad-image", "skip"] if on_bad_image_flag else []
     # (request, library call or None, input templates, argv builder(inputs, out folder))
     cases = [
-        ("empty folder", lambda: load_unlabeled(tpl["empty"]), ["empty"],
-         lambda i, o: ["fit", i[0], "--out", o, *TINY]),
-        ("folder with no image files (a .txt and a .gif)", lambda: load_unlabeled(tpl["no-images"]),
-         ["no-images"], lambda i, o: ["fit", i[0], "--out", o, *TINY]),
-        ("folder that does not exist", lambda: load_unlabeled(work / "missing"), [],
-         lambda i, o: ["fit", str(work / "missing"), "--out", o, *TINY]),
-        ("every image unreadable (3 of 3)" + (" (--on-bad-image skip)" if skip else ""),
-         lambda: screen_images(load_unlabeled(tpl["all-bad"]), "skip"), ["all-bad"],
-         lambda i, o: ["fit", i[0], "--out", o, *TINY, *skip]),
-        ("N larger than the pool (500; pool: 12 good + 6 defective)", split(500, 0.2), ["labelled"],
-         lambda i, o: ["run", "--source", "folder", "--root", i[0], *run_args(500, 0.2), "--out",
-                       o, *TINY]),
-        ("contamination the pool cannot meet (90 % of 10, + 2 defective test images; pool has 6)",
-         split(10, 0.9), ["labelled"],
-         lambda i, o: ["run", "--source", "folder", "--root", i[0], *run_args(10, 0.9), "--out",
-                       o, *TINY]),
-        ("contamination out of range (1.5)", split(10, 1.5), ["labelled"],
-         lambda i, o: ["run", "--source", "folder", "--root", i[0], *run_args(10, 1.5), "--out",
-                       o, *TINY]),
-        ("unknown backbone name", lambda: featurizer("no_such_net"), ["good-only"],
-         lambda i, o: ["fit", i[0], "--backbone", "no_such_net", "--out", o, *TINY]),
-        ("unknown detector name", lambda: create_detector("no_such_detector"), ["good-only"],
-         lambda i, o: ["fit", i[0], "--out", o, *_replace(TINY, "gaussian", "no_such_detector")]),
-        ("unknown removal rule", None, ["good-only"],
-         lambda i, o: ["fit", i[0], "--rule", "no_such_rule", "--out", o, *TINY]),
-        ("unknown sweep strategy", None, ["labelled"],
-         lambda i, o: ["sweep", "--source", "folder", "--root", i[0], "--strategies",
-                       "osr_banana", "--out", o, *TINY]),
-        ("weights file of the wrong architecture (a ResNet-18 state dict)",
-         lambda: extractor(wrong), ["good-only"],
-         lambda i, o: ["fit", i[0], "--out", o, *weights(wrong)]),
-        ("weights file that is not weights (text)", lambda: extractor(junk), ["good-only"],
-         lambda i, o: ["fit", i[0], "--out", o, *weights(junk)]),
-        ("weights file that does not exist", lambda: extractor(work / "nope.pt"), ["good-only"],
-         lambda i, o: ["fit", i[0], "--out", o, *weights(work / "nope.pt")]),
-        ("every image above the removal threshold (--threshold -1e9)", None, ["good-only"],
-         lambda i, o: ["fit", i[0], "--threshold=-1e9", "--out", o, *TINY]),
-        ("removal of every image asked (--rule fraction --fraction 1.0)", None, ["good-only"],
-         lambda i, o: ["fit", i[0], "--rule", "fraction", "--fraction", "1.0", "--out", o, *TINY]),
-        ("fewer images than the removal guard keeps (2 images, --min-keep 5)", None,
-         ["two-images"],
-         lambda i, o: ["fit", i[0], "--rule", "fraction", "--fraction", "0.5", "--min-keep", "5",
-                       "--out", o, *TINY]),
-        ("model folder that does not exist", None, ["good-only"],
-         lambda i, o: ["score", str(work / "no-model"), "--source", "unlabeled", "--root", i[0],
-                       "--quiet"]),
-        ("a folder of images given as the model", None, ["good-only"],
-         lambda i, o: ["score", i[0], "--source", "unlabeled", "--root", i[0], "--quiet"]),
-        ("`fit --out` inside the input folder", None, ["good-only"],
-         lambda i, o: ["fit", i[0], "--out", str(Path(i[0]) / "model"), *TINY]),
-        ("`predict --out` inside the input folder", None, ["good-only"],
-         lambda i, o: ["predict", str(model), i[0], "--out", str(Path(i[0]) / "p.csv"),
-                       "--quiet"]),
-        ("`score --out` inside the input folder", None, ["good-only"],
-         lambda i, o: ["score", str(model), "--source", "unlabeled", "--root", i[0], "--out",
-                       str(Path(i[0]) / "scores.csv"), "--quiet"]),
-        ("`run --out` inside the input folder", None, ["labelled"],
-         lambda i, o: ["run", "--source", "folder", "--root", i[0], *run_args(6, 0.2), "--out",
-                       str(Path(i[0]) / "run"), *TINY]),
+        (
+            "empty folder",
+            lambda: load_unlabeled(tpl["empty"]),
+            ["empty"],
+            lambda i, o: ["fit", i[0], "--out", o, *TINY],
+        ),
+        (
+            "folder with no image files (a .txt and a .gif)",
+            lambda: load_unlabeled(tpl["no-images"]),
+            ["no-images"],
+            lambda i, o: ["fit", i[0], "--out", o, *TINY],
+        ),
+        (
+            "folder that does not exist",
+            lambda: load_unlabeled(work / "missing"),
+            [],
+            lambda i, o: ["fit", str(work / "missing"), "--out", o, *TINY],
+        ),
+        (
+            "every image unreadable (3 of 3)" + (" (--on-bad-image skip)" if skip else ""),
+            lambda: screen_images(load_unlabeled(tpl["all-bad"]), "skip"),
+            ["all-bad"],
+            lambda i, o: ["fit", i[0], "--out", o, *TINY, *skip],
+        ),
+        (
+            "N larger than the pool (500; pool: 12 good + 6 defective)",
+            split(500, 0.2),
+            ["labelled"],
+            lambda i, o: [
+                "run",
+                "--source",
+                "folder",
+                "--root",
+                i[0],
+                *run_args(500, 0.2),
+                "--out",
+                o,
+                *TINY,
+            ],
+        ),
+        (
+            "contamination the pool cannot meet (90 % of 10, + 2 defective test images; pool has 6)",
+            split(10, 0.9),
+            ["labelled"],
+            lambda i, o: [
+                "run",
+                "--source",
+                "folder",
+                "--root",
+                i[0],
+                *run_args(10, 0.9),
+                "--out",
+                o,
+                *TINY,
+            ],
+        ),
+        (
+            "contamination out of range (1.5)",
+            split(10, 1.5),
+            ["labelled"],
+            lambda i, o: [
+                "run",
+                "--source",
+                "folder",
+                "--root",
+                i[0],
+                *run_args(10, 1.5),
+                "--out",
+                o,
+                *TINY,
+            ],
+        ),
+        (
+            "unknown backbone name",
+            lambda: featurizer("no_such_net"),
+            ["good-only"],
+            lambda i, o: ["fit", i[0], "--backbone", "no_such_net", "--out", o, *TINY],
+        ),
+        (
+            "unknown detector name",
+            lambda: create_detector("no_such_detector"),
+            ["good-only"],
+            lambda i, o: ["fit", i[0], "--out", o, *_replace(TINY, "gaussian", "no_such_detector")],
+        ),
+        (
+            "unknown removal rule",
+            None,
+            ["good-only"],
+            lambda i, o: ["fit", i[0], "--rule", "no_such_rule", "--out", o, *TINY],
+        ),
+        (
+            "unknown sweep strategy",
+            None,
+            ["labelled"],
+            lambda i, o: [
+                "sweep",
+                "--source",
+                "folder",
+                "--root",
+                i[0],
+                "--strategies",
+                "osr_banana",
+                "--out",
+                o,
+                *TINY,
+            ],
+        ),
+        (
+            "weights file of the wrong architecture (a ResNet-18 state dict)",
+            lambda: extractor(wrong),
+            ["good-only"],
+            lambda i, o: ["fit", i[0], "--out", o, *weights(wrong)],
+        ),
+        (
+            "weights file that is not weights (text)",
+            lambda: extractor(junk),
+            ["good-only"],
+            lambda i, o: ["fit", i[0], "--out", o, *weights(junk)],
+        ),
+        (
+            "weights file that does not exist",
+            lambda: extractor(work / "nope.pt"),
+            ["good-only"],
+            lambda i, o: ["fit", i[0], "--out", o, *weights(work / "nope.pt")],
+        ),
+        (
+            "every image above the removal threshold (--threshold -1e9)",
+            None,
+            ["good-only"],
+            lambda i, o: ["fit", i[0], "--threshold=-1e9", "--out", o, *TINY],
+        ),
+        (
+            "removal of every image asked (--rule fraction --fraction 1.0)",
+            None,
+            ["good-only"],
+            lambda i, o: [
+                "fit",
+                i[0],
+                "--rule",
+                "fraction",
+                "--fraction",
+                "1.0",
+                "--out",
+                o,
+                *TINY,
+            ],
+        ),
+        (
+            "fewer images than the removal guard keeps (2 images, --min-keep 5)",
+            None,
+            ["two-images"],
+            lambda i, o: [
+                "fit",
+                i[0],
+                "--rule",
+                "fraction",
+                "--fraction",
+                "0.5",
+                "--min-keep",
+                "5",
+                "--out",
+                o,
+                *TINY,
+            ],
+        ),
+        (
+            "model folder that does not exist",
+            None,
+            ["good-only"],
+            lambda i, o: [
+                "score",
+                str(work / "no-model"),
+                "--source",
+                "unlabeled",
+                "--root",
+                i[0],
+                "--quiet",
+            ],
+        ),
+        (
+            "a folder of images given as the model",
+            None,
+            ["good-only"],
+            lambda i, o: ["score", i[0], "--source", "unlabeled", "--root", i[0], "--quiet"],
+        ),
+        (
+            "`fit --out` inside the input folder",
+            None,
+            ["good-only"],
+            lambda i, o: ["fit", i[0], "--out", str(Path(i[0]) / "model"), *TINY],
+        ),
+        (
+            "`predict --out` inside the input folder",
+            None,
+            ["good-only"],
+            lambda i, o: [
+                "predict",
+                str(model),
+                i[0],
+                "--out",
+                str(Path(i[0]) / "p.csv"),
+                "--quiet",
+            ],
+        ),
+        (
+            "`score --out` inside the input folder",
+            None,
+            ["good-only"],
+            lambda i, o: [
+                "score",
+                str(model),
+                "--source",
+                "unlabeled",
+                "--root",
+                i[0],
+                "--out",
+                str(Path(i[0]) / "scores.csv"),
+                "--quiet",
+            ],
+        ),
+        (
+            "`run --out` inside the input folder",
+            None,
+            ["labelled"],
+            lambda i, o: [
+                "run",
+                "--source",
+                "folder",
+                "--root",
+                i[0],
+                *run_args(6, 0.2),
+                "--out",
+                str(Path(i[0]) / "run"),
+                *TINY,
+            ],
+        ),
     ]
     outcomes, commands = [], []
-    for k, (name, lib, needs, argv) in enumerate(cases):
+    for k, (_name, lib, needs, argv) in enumerate(cases):
         outcomes.append(library(lib, work) if lib is not None else "—")
         inputs = []
         for t in needs:  # a fresh copy, so commands run side by side cannot see each other
             inputs.append(work / "inputs" / f"{k:02d}" / t)
             shutil.copytree(tpl[t], inputs[-1], symlinks=True)
-        commands.append((argv([str(p) for p in inputs], str(work / "out" / f"request-{k:02d}")),
-                         inputs))
+        commands.append(
+            (argv([str(p) for p in inputs], str(work / "out" / f"request-{k:02d}")), inputs)
+        )
     results = _run_all(run, jobs, commands)
     for (name, *_), r in zip(cases, results):
         print(f"  {name}: exit {r['rc']} ({r['seconds']:.0f} s)", flush=True)
@@ -461,8 +771,14 @@ def _hooked(run: Runner, argv, pause_after=None, sig=None):
     env.pop("PAUSE_AFTER", None)
     if pause_after:
         env["PAUSE_AFTER"] = pause_after
-    proc = subprocess.Popen([sys.executable, str(hooks), *argv], env=env, cwd=run.work,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(hooks), *argv],
+        env=env,
+        cwd=run.work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     err_note = ""
     if pause_after:
         deadline = time.monotonic() + 600
@@ -476,15 +792,24 @@ def _hooked(run: Runner, argv, pause_after=None, sig=None):
     rc = proc.returncode
     rc_text = f"{rc} ({_signal.Signals(-rc).name})" if rc < 0 else str(rc)
     lines = [x for x in (out + err).splitlines() if x.strip()]
-    keep = [x for x in lines if x.startswith(("resuming", "ignoring", "not resuming",
-                                              "robustsdd fit:", "note: restored"))]
+    keep = [
+        x
+        for x in lines
+        if x.startswith(
+            ("resuming", "ignoring", "not resuming", "robustsdd fit:", "note: restored")
+        )
+    ]
     if pause_after and not marker.exists():
         keep = [err_note, *keep, *lines[-3:]]
     fits = next((x.split(": ")[1] for x in lines if x.startswith("detector fits:")), "—")
-    return {"rc": rc_text, "traceback": "Traceback" in err, "fits": fits,
-            "messages": [m.replace(str(run.work), "$WORK") for m in keep],
-            "command": run.show(argv) + (f"   # {sig.name} after checkpoint {pause_after}"
-                                         if pause_after else "")}
+    return {
+        "rc": rc_text,
+        "traceback": "Traceback" in err,
+        "fits": fits,
+        "messages": [m.replace(str(run.work), "$WORK") for m in keep],
+        "command": run.show(argv)
+        + (f"   # {sig.name} after checkpoint {pause_after}" if pause_after else ""),
+    }
 
 
 def _model_state(folder: Path) -> str:
@@ -494,8 +819,11 @@ def _model_state(folder: Path) -> str:
     if not folder.exists():
         return "absent"
     names = sorted(p.name for p in folder.iterdir() if p.name != ".partial")
-    ckpts = sorted(p.name for p in (folder / ".partial").iterdir()) \
-        if (folder / ".partial").is_dir() else []
+    ckpts = (
+        sorted(p.name for p in (folder / ".partial").iterdir())
+        if (folder / ".partial").is_dir()
+        else []
+    )
     try:
         Model.load(folder)
         loads = "loads"
@@ -508,8 +836,11 @@ def _model_state(folder: Path) -> str:
 
 
 def _files_bytes(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and ".partial" not in p.relative_to(folder).parts}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and ".partial" not in p.relative_to(folder).parts
+    }
 
 
 def _same_model(a: Path, b: Path) -> str:
@@ -519,13 +850,17 @@ def _same_model(a: Path, b: Path) -> str:
     from safetensors.torch import load_file
 
     try:
-        same = json.loads((a / "robustsdd.json").read_text()) == \
-            json.loads((b / "robustsdd.json").read_text())
-        same &= all((a / f).read_bytes() == (b / f).read_bytes()
-                    for f in ("train_scores.csv", "config.json", "report.html"))
+        same = json.loads((a / "robustsdd.json").read_text()) == json.loads(
+            (b / "robustsdd.json").read_text()
+        )
+        same &= all(
+            (a / f).read_bytes() == (b / f).read_bytes()
+            for f in ("train_scores.csv", "config.json", "report.html")
+        )
         sa, sb = load_file(a / "state.safetensors"), load_file(b / "state.safetensors")
         same &= sa.keys() == sb.keys() and all(
-            sa[k].numpy().tobytes() == sb[k].numpy().tobytes() for k in sa)
+            sa[k].numpy().tobytes() == sb[k].numpy().tobytes() for k in sa
+        )
     except OSError as exc:
         return f"**NO** ({exc})"
     return "yes" if same else "**NO**"
@@ -547,8 +882,11 @@ def interrupt_table(run: Runner):
         r = _hooked(run, argv, pause_after, sig)
         r["unchanged"] = "yes" if snapshot(folder or images) == before else "**NO**"
         r["after"] = _model_state(out / name)
-        print(f"    {name}: exit {r['rc']}, {r['fits']} fits, {r['after']}; "
-              f"{' / '.join(r['messages'])[:200]}", flush=True)
+        print(
+            f"    {name}: exit {r['rc']}, {r['fits']} fits, {r['after']}; "
+            f"{' / '.join(r['messages'])[:200]}",
+            flush=True,
+        )
         return r
 
     def damage(path: Path, how) -> str:
@@ -573,33 +911,51 @@ def interrupt_table(run: Runner):
     r = fit("a", "stage1", _signal.SIGINT)
     row("A1. new folder; Ctrl-C (SIGINT) after stage 1", r)
     r = fit("a")
-    row("A2. the same command again", r, f"same model as the reference: "
-        f"{_same_model(out / 'a', out / 'reference')}")
+    row(
+        "A2. the same command again",
+        r,
+        f"same model as the reference: {_same_model(out / 'a', out / 'reference')}",
+    )
     # B: over an earlier model: kill (SIGTERM), kill -9 (SIGKILL), then resumed.
     fit("b", extra=["--rule", "none"])  # the earlier model
     earlier = _files_bytes(out / "b")
     r = fit("b", "decision_fold2of5", _signal.SIGTERM)
-    row("B1. over an earlier model; `kill` (SIGTERM) after decision-threshold fit 2 of 5", r,
-        f"earlier model unchanged: {'yes' if _files_bytes(out / 'b') == earlier else '**NO**'}")
+    row(
+        "B1. over an earlier model; `kill` (SIGTERM) after decision-threshold fit 2 of 5",
+        r,
+        f"earlier model unchanged: {'yes' if _files_bytes(out / 'b') == earlier else '**NO**'}",
+    )
     r = fit("b", "decision_fold4of5", _signal.SIGKILL)
-    row("B2. the same command; `kill -9` (SIGKILL) after decision-threshold fit 4 of 5", r,
-        f"earlier model unchanged: {'yes' if _files_bytes(out / 'b') == earlier else '**NO**'}")
+    row(
+        "B2. the same command; `kill -9` (SIGKILL) after decision-threshold fit 4 of 5",
+        r,
+        f"earlier model unchanged: {'yes' if _files_bytes(out / 'b') == earlier else '**NO**'}",
+    )
     r = fit("b")
-    row("B3. the same command again", r, f"same model as the reference: "
-        f"{_same_model(out / 'b', out / 'reference')}")
+    row(
+        "B3. the same command again",
+        r,
+        f"same model as the reference: {_same_model(out / 'b', out / 'reference')}",
+    )
     # C: damaged checkpoints.
     fit("c", "stage1", _signal.SIGINT)
     problem = damage(out / "c" / ".partial" / "stage1.ckpt", flip)
     r = fit("c")
-    row("C1. Ctrl-C after stage 1, one bit of its checkpoint flipped, run again", r,
+    row(
+        "C1. Ctrl-C after stage 1, one bit of its checkpoint flipped, run again",
+        r,
         f"{problem} same model as the reference: "
-        f"{_same_model(out / 'c', out / 'reference')}".strip())
+        f"{_same_model(out / 'c', out / 'reference')}".strip(),
+    )
     fit("c2", "stage3", _signal.SIGINT)
     problem = damage(out / "c2" / ".partial" / "stage3.ckpt", lambda b: b[:1000])
     r = fit("c2")
-    row("C2. Ctrl-C after stage 3, its checkpoint truncated to 1000 bytes, run again", r,
+    row(
+        "C2. Ctrl-C after stage 3, its checkpoint truncated to 1000 bytes, run again",
+        r,
         f"{problem} same model as the reference: "
-        f"{_same_model(out / 'c2', out / 'reference')}".strip())
+        f"{_same_model(out / 'c2', out / 'reference')}".strip(),
+    )
     # D: stale checkpoints: other images, other settings.
     fit("d", "stage3", _signal.SIGINT)
     fewer = work / "interrupt" / "fewer-images"
@@ -623,8 +979,9 @@ def _replace(args, old, new):
 
 
 # --------------------------------------------------------------------------- report
-def render(image_rows, screen_notes, request_rows, on_bad_image_flag, seconds,
-           interrupt_rows=()) -> str:
+def render(
+    image_rows, screen_notes, request_rows, on_bad_image_flag, seconds, interrupt_rows=()
+) -> str:
     import PIL
     import torch
 
@@ -654,42 +1011,68 @@ def render(image_rows, screen_notes, request_rows, on_bad_image_flag, seconds,
     ]
     for case, fname, decoded, screened, r, extra in image_rows:
         label = case + (f" ({' '.join(extra)})" if extra else "")
-        lines.append(f"| {_cell(label)} | {_cell(fname)} | {_cell(decoded)} | {_cell(screened)} | "
-                     f"{r['rc']} | {_cell(r['message'])} | {'yes' if r['traceback'] else 'no'} | "
-                     f"{r['unchanged']} |")
-    lines += ["", "All of the above in one folder (with 3 good images), screened with "
-              "`screen_images(..., 'skip', skip_list=...)`; its notes:", "", "```"]
-    lines += screen_notes + ["```", "", "## 2. Bad requests", "",
-                             "| request | library | CLI exit | CLI message (first line) | "
-                             "traceback | input unchanged |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {_cell(label)} | {_cell(fname)} | {_cell(decoded)} | {_cell(screened)} | "
+            f"{r['rc']} | {_cell(r['message'])} | {'yes' if r['traceback'] else 'no'} | "
+            f"{r['unchanged']} |"
+        )
+    lines += [
+        "",
+        "All of the above in one folder (with 3 good images), screened with "
+        "`screen_images(..., 'skip', skip_list=...)`; its notes:",
+        "",
+        "```",
+    ]
+    lines += screen_notes + [
+        "```",
+        "",
+        "## 2. Bad requests",
+        "",
+        "| request | library | CLI exit | CLI message (first line) | traceback | input unchanged |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, outcome, r in request_rows:
-        lines.append(f"| {_cell(name)} | {_cell(outcome)} | {r['rc']} | {_cell(r['message'])} | "
-                     f"{'yes' if r['traceback'] else 'no'} | {r['unchanged']} |")
+        lines.append(
+            f"| {_cell(name)} | {_cell(outcome)} | {r['rc']} | {_cell(r['message'])} | "
+            f"{'yes' if r['traceback'] else 'no'} | {r['unchanged']} |"
+        )
     if interrupt_rows:
-        lines += ["", "## 3. Interrupted fits", "",
-                  "`robustsdd fit` on 12 images (tiny settings as above, `--rule fraction "
-                  "--fraction 0.1`, 5 out-of-fold decision-threshold fits), run through a "
-                  "wrapper that pauses after a chosen checkpoint so that the signal always "
-                  "arrives at the same point, and counts detector fits (7 for a whole fit: "
-                  "stage 1, stage 3, 5 folds). *Model folder after*: the files of the model "
-                  "folder (excluding `.partial/`), the checkpoints in `.partial/`, and whether "
-                  "`Model.load` accepts it. *Same model*: `robustsdd.json`, `train_scores.csv`, "
-                  "`config.json`, `report.html` and every tensor identical to the reference.",
-                  "",
-                  "| step | exit | traceback | what it printed | detector fits | model folder "
-                  "after | check | input unchanged |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## 3. Interrupted fits",
+            "",
+            "`robustsdd fit` on 12 images (tiny settings as above, `--rule fraction "
+            "--fraction 0.1`, 5 out-of-fold decision-threshold fits), run through a "
+            "wrapper that pauses after a chosen checkpoint so that the signal always "
+            "arrives at the same point, and counts detector fits (7 for a whole fit: "
+            "stage 1, stage 3, 5 folds). *Model folder after*: the files of the model "
+            "folder (excluding `.partial/`), the checkpoints in `.partial/`, and whether "
+            "`Model.load` accepts it. *Same model*: `robustsdd.json`, `train_scores.csv`, "
+            "`config.json`, `report.html` and every tensor identical to the reference.",
+            "",
+            "| step | exit | traceback | what it printed | detector fits | model folder "
+            "after | check | input unchanged |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for step, r, check in interrupt_rows:
             said = " / ".join(r["messages"]) or "—"
-            lines.append(f"| {_cell(step)} | {r['rc']} | {'yes' if r['traceback'] else 'no'} | "
-                         f"{_cell(said, 400)} | {r['fits']} | {_cell(r['after'])} | "
-                         f"{_cell(check) or '—'} | {r['unchanged']} |")
+            lines.append(
+                f"| {_cell(step)} | {r['rc']} | {'yes' if r['traceback'] else 'no'} | "
+                f"{_cell(said, 400)} | {r['fits']} | {_cell(r['after'])} | "
+                f"{_cell(check) or '—'} | {r['unchanged']} |"
+            )
     lines += ["", "## Commands", "", "Bad images:", "", "```"]
     lines += [r["command"] for *_, r, _ in image_rows]
     lines += ["```", "", "Bad requests:", "", "```"]
     lines += [r["command"] for *_, r in request_rows]
     if interrupt_rows:
-        lines += ["```", "", "Interrupted fits (`fit_with_hooks.py`: `robustsdd fit` with the "
-                  "pause hook):", "", "```"]
+        lines += [
+            "```",
+            "",
+            "Interrupted fits (`fit_with_hooks.py`: `robustsdd fit` with the pause hook):",
+            "",
+            "```",
+        ]
         lines += [r["command"] for _, r, _ in interrupt_rows]
     lines += ["```", ""]
     return "\n".join(lines)
@@ -709,8 +1092,12 @@ def main():
     run = Runner(work)
     t0 = time.perf_counter()
     try:
-        help_text = subprocess.run([sys.executable, "-m", "robustsdd.cli", "fit", "--help"],
-                                   env=run.env, capture_output=True, text=True).stdout
+        help_text = subprocess.run(
+            [sys.executable, "-m", "robustsdd.cli", "fit", "--help"],
+            env=run.env,
+            capture_output=True,
+            text=True,
+        ).stdout
         flag = "--on-bad-image" in help_text
         print("bad images:", flush=True)
         image_rows, screen_notes = images_table(run, flag, args.jobs)
@@ -720,8 +1107,9 @@ def main():
         interrupt_rows = interrupt_table(run)
         from robustsdd._io import atomic_write_bytes
 
-        text = render(image_rows, screen_notes, request_rows, flag, time.perf_counter() - t0,
-                      interrupt_rows)
+        text = render(
+            image_rows, screen_notes, request_rows, flag, time.perf_counter() - t0, interrupt_rows
+        )
         atomic_write_bytes(args.out, text.encode())
         print(f"wrote {args.out}")
     finally:

@@ -38,7 +38,6 @@ import threading
 import time
 from pathlib import Path
 
-
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -47,8 +46,15 @@ def _needed_images(cell_type: str):
     from robustsdd.experiments.sweep import DEFAULT_LEVELS, DEFAULT_SEEDS, _draw_splits
 
     pool, test_pool = open_source("elpv", None, cell_type=cell_type)
-    splits = _draw_splits(pool, test_pool, DEFAULT_LEVELS, DEFAULT_SEEDS,
-                          n_train=100, n_test_good=100, n_test_defective=100)
+    splits = _draw_splits(
+        pool,
+        test_pool,
+        DEFAULT_LEVELS,
+        DEFAULT_SEEDS,
+        n_train=100,
+        n_test_good=100,
+        n_test_defective=100,
+    )
     need = sorted({int(i) for train, test in splits.values() for i in (*train.items, *test.items)})
     return pool.subset(need)
 
@@ -64,8 +70,13 @@ def floor_once(cell_type: str) -> dict:
         t = time.perf_counter()
         fz.transform(images)
         seconds = time.perf_counter() - t
-    return {"images": len(images), "views": fz.views.n_views, "engine": fz.engine_name,
-            "seconds": round(seconds, 2), "images_per_s": round(len(images) / seconds, 3)}
+    return {
+        "images": len(images),
+        "views": fz.views.n_views,
+        "engine": fz.engine_name,
+        "seconds": round(seconds, 2),
+        "images_per_s": round(len(images) / seconds, 3),
+    }
 
 
 def _tree_rss_kb(root: int) -> int:
@@ -118,24 +129,47 @@ def floor_vs_sweep(args) -> dict:
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
             env = {**os.environ, "ROBUSTSDD_CACHE_DIR": cache}
-            floor = subprocess.run([sys.executable, __file__, "_floor", "--cell-type",
-                                    args.cell_type], env=env, check=True, capture_output=True,
-                                   text=True)
+            floor = subprocess.run(
+                [sys.executable, __file__, "_floor", "--cell-type", args.cell_type],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             floors.append(json.loads(floor.stdout.strip().splitlines()[-1]))
             print(f"[{repeat + 1}/{args.repeats}] floor: {floors[-1]}", flush=True)
         with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
             env = {**os.environ, "ROBUSTSDD_CACHE_DIR": cache}
-            cmd = [sys.executable, "-m", "robustsdd.cli", "sweep", "--detector", args.detector,
-                   "--cell-type", args.cell_type, "--jobs", str(args.jobs), "--quiet",
-                   "--out", out]
+            cmd = [
+                sys.executable,
+                "-m",
+                "robustsdd.cli",
+                "sweep",
+                "--detector",
+                args.detector,
+                "--cell-type",
+                args.cell_type,
+                "--jobs",
+                str(args.jobs),
+                "--quiet",
+                "--out",
+                out,
+            ]
             sweeps.append(run_measured(cmd, env))
             print(f"[{repeat + 1}/{args.repeats}] sweep: {sweeps[-1]}", flush=True)
     floor_s = statistics.median(f["seconds"] for f in floors)
     sweep_s = statistics.median(s["seconds"] for s in sweeps)
-    return {"cell_type": args.cell_type, "detector": args.detector, "jobs": args.jobs,
-            "floor_runs": floors, "sweep_runs": sweeps, "floor_median_s": floor_s,
-            "sweep_median_s": sweep_s, "ratio": round(sweep_s / floor_s, 2),
-            "peak_rss_mb_max": max(s["peak_rss_mb"] for s in sweeps)}
+    return {
+        "cell_type": args.cell_type,
+        "detector": args.detector,
+        "jobs": args.jobs,
+        "floor_runs": floors,
+        "sweep_runs": sweeps,
+        "floor_median_s": floor_s,
+        "sweep_median_s": sweep_s,
+        "ratio": round(sweep_s / floor_s, 2),
+        "peak_rss_mb_max": max(s["peak_rss_mb"] for s in sweeps),
+    }
 
 
 def _flow_epoch_seconds(model, X) -> float:
@@ -169,13 +203,18 @@ def naive(args) -> dict:
     view_epochs_per_image = 40 * 8 + 40 * 4 + 3 * 40 * 8
     groups = 33
     extra_s = groups * len(train) * view_epochs_per_image / 8 * extraction_per_image
-    return {"cell_type": args.cell_type, "epochs_timed": args.epochs, "engine": fresh.engine_name,
-            "cached_epoch_s": round(cached_s, 3), "naive_epoch_s": round(naive_s, 3),
-            "per_fit_ratio": round(naive_s / cached_s, 1),
-            "extraction_s_per_image_all_views": round(extraction_per_image, 4),
-            "sweep_extra_s_estimate": round(extra_s),
-            "formula": "33 groups x 100 images x (40x8 + 40x4 + 3x40x8)/8 view-epochs x "
-                       "extraction s per image (8 views)"}
+    return {
+        "cell_type": args.cell_type,
+        "epochs_timed": args.epochs,
+        "engine": fresh.engine_name,
+        "cached_epoch_s": round(cached_s, 3),
+        "naive_epoch_s": round(naive_s, 3),
+        "per_fit_ratio": round(naive_s / cached_s, 1),
+        "extraction_s_per_image_all_views": round(extraction_per_image, 4),
+        "sweep_extra_s_estimate": round(extra_s),
+        "formula": "33 groups x 100 images x (40x8 + 40x4 + 3x40x8)/8 view-epochs x "
+        "extraction s per image (8 views)",
+    }
 
 
 def main():
@@ -192,8 +231,11 @@ def main():
         return
     result = floor_vs_sweep(args) if args.mode == "floor-vs-sweep" else naive(args)
     result["command"] = "python benchmarks/sweep_speed.py " + " ".join(sys.argv[1:])
-    name = (f"sweep_speed_{args.cell_type}_{args.detector}_jobs{args.jobs}.json"
-            if args.mode == "floor-vs-sweep" else f"naive_loop_{args.cell_type}.json")
+    name = (
+        f"sweep_speed_{args.cell_type}_{args.detector}_jobs{args.jobs}.json"
+        if args.mode == "floor-vs-sweep"
+        else f"naive_loop_{args.cell_type}.json"
+    )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / name).write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if not k.endswith("_runs")}, indent=1))

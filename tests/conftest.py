@@ -63,8 +63,14 @@ def _scratch(gray, rng):
     draw = ImageDraw.Draw(img)
     h, w = gray.shape
     for _ in range(3):  # bright scratches across the part
-        draw.line([(int(rng.integers(0, w // 3)), int(rng.integers(0, h))),
-                   (int(rng.integers(2 * w // 3, w)), int(rng.integers(0, h)))], fill=255, width=5)
+        draw.line(
+            [
+                (int(rng.integers(0, w // 3)), int(rng.integers(0, h))),
+                (int(rng.integers(2 * w // 3, w)), int(rng.integers(0, h))),
+            ],
+            fill=255,
+            width=5,
+        )
     return np.asarray(img)
 
 
@@ -84,13 +90,16 @@ def make_planted_folder(root, n=40):
             gray = _scratch(gray, rng)
         kind = i % 5
         if kind == 0:
-            img, ext = Image.fromarray(gray), ".png"                                # L
+            img, ext = Image.fromarray(gray), ".png"  # L
         elif kind == 1:
-            img, ext = Image.fromarray(np.dstack([gray] * 3)), ".jpg"              # RGB JPEG
+            img, ext = Image.fromarray(np.dstack([gray] * 3)), ".jpg"  # RGB JPEG
         elif kind == 2:
             img, ext = Image.fromarray(np.dstack([gray] * 3 + [np.full_like(gray, 255)])), ".png"
         else:
-            img, ext = Image.fromarray(np.dstack([gray, gray, (gray * 0.9).astype(np.uint8)])), ".png"
+            img, ext = (
+                Image.fromarray(np.dstack([gray, gray, (gray * 0.9).astype(np.uint8)])),
+                ".png",
+            )
         sub = ("line_a", "line_b/batch1", "line_b/batch2", "")[i % 4]
         rel = PLANT_AT.get(i) or (f"{sub}/part_{i:02d}{ext}" if sub else f"part_{i:02d}{ext}")
         if PLANT_AT.get(i):

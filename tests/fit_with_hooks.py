@@ -13,8 +13,8 @@ import sys
 import time
 
 from robustsdd import cli
-from robustsdd.workflow import checkpoints
 from robustsdd.detectors.gaussian import GaussianDetector
+from robustsdd.workflow import checkpoints
 
 # Ctrl-C as at a terminal, even when this runs in a background job (where SIGINT is ignored).
 signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -38,19 +38,27 @@ def test_rule_choices_of_the_cli_are_the_registry():
 
 def test_a_new_rule_is_one_registry_entry(monkeypatch):
     """Declared once, a rule works in OneShotRemoval, in sweep specs and in descriptions."""
+
     def top_two(scores, settings):
         keep = np.ones(len(scores), bool)
         keep[np.argsort(-scores)[:2]] = False
         return Cut(keep)
 
-    rules = dict(RULES, top_two=Rule("top_two", "drop the two highest", "drop the top two",
-                                     None, None, top_two))
+    rules = dict(
+        RULES,
+        top_two=Rule("top_two", "drop the two highest", "drop the top two", None, None, top_two),
+    )
     monkeypatch.setattr("robustsdd.cleaning.registry.RULES", rules)
     monkeypatch.setattr("robustsdd.cleaning.osr.RULES", rules)
-    assert parse_strategy("top_two_r2@in_sample") == {"rule": "top_two", "rounds": 2,
-                                                      "scoring": "in_sample"}
-    assert describe({"rule": "top_two", "scoring": "in_sample"}) == \
-        "drop the top two, in-sample scores"
+    assert parse_strategy("top_two_r2@in_sample") == {
+        "rule": "top_two",
+        "rounds": 2,
+        "scoring": "in_sample",
+    }
+    assert (
+        describe({"rule": "top_two", "scoring": "in_sample"})
+        == "drop the top two, in-sample scores"
+    )
     rng = np.random.default_rng(0)
     X = rng.normal(size=(30, 2, 4))
     X[[4, 9]] += 8
@@ -99,8 +107,11 @@ def _assert_same_fitted(a, b, X):
 @pytest.mark.parametrize("rule", ["confident", "auto", "min_size"])
 def test_fitted_state_round_trip_restores_every_attribute(rule):
     X = _data()
-    settings = {"rule": rule, "scoring": "out_of_fold", "rounds": 3} if rule != "min_size" \
+    settings = (
+        {"rule": rule, "scoring": "out_of_fold", "rounds": 3}
+        if rule != "min_size"
         else {"rule": rule, "min_size": 35, "scoring": "in_sample"}
+    )
     osr = OneShotRemoval(GaussianDetector(), **settings).fit(X)
     assert hasattr(osr, "p_normal_") == (rule == "confident")
     if rule == "auto":
@@ -116,7 +127,8 @@ def test_fitted_state_round_trip_restores_every_attribute(rule):
 
     blob = load(save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}))
     again = OneShotRemoval(GaussianDetector(), **settings).set_fitted_state(
-        {k: v.numpy() for k, v in blob.items()}, json.loads(json.dumps(info)))
+        {k: v.numpy() for k, v in blob.items()}, json.loads(json.dumps(info))
+    )
     _assert_same_fitted(osr, again, X)
 
 
@@ -138,9 +150,12 @@ def test_refit_leaves_nothing_stale():
 def test_fit_settings_share_stage1_and_match_separate_fits():
     X = _data(1)
     labels = np.r_[np.ones(7, int), np.zeros(33, int)]
-    settings = {"none": None, "oracle": {"rule": "oracle"},
-                "a": {"rule": "score_threshold", "threshold": 3.0, "scoring": "out_of_fold"},
-                "b": {"rule": "score_threshold", "threshold": 6.0, "scoring": "out_of_fold"}}
+    settings = {
+        "none": None,
+        "oracle": {"rule": "oracle"},
+        "a": {"rule": "score_threshold", "threshold": 3.0, "scoring": "out_of_fold"},
+        "b": {"rule": "score_threshold", "threshold": 6.0, "scoring": "out_of_fold"},
+    }
     fits = dict(fit_settings(GaussianDetector(), X, settings, seed=3, labels=labels))
     assert fits["oracle"].keep.tolist() == (labels == 0).tolist()
     assert fits["none"].keep.all() and fits["none"].osr is None

@@ -9,9 +9,25 @@ from PIL import Image
 
 from robustsdd.cli import main
 
-TINY = ["--weights", "random", "--image-size", "32", "--scales", "1", "--rotations", "0,180",
-        "--quiet", "--epochs", "2", "--finetune-epochs", "1", "--param", "hidden=16",
-        "--param", "n_blocks=2"]
+TINY = [
+    "--weights",
+    "random",
+    "--image-size",
+    "32",
+    "--scales",
+    "1",
+    "--rotations",
+    "0,180",
+    "--quiet",
+    "--epochs",
+    "2",
+    "--finetune-epochs",
+    "1",
+    "--param",
+    "hidden=16",
+    "--param",
+    "n_blocks=2",
+]
 
 
 @pytest.fixture
@@ -30,9 +46,26 @@ def labelled_folder(tmp_path):
 
 def test_run_writes_metrics_and_prints_the_tables(labelled_folder, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["run", "--source", "folder", "--root", str(labelled_folder), "--n-train", "20",
-                 "--contamination", "0.25", "--n-test-good", "5", "--n-test-defective", "5",
-                 "--out", str(out), *TINY])
+    code = main(
+        [
+            "run",
+            "--source",
+            "folder",
+            "--root",
+            str(labelled_folder),
+            "--n-train",
+            "20",
+            "--contamination",
+            "0.25",
+            "--n-test-good",
+            "5",
+            "--n-test-defective",
+            "5",
+            "--out",
+            str(out),
+            *TINY,
+        ]
+    )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["split"]["train_defective"] == 5 and metrics["split"]["train_good"] == 15
@@ -46,17 +79,56 @@ def test_run_writes_metrics_and_prints_the_tables(labelled_folder, tmp_path, cap
 
 def test_fit_then_score_reproduces_training_scores(labelled_folder, tmp_path, capsys):
     model = tmp_path / "model"
-    assert main(["fit", "--source", "folder", "--root", str(labelled_folder), "--detector",
-                 "gaussian", "--rule", "fraction", "--fraction", "0.2", "--out", str(model),
-                 "--weights", "random", "--image-size", "32", "--scales", "1", "--rotations", "0",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--source",
+                "folder",
+                "--root",
+                str(labelled_folder),
+                "--detector",
+                "gaussian",
+                "--rule",
+                "fraction",
+                "--fraction",
+                "0.2",
+                "--out",
+                str(model),
+                "--weights",
+                "random",
+                "--image-size",
+                "32",
+                "--scales",
+                "1",
+                "--rotations",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     with open(model / "train_scores.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 46 and sum(r["kept"] == "0" for r in rows) == 9  # round(0.2 * 46)
     assert sorted(int(r["rank"]) for r in rows) == list(range(1, 47))
     scored = tmp_path / "scores.csv"
-    assert main(["score", str(model), "--source", "folder", "--root", str(labelled_folder),
-                 "--out", str(scored), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(model),
+                "--source",
+                "folder",
+                "--root",
+                str(labelled_folder),
+                "--out",
+                str(scored),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     with open(scored) as f:
         again = {r["name"]: float(r["score"]) for r in csv.DictReader(f)}
     for r in rows:
@@ -66,34 +138,105 @@ def test_fit_then_score_reproduces_training_scores(labelled_folder, tmp_path, ca
 
 def test_run_with_the_data_driven_cleaning_flags(labelled_folder, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["run", "--source", "folder", "--root", str(labelled_folder), "--n-train", "20",
-                 "--contamination", "0.25", "--n-test-good", "5", "--n-test-defective", "5",
-                 "--detector", "knn", "--rule", "confident", "--scoring", "ensemble",
-                 "--members", "2", "--rounds", "3", "--out", str(out), "--weights", "random",
-                 "--image-size", "32", "--scales", "1", "--rotations", "0,180", "--quiet"])
+    code = main(
+        [
+            "run",
+            "--source",
+            "folder",
+            "--root",
+            str(labelled_folder),
+            "--n-train",
+            "20",
+            "--contamination",
+            "0.25",
+            "--n-test-good",
+            "5",
+            "--n-test-defective",
+            "5",
+            "--detector",
+            "knn",
+            "--rule",
+            "confident",
+            "--scoring",
+            "ensemble",
+            "--members",
+            "2",
+            "--rounds",
+            "3",
+            "--out",
+            str(out),
+            "--weights",
+            "random",
+            "--image-size",
+            "32",
+            "--scales",
+            "1",
+            "--rotations",
+            "0,180",
+            "--quiet",
+        ]
+    )
     assert code == 0
     osr = json.loads((out / "metrics.json").read_text())["config"]["osr"]
     assert (osr["rule"], osr["scoring"], osr["n_members"], osr["rounds"]) == (
-        "confident", "ensemble", 2, 3)
-    assert ("OSR: confident (confident-learning cut: drop images less likely normal than the "
-            "mean, up to 3 rounds, ensemble scores)") in capsys.readouterr().out
+        "confident",
+        "ensemble",
+        2,
+        3,
+    )
+    assert (
+        "OSR: confident (confident-learning cut: drop images less likely normal than the "
+        "mean, up to 3 rounds, ensemble scores)"
+    ) in capsys.readouterr().out
     # fit takes the same flags (its stage-1 checkpoint is keyed by the ensemble's size too).
     model = tmp_path / "model"
-    assert main(["fit", "--source", "folder", "--root", str(labelled_folder), "--detector",
-                 "knn", "--rule", "auto", "--scoring", "ensemble", "--members", "2",
-                 "--rounds", "2", "--out", str(model), "--weights", "random", "--image-size",
-                 "32", "--scales", "1", "--rotations", "0", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--source",
+                "folder",
+                "--root",
+                str(labelled_folder),
+                "--detector",
+                "knn",
+                "--rule",
+                "auto",
+                "--scoring",
+                "ensemble",
+                "--members",
+                "2",
+                "--rounds",
+                "2",
+                "--out",
+                str(model),
+                "--weights",
+                "random",
+                "--image-size",
+                "32",
+                "--scales",
+                "1",
+                "--rotations",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     info = json.loads((model / "robustsdd.json").read_text())
     assert "ensemble" in json.dumps(info)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["run", "--source", "folder", "--root", "/no/such/folder"], "/no/such/folder"),
-    (["run", "--source", "ksdd2"], "root"),
-    (["run", "--detector", "gaussian", "--contamination", "1.5"], "contamination"),
-    (["run", "--backbone", "no_such_net", "--weights", "random"], "no_such_net"),
-    (["score", "/no/such/model"], "missing"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "--source", "folder", "--root", "/no/such/folder"], "/no/such/folder"),
+        (["run", "--source", "ksdd2"], "root"),
+        (["run", "--detector", "gaussian", "--contamination", "1.5"], "contamination"),
+        (["run", "--backbone", "no_such_net", "--weights", "random"], "no_such_net"),
+        (["score", "/no/such/model"], "missing"),
+    ],
+)
 def test_user_errors_exit_2_with_a_message_and_no_traceback(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -129,8 +272,9 @@ def test_paper_preset_uses_alexnet_from_a_local_file_else_falls_back(tmp_path, c
     assert fz.backbone == "alexnet" and fz.views.size == 448 and fz.views.n_views == 64
     assert fz.extractor.n_features == 256
 
-    args = build_parser().parse_args(["run", "--preset", "paper", "--weights",
-                                      str(tmp_path / "missing.pt")])
+    args = build_parser().parse_args(
+        ["run", "--preset", "paper", "--weights", str(tmp_path / "missing.pt")]
+    )
     fz = make_featurizer(args)
     assert fz.backbone == "efficientnet_lite0" and fz.weights == "offline"
     assert "AlexNet weights unavailable" in capsys.readouterr().err

@@ -12,7 +12,9 @@ LEVELS = [round(0.1 * k, 1) for k in range(11)]
 
 def _pool(n_good=250, n_bad=220, n_unknown=20, prefix=""):
     labels = [GOOD] * n_good + [DEFECTIVE] * n_bad + [UNKNOWN] * n_unknown
-    names = [f"{prefix}{'gdu'[['0', '1', '-1'].index(str(lab))]}{i}" for i, lab in enumerate(labels)]
+    names = [
+        f"{prefix}{'gdu'[['0', '1', '-1'].index(str(lab))]}{i}" for i, lab in enumerate(labels)
+    ]
     img = np.zeros((2, 2), np.uint8)
     return ImageSet(items=[img] * len(labels), labels=labels, names=names, source=f"toy{prefix}")
 
@@ -34,8 +36,10 @@ def test_sizes_and_exact_contamination(pool, level):
     assert UNKNOWN not in train.labels and UNKNOWN not in test.labels
     # labels still belong to their images
     lookup = dict(zip(pool.names, pool.labels))
-    assert all(lookup[n] == lab for n, lab in zip(train.names + test.names,
-                                                   np.concatenate([train.labels, test.labels])))
+    assert all(
+        lookup[n] == lab
+        for n, lab in zip(train.names + test.names, np.concatenate([train.labels, test.labels]))
+    )
     assert train.meta["contamination"] == level and train.meta["split"] == "train"
     assert test.meta["split"] == "test" and train.meta["n_train_defective"] == train.n_defective
 
@@ -70,7 +74,9 @@ def test_test_set_independent_of_contamination(pool):
 def test_training_sets_nested_across_levels(pool):
     train = {lv: paper_split(pool, contamination=lv, random_state=5)[0] for lv in (0.0, 0.2, 0.5)}
     good = {lv: {n for n, lab in zip(t.names, t.labels) if lab == GOOD} for lv, t in train.items()}
-    bad = {lv: {n for n, lab in zip(t.names, t.labels) if lab == DEFECTIVE} for lv, t in train.items()}
+    bad = {
+        lv: {n for n, lab in zip(t.names, t.labels) if lab == DEFECTIVE} for lv, t in train.items()
+    }
     assert good[0.5] <= good[0.2] <= good[0.0]
     assert bad[0.0] <= bad[0.2] <= bad[0.5]
 
@@ -96,7 +102,9 @@ def test_test_pool(pool):
 
 def test_pool_too_small(pool):
     small = _pool(150, 120, 0)
-    with pytest.raises(DataError, match=r"needs 200 good and 100 defective images, has 150 good and 120") as e:
+    with pytest.raises(
+        DataError, match=r"needs 200 good and 100 defective images, has 150 good and 120"
+    ) as e:
         paper_split(small, contamination=0.0)
     assert "toy" in str(e.value)
     with pytest.raises(DataError, match="needs 100 good and 200 defective"):
@@ -115,9 +123,17 @@ def test_unknown_only_pool_fails():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(contamination=-0.1), dict(contamination=1.01), dict(contamination=float("nan")),
-     dict(contamination="0.2"), dict(n_train=0), dict(n_train=10.0), dict(n_train=True),
-     dict(n_test_good=-1), dict(n_test_defective=2.5)],
+    [
+        dict(contamination=-0.1),
+        dict(contamination=1.01),
+        dict(contamination=float("nan")),
+        dict(contamination="0.2"),
+        dict(n_train=0),
+        dict(n_train=10.0),
+        dict(n_train=True),
+        dict(n_test_good=-1),
+        dict(n_test_defective=2.5),
+    ],
 )
 def test_bad_config(pool, kwargs):
     with pytest.raises(ConfigError):
@@ -141,9 +157,17 @@ def test_removal_counts():
     labels = np.array([GOOD, GOOD, GOOD, DEFECTIVE, DEFECTIVE, UNKNOWN])
     keep = np.array([True, False, True, False, True, False])
     assert removal_counts(labels, keep) == {
-        "removed_good": 1, "removed_defective": 1, "kept_good": 2, "kept_defective": 1}
+        "removed_good": 1,
+        "removed_defective": 1,
+        "kept_good": 2,
+        "kept_defective": 1,
+    }
     assert removal_counts([0, 1], [True, True]) == {
-        "removed_good": 0, "removed_defective": 0, "kept_good": 1, "kept_defective": 1}
+        "removed_good": 0,
+        "removed_defective": 0,
+        "kept_good": 1,
+        "kept_defective": 1,
+    }
     with pytest.raises(ConfigError, match="equal length"):
         removal_counts(labels, keep[:-1])
     with pytest.raises(ConfigError, match="boolean"):

@@ -14,11 +14,22 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from robustsdd import ConfigError, ModelFileError, create_detector, detector_names, differnet_cpu
-from robustsdd import load_detector
+from robustsdd import (
+    ConfigError,
+    ModelFileError,
+    create_detector,
+    detector_names,
+    differnet_cpu,
+    load_detector,
+)
 from robustsdd._validation import check_float_range, check_positive_int
-from robustsdd.detectors import (GaussianDetector, KNNDetector, register_detector,
-                                 registered_detector, unregister_detector)
+from robustsdd.detectors import (
+    GaussianDetector,
+    KNNDetector,
+    register_detector,
+    registered_detector,
+    unregister_detector,
+)
 
 TESTS = Path(__file__).resolve().parent
 
@@ -28,8 +39,10 @@ TESTS = Path(__file__).resolve().parent
 CASES = {
     "gaussian": (lambda: create_detector("gaussian"), "views"),
     "knn": (lambda: create_detector("knn", k=3), "views"),
-    "patchcore": (lambda: create_detector("patchcore", coreset="greedy", coreset_ratio=0.25,
-                                          grid=(4, 4)), "patches"),
+    "patchcore": (
+        lambda: create_detector("patchcore", coreset="greedy", coreset_ratio=0.25, grid=(4, 4)),
+        "patches",
+    ),
     "differnet": (lambda: differnet_cpu(epochs=2, n_blocks=2, hidden=32), "views"),
 }
 NAMES = sorted(CASES)
@@ -39,19 +52,43 @@ INT_PARAMS = {
     "gaussian": {},
     "knn": {"k": 1},
     "patchcore": {"projection_dim": 1, "k": 1, "denoise_k": 1, "random_state": 0},
-    "differnet": {"n_blocks": 1, "hidden": 1, "n_hidden_layers": 1, "epochs": 0,
-                  "finetune_epochs": 0, "batch_size": 1, "random_state": 0},
+    "differnet": {
+        "n_blocks": 1,
+        "hidden": 1,
+        "n_hidden_layers": 1,
+        "epochs": 0,
+        "finetune_epochs": 0,
+        "batch_size": 1,
+        "random_state": 0,
+    },
 }
 # Bad values of number (non-integer) parameters.
 FLOAT_PROBES = {
-    "gaussian": [("shrinkage", True), ("shrinkage", 1.5), ("shrinkage", "0.5"),
-                 ("shrinkage", float("nan"))],
+    "gaussian": [
+        ("shrinkage", True),
+        ("shrinkage", 1.5),
+        ("shrinkage", "0.5"),
+        ("shrinkage", float("nan")),
+    ],
     "knn": [],
-    "patchcore": [("coreset_ratio", 0), ("coreset_ratio", True), ("coreset_ratio", "0.1"),
-                  ("denoise_fraction", 1.0), ("denoise_fraction", None)],
-    "differnet": [("lr", 0), ("lr", True), ("clamp", "3"), ("eps", float("nan")),
-                  ("noise_std", -0.1), ("weight_decay", -1e-5), ("betas", (0.8,)),
-                  ("betas", (0.8, 1.0)), ("betas", True)],
+    "patchcore": [
+        ("coreset_ratio", 0),
+        ("coreset_ratio", True),
+        ("coreset_ratio", "0.1"),
+        ("denoise_fraction", 1.0),
+        ("denoise_fraction", None),
+    ],
+    "differnet": [
+        ("lr", 0),
+        ("lr", True),
+        ("clamp", "3"),
+        ("eps", float("nan")),
+        ("noise_std", -0.1),
+        ("weight_decay", -1e-5),
+        ("betas", (0.8,)),
+        ("betas", (0.8, 1.0)),
+        ("betas", True),
+    ],
 }
 
 
@@ -100,10 +137,13 @@ def test_no_test_only_detector_is_left_registered():
 
 
 def test_a_fresh_session_that_imports_the_test_modules_registers_nothing():
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import test_osr, test_report; "
-            "from robustsdd import detector_names; print(json.dumps(detector_names()))")
-    out = subprocess.run([sys.executable, "-c", code, str(TESTS)], capture_output=True,
-                         text=True, timeout=300)
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import test_osr, test_report; "
+        "from robustsdd import detector_names; print(json.dumps(detector_names()))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(TESTS)], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == NAMES
 
@@ -168,7 +208,7 @@ def test_fit_returns_self_and_scores_are_finite_per_image(name, fitted):
     assert np.issubdtype(scores.dtype, np.floating) and np.all(np.isfinite(scores))
     np.testing.assert_array_equal(det.score_samples(T), -scores)
     # An image's score depends on that image only, not on the batch it came in.
-    alone = np.array([det.decision_function(T[i:i + 1])[0] for i in (0, 5)])
+    alone = np.array([det.decision_function(T[i : i + 1])[0] for i in (0, 5)])
     np.testing.assert_allclose(alone, scores[[0, 5]], rtol=1e-5)
     # Fitting is deterministic: the module's fitted copy scores the same.
     np.testing.assert_allclose(fitted(name).decision_function(T), scores, rtol=1e-5)
@@ -202,8 +242,9 @@ def test_clone_is_an_unfitted_copy_with_equal_params(name, fitted):
     with pytest.raises(RuntimeError, match="not fitted"):
         copy.decision_function(near)
     T = np.concatenate([near, far])
-    np.testing.assert_allclose(copy.fit(X).decision_function(T), det.decision_function(T),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        copy.fit(X).decision_function(T), det.decision_function(T), rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -216,8 +257,9 @@ def test_save_and_load_give_identical_scores(name, fitted, tmp_path):
     assert type(again) is type(det) and again.registry_name == name
     assert _plain(again.get_params()) == _plain(det.get_params())
     np.testing.assert_array_equal(again.decision_function(T), det.decision_function(T))
-    np.testing.assert_array_equal(type(det).load(tmp_path / "m").decision_function(T),
-                                  det.decision_function(T))
+    np.testing.assert_array_equal(
+        type(det).load(tmp_path / "m").decision_function(T), det.decision_function(T)
+    )
     other = GaussianDetector if name != "gaussian" else KNNDetector
     with pytest.raises(ModelFileError, match=f"not a {other.__name__}"):
         other.load(tmp_path / "m")
@@ -238,42 +280,55 @@ def test_scoring_or_saving_before_fit_raises_not_fitted(name, tmp_path):
 @pytest.mark.parametrize("name", NAMES)
 def test_the_int_parameter_table_lists_every_int_parameter(name):
     params = build(name).get_params()
-    ints = {k for k, v in type(build(name))().get_params().items()
-            if isinstance(v, (int, np.integer)) and not isinstance(v, bool)}
+    ints = {
+        k
+        for k, v in type(build(name))().get_params().items()
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+    }
     assert ints <= set(INT_PARAMS[name]) <= set(params)
 
 
-INT_CASES = [(name, param, minimum, bad) for name in NAMES
-             for param, minimum in INT_PARAMS[name].items()
-             for bad in (True, minimum - 1, minimum + 0.5, float(minimum + 1), str(minimum + 1))]
+INT_CASES = [
+    (name, param, minimum, bad)
+    for name in NAMES
+    for param, minimum in INT_PARAMS[name].items()
+    for bad in (True, minimum - 1, minimum + 0.5, float(minimum + 1), str(minimum + 1))
+]
 
 
-@pytest.mark.parametrize("name, param, minimum, bad", INT_CASES,
-                         ids=[f"{n}-{p}={b!r}" for n, p, _, b in INT_CASES])
+@pytest.mark.parametrize(
+    "name, param, minimum, bad", INT_CASES, ids=[f"{n}-{p}={b!r}" for n, p, _, b in INT_CASES]
+)
 def test_bad_integer_parameters_are_refused(name, param, minimum, bad):
     X = data(name)[0]
     det = build(name).set_params(**{param: bad})
-    with pytest.raises(ConfigError, match=rf"^{param} must be (a positive integer|an integer >= "
-                                          rf"{minimum}), got {bad!r}$"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"^{param} must be (a positive integer|an integer >= "
+        rf"{minimum}), got {bad!r}$",
+    ):
         det.fit(X)
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if INT_PARAMS[n]])
 def test_numpy_integers_are_accepted(name, fitted):
     X, near, far = data(name)
-    values = {p: v for p, v in build(name).get_params().items() if p in INT_PARAMS[name]
-              and v is not None}
+    values = {
+        p: v for p, v in build(name).get_params().items() if p in INT_PARAMS[name] and v is not None
+    }
     det = build(name).set_params(**{p: np.int64(v) for p, v in values.items()}).fit(X)
     T = np.concatenate([near, far])
-    np.testing.assert_allclose(det.decision_function(T), fitted(name).decision_function(T),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        det.decision_function(T), fitted(name).decision_function(T), rtol=1e-5
+    )
 
 
 FLOAT_CASES = [(name, param, bad) for name in NAMES for param, bad in FLOAT_PROBES[name]]
 
 
-@pytest.mark.parametrize("name, param, bad", FLOAT_CASES,
-                         ids=[f"{n}-{p}={b!r}" for n, p, b in FLOAT_CASES])
+@pytest.mark.parametrize(
+    "name, param, bad", FLOAT_CASES, ids=[f"{n}-{p}={b!r}" for n, p, b in FLOAT_CASES]
+)
 def test_bad_number_parameters_are_refused(name, param, bad):
     det = build(name).set_params(**{param: bad})
     with pytest.raises(ConfigError, match=rf"^{param} must be .*got "):
@@ -281,8 +336,9 @@ def test_bad_number_parameters_are_refused(name, param, bad):
 
 
 # -- the helpers themselves -----------------------------------------------------------------------
-@pytest.mark.parametrize("value", [True, False, np.bool_(True), 2.0, np.float32(3), "3", None,
-                                   0, -1, [1]])
+@pytest.mark.parametrize(
+    "value", [True, False, np.bool_(True), 2.0, np.float32(3), "3", None, 0, -1, [1]]
+)
 def test_check_positive_int_refuses(value):
     with pytest.raises(ConfigError, match=r"^k must be a positive integer, got "):
         check_positive_int(value, "k")

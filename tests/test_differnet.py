@@ -15,8 +15,9 @@ from robustsdd.detectors.base import create_detector, load_detector
 from robustsdd.detectors.differnet import DifferNet, differnet_cpu, differnet_paper
 
 D = 6
-TINY = dict(n_blocks=2, hidden=16, n_hidden_layers=2, epochs=4, batch_size=32, lr=2e-3,
-            noise_std=0.0)
+TINY = dict(
+    n_blocks=2, hidden=16, n_hidden_layers=2, epochs=4, batch_size=32, lr=2e-3, noise_std=0.0
+)
 
 
 def _data(n=60, views=3, d=D, seed=0):

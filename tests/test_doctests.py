@@ -17,8 +17,14 @@ import pytest
 
 import robustsdd
 
-MODULES = sorted({name for _, name, _ in pkgutil.walk_packages(robustsdd.__path__, "robustsdd.")
-                  if name.rsplit(".", 1)[-1] != "__main__"} | {"robustsdd"})
+MODULES = sorted(
+    {
+        name
+        for _, name, _ in pkgutil.walk_packages(robustsdd.__path__, "robustsdd.")
+        if name.rsplit(".", 1)[-1] != "__main__"
+    }
+    | {"robustsdd"}
+)
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
@@ -26,8 +32,9 @@ def _doctests(module_name):
     """The module's own docstring examples (not those of objects it imports), if any of
     them is not marked +SKIP."""
     module = importlib.import_module(module_name)
-    tests = [t for t in doctest.DocTestFinder(exclude_empty=True).find(module, module_name)
-             if t.examples]
+    tests = [
+        t for t in doctest.DocTestFinder(exclude_empty=True).find(module, module_name) if t.examples
+    ]
     runnable = any(not ex.options.get(doctest.SKIP, False) for t in tests for ex in t.examples)
     return tests if runnable else []
 
@@ -37,11 +44,15 @@ WITH_EXAMPLES = [name for name in MODULES if _doctests(name)]
 
 def test_modules_are_discovered():
     # A guard against a discovery that silently finds nothing (and so tests nothing).
-    assert {"robustsdd._validation", "robustsdd.detectors.base",
-            "robustsdd.detectors.patchcore"} <= set(MODULES)
+    assert {
+        "robustsdd._validation",
+        "robustsdd.detectors.base",
+        "robustsdd.detectors.patchcore",
+    } <= set(MODULES)
     assert len(MODULES) > 20
-    assert {"robustsdd.cleaning.registry", "robustsdd.recipes", "robustsdd._format"} <= \
-        set(WITH_EXAMPLES)
+    assert {"robustsdd.cleaning.registry", "robustsdd.recipes", "robustsdd._format"} <= set(
+        WITH_EXAMPLES
+    )
 
 
 @pytest.fixture

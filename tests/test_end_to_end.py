@@ -11,10 +11,19 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def elpv_features(tmp_path_factory):
-    train, test = paper_split(load_elpv("mono"), n_train=40, contamination=0.2,
-                              n_test_good=25, n_test_defective=25, random_state=0)
-    fz = Featurizer(views=ViewSpec(size=160, scales=(1.0, 0.5), rotations=(0, 180), flips=True),
-                    cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
+    train, test = paper_split(
+        load_elpv("mono"),
+        n_train=40,
+        contamination=0.2,
+        n_test_good=25,
+        n_test_defective=25,
+        random_state=0,
+    )
+    fz = Featurizer(
+        views=ViewSpec(size=160, scales=(1.0, 0.5), rotations=(0, 180), flips=True),
+        cache_dir=tmp_path_factory.mktemp("cache"),
+        progress=False,
+    )
     assert fz.extractor.weights_kind == "offline"
     return train, test, fz.transform(train), fz.transform(test)
 

@@ -17,17 +17,23 @@ import numpy as np
 import pytest
 
 from robustsdd import ConfigError, Featurizer, GaussianDetector, ViewSpec
+from robustsdd._hashing import image_digest
 from robustsdd.data import ImageSet
 from robustsdd.executors import LocalExecutor, WorkerLostError, make_executor, start_ray
 from robustsdd.experiments.sweep import cell_path, run_sweep
-from robustsdd._hashing import image_digest
 
 # Not imported here: start_ray imports it, after choosing a loopback-only instance.
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 
 VIEWS = ViewSpec(size=32, scales=(1.0,), rotations=(0, 180), flips=False)
-GRID = dict(levels=(0.0, 0.5), strategies=("none", "osr_1.5"), seeds=(0, 1), n_train=12,
-            n_test_good=4, n_test_defective=4)
+GRID = dict(
+    levels=(0.0, 0.5),
+    strategies=("none", "osr_1.5"),
+    seeds=(0, 1),
+    n_train=12,
+    n_test_good=4,
+    n_test_defective=4,
+)
 
 
 def _image(rng, defective):
@@ -41,8 +47,12 @@ def _image(rng, defective):
 def pool():
     rng = np.random.default_rng(3)
     labels = [0] * 20 + [1] * 10
-    return ImageSet([_image(rng, y) for y in labels], labels,
-                    [f"im{i:02d}" for i in range(len(labels))], source="fixture")
+    return ImageSet(
+        [_image(rng, y) for y in labels],
+        labels,
+        [f"im{i:02d}" for i in range(len(labels))],
+        source="fixture",
+    )
 
 
 def featurizer(cache_dir=False, **kw):
@@ -50,8 +60,14 @@ def featurizer(cache_dir=False, **kw):
 
 
 def comparable(rows):
-    return [{k: (None if isinstance(v, float) and math.isnan(v) else v)
-             for k, v in r.items() if k != "fit_seconds"} for r in rows]
+    return [
+        {
+            k: (None if isinstance(v, float) and math.isnan(v) else v)
+            for k, v in r.items()
+            if k != "fit_seconds"
+        }
+        for r in rows
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +83,14 @@ def warm_cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def local_rows(pool, warm_cache, tmp_path_factory):
     """The reference: the sweep in this process (and a warm cache for the later sweeps)."""
-    return run_sweep(pool, featurizer=featurizer(warm_cache), detector=GaussianDetector(),
-                     out_dir=tmp_path_factory.mktemp("local"), progress=False, **GRID)
+    return run_sweep(
+        pool,
+        featurizer=featurizer(warm_cache),
+        detector=GaussianDetector(),
+        out_dir=tmp_path_factory.mktemp("local"),
+        progress=False,
+        **GRID,
+    )
 
 
 class KillOnceGaussian(GaussianDetector):
@@ -104,14 +126,17 @@ def test_executor_choice_is_checked_without_importing_ray(monkeypatch):
     with pytest.raises(ConfigError, match="address"):
         make_executor("local", address="10.0.0.1:6379")
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "ray" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a)
+    )
     with pytest.raises(ConfigError, match=r"robustsdd\[ray\]"):
         make_executor("ray")
     monkeypatch.undo()
     # Importing robustsdd (its sweep and executors too) does not import ray.
-    code = ("import sys, robustsdd, robustsdd.executors, robustsdd.experiments.sweep, "
-            "robustsdd.cli, robustsdd.features.parallel; print('ray' in sys.modules)")
+    code = (
+        "import sys, robustsdd, robustsdd.executors, robustsdd.experiments.sweep, "
+        "robustsdd.cli, robustsdd.features.parallel; print('ray' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -124,24 +149,40 @@ def test_sweep_verb_has_executor_flags(tmp_path):
     parser = argparse.ArgumentParser(prog="robustsdd")
     sub = parser.add_subparsers(dest="verb", required=True)
     add_sweep_parser(sub)
-    args = parser.parse_args(["sweep", "--executor", "ray", "--address", "auto", "--jobs", "3",
-                              "--out", str(tmp_path)])
+    args = parser.parse_args(
+        ["sweep", "--executor", "ray", "--address", "auto", "--jobs", "3", "--out", str(tmp_path)]
+    )
     assert (args.executor, args.address, args.jobs) == ("ray", "auto", 3)
     with pytest.raises(SystemExit):
         parser.parse_args(["sweep", "--executor", "dask"])
     # An address without Ray is refused before any data is read.
-    args = parser.parse_args(["sweep", "--address", "auto", "--source", "folder", "--root",
-                              str(tmp_path / "missing"), "--out", str(tmp_path)])
+    args = parser.parse_args(
+        [
+            "sweep",
+            "--address",
+            "auto",
+            "--source",
+            "folder",
+            "--root",
+            str(tmp_path / "missing"),
+            "--out",
+            str(tmp_path),
+        ]
+    )
     with pytest.raises(ConfigError, match="address"):
         cmd_sweep(args)
 
 
 # -- local processes ----------------------------------------------------------------------------
 def test_local_parallel_extraction_equals_serial_and_the_driver_owns_the_cache(
-        pool, serial_features, tmp_path):
+    pool, serial_features, tmp_path
+):
     # The 30 images and a repeat of image 0 (computed once, cached once).
-    images = ImageSet(list(pool.items) + [pool.items[0]], list(pool.labels) + [0],
-                      list(pool.names) + ["copy-of-im00"])
+    images = ImageSet(
+        list(pool.items) + [pool.items[0]],
+        list(pool.labels) + [0],
+        list(pool.names) + ["copy-of-im00"],
+    )
     fz = featurizer(tmp_path)
     with make_executor("local", jobs=2) as ex:
         got = fz.transform(images, executor=ex)
@@ -151,11 +192,13 @@ def test_local_parallel_extraction_equals_serial_and_the_driver_owns_the_cache(
     # One valid entry per distinct image and nothing else in the cache folder.
     digests = {image_digest(pool.rgb(i)) for i in range(len(pool))}
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(
-        f"{d}.feat" for d in digests)
+        f"{d}.feat" for d in digests
+    )
     check = featurizer(tmp_path)
     for i in range(len(pool)):
         np.testing.assert_array_equal(
-            check.cache.get(image_digest(pool.rgb(i)), check.config_key), serial_features[i])
+            check.cache.get(image_digest(pool.rgb(i)), check.config_key), serial_features[i]
+        )
     assert check.cache.corrupt == 0
     # A second run reads every image from the cache and starts no worker.
     with make_executor("local", jobs=2) as ex:
@@ -167,12 +210,19 @@ def _always_die(item, shared):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def test_killed_local_worker_is_replaced_and_nothing_is_lost(pool, local_rows, warm_cache,
-                                                             tmp_path):
+def test_killed_local_worker_is_replaced_and_nothing_is_lost(
+    pool, local_rows, warm_cache, tmp_path
+):
     marker, out = tmp_path / "killed", tmp_path / "out"
-    rows = run_sweep(pool, featurizer=featurizer(warm_cache),
-                     detector=KillOnceGaussian(marker=str(marker)), out_dir=out, jobs=2,
-                     progress=False, **GRID)
+    rows = run_sweep(
+        pool,
+        featurizer=featurizer(warm_cache),
+        detector=KillOnceGaussian(marker=str(marker)),
+        out_dir=out,
+        jobs=2,
+        progress=False,
+        **GRID,
+    )
     assert marker.exists()  # a worker process was killed during the run
     assert comparable(rows) == comparable(local_rows)
     assert rows.stats["computed"] == 4
@@ -204,8 +254,16 @@ def test_ray_sweep_equals_local_and_resumes(pool, local_rows, ray, tmp_path):
     assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")  # loopback only
     fz = featurizer(tmp_path / "cache")  # a cold cache: features are computed on Ray too
     out = tmp_path / "ray"
-    rows = run_sweep(pool, featurizer=fz, detector=GaussianDetector(), out_dir=out,
-                     executor="ray", jobs=2, progress=False, **GRID)
+    rows = run_sweep(
+        pool,
+        featurizer=fz,
+        detector=GaussianDetector(),
+        out_dir=out,
+        executor="ray",
+        jobs=2,
+        progress=False,
+        **GRID,
+    )
     assert rows.stats["executor"] == "ray" and rows.stats["computed"] == 4
     assert fz.n_computed == rows.stats["features_computed"]
     assert fz.n_computed == local_rows.stats["features_computed"]
@@ -214,19 +272,33 @@ def test_ray_sweep_equals_local_and_resumes(pool, local_rows, ray, tmp_path):
     assert_every_cell_once(out)
     # Resume under either executor: nothing is recomputed.
     for executor in ("ray", "local"):
-        again = run_sweep(pool, featurizer=featurizer(tmp_path / "cache"),
-                          detector=GaussianDetector(), out_dir=out, executor=executor,
-                          progress=False, **GRID)
+        again = run_sweep(
+            pool,
+            featurizer=featurizer(tmp_path / "cache"),
+            detector=GaussianDetector(),
+            out_dir=out,
+            executor=executor,
+            progress=False,
+            **GRID,
+        )
         assert again.stats["computed"] == 0 and again.stats["features_computed"] == 0
         assert comparable(again) == comparable(local_rows)
 
 
-def test_killed_ray_worker_is_retried_and_nothing_is_lost(pool, local_rows, warm_cache, ray,
-                                                          tmp_path):
+def test_killed_ray_worker_is_retried_and_nothing_is_lost(
+    pool, local_rows, warm_cache, ray, tmp_path
+):
     marker, out = tmp_path / "killed", tmp_path / "out"
-    rows = run_sweep(pool, featurizer=featurizer(warm_cache),
-                     detector=KillOnceGaussian(marker=str(marker)), out_dir=out,
-                     executor="ray", jobs=2, progress=False, **GRID)
+    rows = run_sweep(
+        pool,
+        featurizer=featurizer(warm_cache),
+        detector=KillOnceGaussian(marker=str(marker)),
+        out_dir=out,
+        executor="ray",
+        jobs=2,
+        progress=False,
+        **GRID,
+    )
     assert marker.exists()  # a Ray worker was killed during the run
     assert comparable(rows) == comparable(local_rows)
     assert rows.stats["computed"] == 4

@@ -4,9 +4,9 @@ import torch
 from sklearn.datasets import load_sample_image
 
 from robustsdd import ConfigError, DataError
+from robustsdd._hashing import image_digest
 from robustsdd.data import ImageSet
 from robustsdd.features.backbones import FeatureExtractor, create_classifier
-from robustsdd._hashing import image_digest
 from robustsdd.features.cache import FeatureCache
 from robustsdd.features.engines import MATCH_TOLERANCE, TorchEngine, check_match
 from robustsdd.features.extract import Featurizer
@@ -24,11 +24,13 @@ def _imagenet_top1(model, rgb):
 def test_offline_weights_are_the_real_imagenet_weights():
     # scikit-learn ships china.jpg (a temple by a lake); the offline ImageNet weights call it
     # "boathouse" (449) with confidence; the same network with random weights does not.
-    cls, p = _imagenet_top1(create_classifier("efficientnet_lite0", "offline"),
-                            load_sample_image("china.jpg"))
+    cls, p = _imagenet_top1(
+        create_classifier("efficientnet_lite0", "offline"), load_sample_image("china.jpg")
+    )
     assert cls == 449 and p > 0.3
-    rand_cls, rand_p = _imagenet_top1(create_classifier("efficientnet_lite0", None),
-                                      load_sample_image("china.jpg"))
+    rand_cls, rand_p = _imagenet_top1(
+        create_classifier("efficientnet_lite0", None), load_sample_image("china.jpg")
+    )
     assert not (rand_cls == 449 and rand_p > 0.3)
 
 
@@ -99,17 +101,30 @@ def test_featurizer_shapes_and_views_are_distinct(tiny_images, tiny_views):
 
 
 def test_channels_last_matches_eager(tiny_images, tiny_views):
-    a = Featurizer(weights=None, views=tiny_views, cache_dir=False, channels_last=True,
-                   engine="torch", progress=False).transform(tiny_images)
-    b = Featurizer(weights=None, views=tiny_views, cache_dir=False, channels_last=False,
-                   engine="torch", progress=False).transform(tiny_images)
+    a = Featurizer(
+        weights=None,
+        views=tiny_views,
+        cache_dir=False,
+        channels_last=True,
+        engine="torch",
+        progress=False,
+    ).transform(tiny_images)
+    b = Featurizer(
+        weights=None,
+        views=tiny_views,
+        cache_dir=False,
+        channels_last=False,
+        engine="torch",
+        progress=False,
+    ).transform(tiny_images)
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_onnxruntime_engine_matches_pytorch_and_is_the_default(tiny_images, tiny_views):
     fast = Featurizer(weights=None, views=tiny_views, cache_dir=False, progress=False)
-    slow = Featurizer(weights=None, views=tiny_views, cache_dir=False, engine="torch",
-                      progress=False)
+    slow = Featurizer(
+        weights=None, views=tiny_views, cache_dir=False, engine="torch", progress=False
+    )
     assert fast.engine_name == "onnxruntime" and slow.engine_name == "torch"
     a, b = fast.transform(tiny_images), slow.transform(tiny_images)
     scale = np.abs(b).max()
@@ -122,15 +137,17 @@ def test_onnxruntime_engine_matches_pytorch_and_is_the_default(tiny_images, tiny
 def test_engine_is_part_of_the_cache_key(tmp_path, tiny_images, tiny_views):
     fast = Featurizer(weights=None, views=tiny_views, cache_dir=tmp_path, progress=False)
     fast.transform(tiny_images)
-    slow = Featurizer(weights=None, views=tiny_views, cache_dir=tmp_path, engine="torch",
-                      progress=False)
+    slow = Featurizer(
+        weights=None, views=tiny_views, cache_dir=tmp_path, engine="torch", progress=False
+    )
     slow.transform(tiny_images)
     assert fast.config_key != slow.config_key
     assert slow.n_computed == len(tiny_images)  # not served the other engine's features
 
 
-def test_auto_engine_falls_back_to_pytorch_without_onnxruntime(monkeypatch, tiny_images,
-                                                              tiny_views):
+def test_auto_engine_falls_back_to_pytorch_without_onnxruntime(
+    monkeypatch, tiny_images, tiny_views
+):
     import sys
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError
@@ -138,8 +155,9 @@ def test_auto_engine_falls_back_to_pytorch_without_onnxruntime(monkeypatch, tiny
     assert auto.engine_name == "torch"
     assert any("ONNX Runtime not used" in note for note in auto.notes)
     assert auto.transform(tiny_images).shape[0] == len(tiny_images)
-    strict = Featurizer(weights=None, views=tiny_views, cache_dir=False, engine="onnxruntime",
-                        progress=False)
+    strict = Featurizer(
+        weights=None, views=tiny_views, cache_dir=False, engine="onnxruntime", progress=False
+    )
     with pytest.raises(ConfigError, match="onnxruntime engine cannot be used"):
         strict.engine_name
 
@@ -161,8 +179,9 @@ def test_engine_that_disagrees_with_pytorch_is_refused():
         Featurizer(weights=None, engine="tensorrt")
 
 
-def test_second_extraction_reads_the_cache_and_changed_image_misses(tmp_path, tiny_images,
-                                                                    tiny_views):
+def test_second_extraction_reads_the_cache_and_changed_image_misses(
+    tmp_path, tiny_images, tiny_views
+):
     fz = Featurizer(weights=None, views=tiny_views, cache_dir=tmp_path, progress=False)
     first = fz.transform(tiny_images)
     assert fz.n_computed == 5 and fz.cache.hits == 0
@@ -179,14 +198,20 @@ def test_second_extraction_reads_the_cache_and_changed_image_misses(tmp_path, ti
     third.transform(changed)
     assert third.n_computed == 1 and third.cache.hits == 4
 
-    other_views = Featurizer(weights=None, views=ViewSpec(size=32, scales=(1.0,), rotations=(0,)),
-                             cache_dir=tmp_path, progress=False)
+    other_views = Featurizer(
+        weights=None,
+        views=ViewSpec(size=32, scales=(1.0,), rotations=(0,)),
+        cache_dir=tmp_path,
+        progress=False,
+    )
     other_views.transform(tiny_images)
     assert other_views.n_computed == 5  # views are part of the key
 
 
 def test_renamed_image_hits_the_cache(tmp_path, tiny_images, tiny_views):
-    Featurizer(weights=None, views=tiny_views, cache_dir=tmp_path, progress=False).transform(tiny_images)
+    Featurizer(weights=None, views=tiny_views, cache_dir=tmp_path, progress=False).transform(
+        tiny_images
+    )
     renamed = ImageSet(tiny_images.items, tiny_images.labels, [f"other{i}" for i in range(5)])
     fz = Featurizer(weights=None, views=tiny_views, cache_dir=tmp_path, progress=False)
     fz.transform(renamed)

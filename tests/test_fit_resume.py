@@ -21,17 +21,44 @@ import pytest
 from conftest import make_planted_folder
 from robustsdd import Featurizer, GaussianDetector, Model, ViewSpec, fit_folder
 from robustsdd._io import deferred_signals, recover_folder_swap, staging_folder, swap_in_folder
-from robustsdd.workflow.checkpoints import CHECKPOINT_DIR, FitCheckpoints
 from robustsdd.cli import main
+from robustsdd.workflow.checkpoints import CHECKPOINT_DIR, FitCheckpoints
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = ["--detector", "gaussian", "--rule", "fraction", "--fraction", "0.1", "--weights",
-        "random", "--image-size", "32", "--scales", "1", "--rotations", "0,180",
-        "--engine", "torch", "--quiet"]
-TINY = dict(weights=None, views=ViewSpec(size=32, scales=(1,), rotations=(0, 180)),
-            cache_dir=False, progress=False, engine="torch")
-MODEL_FILES = {"robustsdd.json", "config.json", "state.safetensors", "train_scores.csv",
-               "report.html", "skipped.csv"}
+FAST = [
+    "--detector",
+    "gaussian",
+    "--rule",
+    "fraction",
+    "--fraction",
+    "0.1",
+    "--weights",
+    "random",
+    "--image-size",
+    "32",
+    "--scales",
+    "1",
+    "--rotations",
+    "0,180",
+    "--engine",
+    "torch",
+    "--quiet",
+]
+TINY = dict(
+    weights=None,
+    views=ViewSpec(size=32, scales=(1,), rotations=(0, 180)),
+    cache_dir=False,
+    progress=False,
+    engine="torch",
+)
+MODEL_FILES = {
+    "robustsdd.json",
+    "config.json",
+    "state.safetensors",
+    "train_scores.csv",
+    "report.html",
+    "skipped.csv",
+}
 
 WRAPPER = Path(__file__).with_name("fit_with_hooks.py")  # shared with reliability_table.py
 
@@ -43,8 +70,11 @@ def files_in(folder):
 def snapshot(folder):
     """Bytes of every file under ``folder`` except the checkpoints."""
     folder = Path(folder)
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and CHECKPOINT_DIR not in p.relative_to(folder).parts}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and CHECKPOINT_DIR not in p.relative_to(folder).parts
+    }
 
 
 def assert_same_model(a, b):
@@ -52,8 +82,9 @@ def assert_same_model(a, b):
     from safetensors.torch import load_file
 
     a, b = Path(a), Path(b)
-    assert json.loads((a / "robustsdd.json").read_text()) == \
-        json.loads((b / "robustsdd.json").read_text())
+    assert json.loads((a / "robustsdd.json").read_text()) == json.loads(
+        (b / "robustsdd.json").read_text()
+    )
     for name in ("train_scores.csv", "config.json", "report.html"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     sa, sb = load_file(a / "state.safetensors"), load_file(b / "state.safetensors")
@@ -71,9 +102,14 @@ def images(tmp_path_factory):
 
 
 def _env(**extra):
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=os.pathsep.join(
-                   [str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        OMP_WAIT_POLICY="PASSIVE",
+        PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+    )
     env.pop("PAUSE_AFTER", None)
     env.update(extra)
     return env
@@ -85,10 +121,15 @@ def run_fit(tmp_path, argv, *, pause_after=None, sig=None):
     marker = tmp_path / "paused"
     if marker.exists():
         marker.unlink()
-    env = _env(PAUSED_MARKER=str(marker), **(
-        {"PAUSE_AFTER": pause_after} if pause_after else {}))
-    proc = subprocess.Popen([sys.executable, str(wrapper), *argv], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = _env(PAUSED_MARKER=str(marker), **({"PAUSE_AFTER": pause_after} if pause_after else {}))
+    proc = subprocess.Popen(
+        [sys.executable, str(wrapper), *argv],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if pause_after:
         deadline = time.monotonic() + 240
         while not marker.exists():
@@ -117,13 +158,22 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
-def test_interrupted_fit_resumes_and_matches_an_uninterrupted_one(images, tmp_path, capsys,
-                                                                 monkeypatch, one_thread):
+def test_interrupted_fit_resumes_and_matches_an_uninterrupted_one(
+    images, tmp_path, capsys, monkeypatch, one_thread
+):
     cache = ["--cache-dir", str(tmp_path / "cache")]
     out = tmp_path / "model"
     # An earlier model in the folder: it must survive interruptions untouched.
-    fit_folder(images, out, detector="gaussian", rule="none", decision_scores="removal",
-               featurizer=Featurizer(**TINY), report=False, progress=False)
+    fit_folder(
+        images,
+        out,
+        detector="gaussian",
+        rule="none",
+        decision_scores="removal",
+        featurizer=Featurizer(**TINY),
+        report=False,
+        progress=False,
+    )
     earlier = snapshot(out)
     argv = ["fit", str(images), "--out", str(out), *FAST, *cache]
 
@@ -142,8 +192,9 @@ def test_interrupted_fit_resumes_and_matches_an_uninterrupted_one(images, tmp_pa
     #    decision-threshold fits.
     fits = []
     fit_method = GaussianDetector.fit
-    monkeypatch.setattr(GaussianDetector, "fit",
-                        lambda self, X, y=None: fits.append(len(X)) or fit_method(self, X))
+    monkeypatch.setattr(
+        GaussianDetector, "fit", lambda self, X, y=None: fits.append(len(X)) or fit_method(self, X)
+    )
     save = FitCheckpoints.save
 
     def kill_after_fold2(self, stage, **kw):
@@ -157,12 +208,10 @@ def test_interrupted_fit_resumes_and_matches_an_uninterrupted_one(images, tmp_pa
         assert main(argv) == 143
     stdout, err = capsys.readouterr()
     assert "terminated" in err and "Traceback" not in err
-    assert "resuming from checkpoint: stage 1 (trained on 20 images, removal scores) done" \
-        in stdout
+    assert "resuming from checkpoint: stage 1 (trained on 20 images, removal scores) done" in stdout
     assert len(fits) == 3  # stage 3 and 2 folds: stage 1 was not refit
     assert snapshot(out) == earlier
-    checkpoints = {"stage1.ckpt", "stage3.ckpt", "decision_fold1of5.ckpt",
-                   "decision_fold2of5.ckpt"}
+    checkpoints = {"stage1.ckpt", "stage3.ckpt", "decision_fold1of5.ckpt", "decision_fold2of5.ckpt"}
     assert files_in(out / CHECKPOINT_DIR) == checkpoints
 
     # 3. Rerun to the end: resumes after stage 3 and two folds; fits the last three folds.
@@ -215,8 +264,16 @@ def counting_saves(monkeypatch):
 
 def fit(images, out, log, **kw):
     kw = {"rule": "fraction", "fraction": 0.1, **kw}
-    return fit_folder(images, out, detector="gaussian", featurizer=Featurizer(**TINY),
-                      report=False, progress=False, log=log.append, **kw)
+    return fit_folder(
+        images,
+        out,
+        detector="gaussian",
+        featurizer=Featurizer(**TINY),
+        report=False,
+        progress=False,
+        log=log.append,
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -232,26 +289,30 @@ def interrupted(images, tmp_path, monkeypatch):
     return out
 
 
-def test_stale_checkpoints_from_other_images_are_ignored(images, interrupted, tmp_path,
-                                                        monkeypatch):
+def test_stale_checkpoints_from_other_images_are_ignored(
+    images, interrupted, tmp_path, monkeypatch
+):
     other = tmp_path / "other"
     shutil.copytree(images, other)
     next(p for p in sorted(other.rglob("*.png"))).unlink()  # one image fewer
     log = []
     saved = counting_saves(monkeypatch)
     model = fit(other, interrupted, log)
-    assert any("ignoring checkpoint stage1.ckpt: it was made by a different command or from "
-               "different images" in line for line in log), log
+    assert any(
+        "ignoring checkpoint stage1.ckpt: it was made by a different command or from "
+        "different images" in line
+        for line in log
+    ), log
     assert not any(line.startswith("resuming") for line in log), log
     assert saved[:2] == ["stage1", "stage3"]  # recomputed
     fresh = fit(other, tmp_path / "fresh", [])
     assert model.decision == fresh.decision
-    assert (interrupted / "train_scores.csv").read_bytes() == \
-        (tmp_path / "fresh" / "train_scores.csv").read_bytes()
+    assert (interrupted / "train_scores.csv").read_bytes() == (
+        tmp_path / "fresh" / "train_scores.csv"
+    ).read_bytes()
 
 
-def test_changed_cleaning_settings_reuse_stage1_only(images, interrupted, tmp_path,
-                                                     monkeypatch):
+def test_changed_cleaning_settings_reuse_stage1_only(images, interrupted, tmp_path, monkeypatch):
     log = []
     saved = counting_saves(monkeypatch)
     model = fit(images, interrupted, log, fraction=0.2)
@@ -260,14 +321,18 @@ def test_changed_cleaning_settings_reuse_stage1_only(images, interrupted, tmp_pa
     assert "stage1" not in saved and "stage3" in saved
     fresh = fit(images, tmp_path / "fresh", [], fraction=0.2)
     assert model.decision == fresh.decision and model.info["training"]["n_removed"] == 4
-    assert (interrupted / "train_scores.csv").read_bytes() == \
-        (tmp_path / "fresh" / "train_scores.csv").read_bytes()
+    assert (interrupted / "train_scores.csv").read_bytes() == (
+        tmp_path / "fresh" / "train_scores.csv"
+    ).read_bytes()
 
 
-def test_damaged_checkpoints_are_detected_and_recomputed(images, interrupted, tmp_path,
-                                                        monkeypatch):
-    stage1, stage3 = interrupted / CHECKPOINT_DIR / "stage1.ckpt", \
-        interrupted / CHECKPOINT_DIR / "stage3.ckpt"
+def test_damaged_checkpoints_are_detected_and_recomputed(
+    images, interrupted, tmp_path, monkeypatch
+):
+    stage1, stage3 = (
+        interrupted / CHECKPOINT_DIR / "stage1.ckpt",
+        interrupted / CHECKPOINT_DIR / "stage3.ckpt",
+    )
     blob = bytearray(stage1.read_bytes())
     blob[-5] ^= 0xFF  # one flipped bit in the stored tensors
     stage1.write_bytes(bytes(blob))
@@ -275,16 +340,23 @@ def test_damaged_checkpoints_are_detected_and_recomputed(images, interrupted, tm
     log = []
     saved = counting_saves(monkeypatch)
     model = fit(images, interrupted, log)
-    assert any("ignoring checkpoint stage1.ckpt: damaged (checksum mismatch)" in line
-               for line in log), log
+    assert any(
+        "ignoring checkpoint stage1.ckpt: damaged (checksum mismatch)" in line for line in log
+    ), log
     assert any("ignoring checkpoint stage3.ckpt: damaged" in line for line in log), log
     assert saved[:2] == ["stage1", "stage3"]
-    assert files_in(interrupted) == {"robustsdd.json", "config.json", "state.safetensors",
-                                     "train_scores.csv", "skipped.csv"}
+    assert files_in(interrupted) == {
+        "robustsdd.json",
+        "config.json",
+        "state.safetensors",
+        "train_scores.csv",
+        "skipped.csv",
+    }
     fresh = fit(images, tmp_path / "fresh", [])
     assert model.decision == fresh.decision
-    assert (interrupted / "train_scores.csv").read_bytes() == \
-        (tmp_path / "fresh" / "train_scores.csv").read_bytes()
+    assert (interrupted / "train_scores.csv").read_bytes() == (
+        tmp_path / "fresh" / "train_scores.csv"
+    ).read_bytes()
 
 
 def test_no_resume_starts_afresh(images, interrupted, monkeypatch):
@@ -326,9 +398,17 @@ def test_nan_steps_are_reported_also_after_a_resume(images, tmp_path):
     params = dict(n_blocks=2, hidden=16, epochs=3, finetune_epochs=1, lr=100.0, progress=False)
 
     def differnet_fit(out, log):
-        return fit_folder(images, out, detector="differnet", detector_params=params,
-                          featurizer=Featurizer(**TINY), rule="fraction", report=False,
-                          progress=False, log=log.append)
+        return fit_folder(
+            images,
+            out,
+            detector="differnet",
+            detector_params=params,
+            featurizer=Featurizer(**TINY),
+            rule="fraction",
+            report=False,
+            progress=False,
+            log=log.append,
+        )
 
     whole = differnet_fit(tmp_path / "whole", [])
     note = [n for n in whole.info["notes"] if n.startswith("training skipped")]
@@ -380,9 +460,19 @@ def test_signals_wait_for_the_end_of_a_deferred_block():
 def test_resume_after_stage3_restores_every_fitted_attribute(images, tmp_path, monkeypatch):
     """A fit resumed from its stage-3 checkpoint reports what the uninterrupted fit did,
     repeated removal rounds included (the restored OneShotRemoval is complete)."""
+
     def fit_rounds(out, log):
-        return fit_folder(images, out, detector="gaussian", featurizer=Featurizer(**TINY),
-                          rule="auto", z=1.0, rounds=4, progress=False, log=log.append)
+        return fit_folder(
+            images,
+            out,
+            detector="gaussian",
+            featurizer=Featurizer(**TINY),
+            rule="auto",
+            z=1.0,
+            rounds=4,
+            progress=False,
+            log=log.append,
+        )
 
     fresh = fit_rounds(tmp_path / "fresh", [])
     assert any("removal rounds ran" in note for note in fresh.info["notes"]), fresh.info

@@ -23,8 +23,13 @@ from robustsdd._errors import RobustSDDError  # noqa: E402
 from robustsdd.data import images as images_mod  # noqa: E402
 from robustsdd.data.images import load_rgb  # noqa: E402
 
-FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def _encode(img, fmt, **kw):
@@ -42,13 +47,24 @@ def _seeds():
     pal = rgb.convert("P")
     g16 = Image.frombytes("I;16", (10, 12), rng.integers(0, 65536, 120, dtype=np.uint16).tobytes())
     return [
-        _encode(rgb, "PNG"), _encode(gray, "PNG"), _encode(rgb.convert("RGBA"), "PNG"),
-        _encode(pal, "PNG", transparency=3), _encode(g16, "PNG"), _encode(rgb, "PNG", exif=exif),
-        _encode(rgb, "JPEG"), _encode(gray, "JPEG"), _encode(rgb.convert("CMYK"), "JPEG"),
+        _encode(rgb, "PNG"),
+        _encode(gray, "PNG"),
+        _encode(rgb.convert("RGBA"), "PNG"),
+        _encode(pal, "PNG", transparency=3),
+        _encode(g16, "PNG"),
+        _encode(rgb, "PNG", exif=exif),
+        _encode(rgb, "JPEG"),
+        _encode(gray, "JPEG"),
+        _encode(rgb.convert("CMYK"), "JPEG"),
         _encode(rgb, "JPEG", exif=exif.tobytes(), progressive=True),
-        _encode(rgb, "BMP"), _encode(pal, "BMP"), _encode(rgb, "GIF"),
-        _encode(rgb, "TIFF"), _encode(g16, "TIFF"), _encode(rgb, "TIFF", compression="tiff_lzw"),
-        _encode(rgb.convert("CMYK"), "TIFF"), _encode(gray.convert("F"), "TIFF"),
+        _encode(rgb, "BMP"),
+        _encode(pal, "BMP"),
+        _encode(rgb, "GIF"),
+        _encode(rgb, "TIFF"),
+        _encode(g16, "TIFF"),
+        _encode(rgb, "TIFF", compression="tiff_lzw"),
+        _encode(rgb.convert("CMYK"), "TIFF"),
+        _encode(gray.convert("F"), "TIFF"),
         _encode(rgb, "WEBP"),
     ]
 
@@ -89,7 +105,9 @@ def _check(out):
 
 
 @FUZZ
-@given(data=image_bytes(), suffix=st.sampled_from([".png", ".jpg", ".bmp", ".gif", ".tif", ".webp"]))
+@given(
+    data=image_bytes(), suffix=st.sampled_from([".png", ".jpg", ".bmp", ".gif", ".tif", ".webp"])
+)
 def test_fuzz_file_bytes(fuzz_dir, data, suffix):
     path = fuzz_dir / f"fuzz{suffix}"
     path.write_bytes(data)
@@ -115,8 +133,27 @@ def test_fuzz_seeds_all_decode(fuzz_dir):
         _check(load_rgb(path))
 
 
-DTYPES = ["u1", "u2", ">u2", "<u2", "i1", "i2", "i4", "i8", "u4", "f2", "f4", ">f4", "f8", "b1",
-          "c8", "U1", "O", "V2", "M8[s]"]
+DTYPES = [
+    "u1",
+    "u2",
+    ">u2",
+    "<u2",
+    "i1",
+    "i2",
+    "i4",
+    "i8",
+    "u4",
+    "f2",
+    "f4",
+    ">f4",
+    "f8",
+    "b1",
+    "c8",
+    "U1",
+    "O",
+    "V2",
+    "M8[s]",
+]
 
 
 @st.composite
@@ -126,8 +163,16 @@ def arrays(draw):
     dtype = np.dtype(draw(st.sampled_from(DTYPES)))
     n = int(np.prod(shape)) if shape else 1
     if dtype.kind in "fc":
-        values = draw(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),
-                                         st.floats(0, 1, width=32)), min_size=n, max_size=n))
+        values = draw(
+            st.lists(
+                st.one_of(
+                    st.floats(allow_nan=True, allow_infinity=True, width=32),
+                    st.floats(0, 1, width=32),
+                ),
+                min_size=n,
+                max_size=n,
+            )
+        )
         with np.errstate(over="ignore", invalid="ignore"):  # float16 overflow -> inf: fine
             arr = np.array(values, dtype=np.float64).astype(dtype) if n else np.zeros(0, dtype)
     elif dtype.kind in "ui":
@@ -160,8 +205,11 @@ def test_fuzz_arrays(arr):
 
 def _should_decode(arr):
     """Arrays the loader documents as supported (then it must not refuse them)."""
-    shape_ok = (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 3, 4))) \
-        and arr.shape[0] > 0 and arr.shape[1] > 0
+    shape_ok = (
+        (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 3, 4)))
+        and arr.shape[0] > 0
+        and arr.shape[1] > 0
+    )
     if not shape_ok:
         return False
     if arr.dtype.kind == "u" and arr.dtype.itemsize <= 2 or arr.dtype.kind == "b":
@@ -185,9 +233,34 @@ def test_fuzz_supported_arrays_decode(arr):
 
 
 @FUZZ
-@given(mode=st.sampled_from(["1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "RGBa", "La", "CMYK",
-                             "YCbCr", "LAB", "HSV", "I", "I;16", "I;16B", "I;16L", "F"]),
-       w=st.integers(1, 6), h=st.integers(1, 6), seed=st.integers(0, 2**16))
+@given(
+    mode=st.sampled_from(
+        [
+            "1",
+            "L",
+            "LA",
+            "P",
+            "PA",
+            "RGB",
+            "RGBA",
+            "RGBX",
+            "RGBa",
+            "La",
+            "CMYK",
+            "YCbCr",
+            "LAB",
+            "HSV",
+            "I",
+            "I;16",
+            "I;16B",
+            "I;16L",
+            "F",
+        ]
+    ),
+    w=st.integers(1, 6),
+    h=st.integers(1, 6),
+    seed=st.integers(0, 2**16),
+)
 def test_fuzz_pil_modes(mode, w, h, seed):
     rng = np.random.default_rng(seed)
     img = Image.new(mode, (w, h))

@@ -165,9 +165,13 @@ def test_array_output_is_a_copy():
 
 
 def test_array_uint16_bool_float():
-    np.testing.assert_array_equal(load_rgb(np.array([[0, 65535, 25700]], np.uint16))[0, :, 0], [0, 255, 100])
+    np.testing.assert_array_equal(
+        load_rgb(np.array([[0, 65535, 25700]], np.uint16))[0, :, 0], [0, 255, 100]
+    )
     np.testing.assert_array_equal(load_rgb(np.array([[False, True]]))[0, :, 0], [0, 255])
-    np.testing.assert_array_equal(load_rgb(np.array([[0.0, 0.2, 1.0]], np.float32))[0, :, 0], [0, 51, 255])
+    np.testing.assert_array_equal(
+        load_rgb(np.array([[0.0, 0.2, 1.0]], np.float32))[0, :, 0], [0, 51, 255]
+    )
 
 
 @pytest.mark.parametrize(
@@ -216,10 +220,18 @@ def test_bad_files_raise_dataerror_naming_file(tmp_path):
     trunc_png = _noise_png(tmp_path / "trunc.png")
     trunc_png.write_bytes(trunc_png.read_bytes()[: trunc_png.stat().st_size // 2])
     jpg = tmp_path / "trunc.jpg"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(jpg)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+        jpg
+    )
     jpg.write_bytes(jpg.read_bytes()[: jpg.stat().st_size // 2])
-    cases = {missing: "not found", empty: "0 bytes", text: "not an image", folder: "folder",
-             trunc_png: "cannot decode", jpg: "cannot decode"}
+    cases = {
+        missing: "not found",
+        empty: "0 bytes",
+        text: "not an image",
+        folder: "folder",
+        trunc_png: "cannot decode",
+        jpg: "cannot decode",
+    }
     for path, what in cases.items():
         with pytest.raises(DataError, match=what) as e:
             load_rgb(path)
@@ -231,8 +243,12 @@ def test_bad_files_raise_dataerror_naming_file(tmp_path):
 
 def _png_with_size(path, width, height):
     """A PNG whose header claims width x height (the pixel data is never read)."""
+
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
@@ -262,8 +278,20 @@ def test_decompression_bomb_header(tmp_path, monkeypatch):
 
 
 def test_list_images(tmp_path):
-    for rel in ["b.png", "a.JPG", "sub/c.tif", "sub/deep/d.webp", "z.bmp", "x.jpeg", "y.TIFF",
-                ".hidden.png", ".git/e.png", "sub/.cache/f.png", "notes.txt", "sub/g.gif"]:
+    for rel in [
+        "b.png",
+        "a.JPG",
+        "sub/c.tif",
+        "sub/deep/d.webp",
+        "z.bmp",
+        "x.jpeg",
+        "y.TIFF",
+        ".hidden.png",
+        ".git/e.png",
+        "sub/.cache/f.png",
+        "notes.txt",
+        "sub/g.gif",
+    ]:
         p = tmp_path / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"x")

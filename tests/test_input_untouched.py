@@ -17,8 +17,19 @@ from PIL import Image
 
 from robustsdd.cli import main
 
-TINY = ["--weights", "random", "--image-size", "32", "--scales", "1", "--rotations", "0",
-        "--quiet", "--detector", "gaussian"]
+TINY = [
+    "--weights",
+    "random",
+    "--image-size",
+    "32",
+    "--scales",
+    "1",
+    "--rotations",
+    "0",
+    "--quiet",
+    "--detector",
+    "gaussian",
+]
 
 
 def snapshot(root: Path) -> dict:
@@ -38,16 +49,24 @@ def snapshot(root: Path) -> dict:
                 extra = hashlib.sha256(path.read_bytes()).hexdigest()
             else:
                 extra = ""
-            out[rel] = (stat.S_IFMT(st.st_mode), st.st_size if not stat.S_ISDIR(st.st_mode) else 0,
-                        stat.S_IMODE(st.st_mode), st.st_mtime_ns, extra)
+            out[rel] = (
+                stat.S_IFMT(st.st_mode),
+                st.st_size if not stat.S_ISDIR(st.st_mode) else 0,
+                stat.S_IMODE(st.st_mode),
+                st.st_mtime_ns,
+                extra,
+            )
     return out
 
 
 def _diff(before: dict, after: dict) -> list:
     changes = [f"added {k}" for k in sorted(set(after) - set(before))]
     changes += [f"removed {k}" for k in sorted(set(before) - set(after))]
-    changes += [f"changed {k}: {before[k]} -> {after[k]}"
-                for k in sorted(set(before) & set(after)) if before[k] != after[k]]
+    changes += [
+        f"changed {k}: {before[k]} -> {after[k]}"
+        for k in sorted(set(before) & set(after))
+        if before[k] != after[k]
+    ]
     return changes
 
 
@@ -71,7 +90,9 @@ def tree(tmp_path_factory):
     (root / "good" / ".hidden.png").write_bytes(b"not read")
     # Old mtimes, so a rewrite in the same second as the fixture would still show.
     for p in sorted(root.rglob("*"), reverse=True):
-        os.utime(p, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000), follow_symlinks=False)
+        os.utime(
+            p, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000), follow_symlinks=False
+        )
     os.utime(root, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
     return root
 
@@ -80,33 +101,113 @@ def tree(tmp_path_factory):
 def model(tree, tmp_path_factory):
     out = tmp_path_factory.mktemp("model") / "model"
     before = snapshot(tree)
-    assert main(["fit", "--source", "folder", "--root", str(tree), "--rule", "fraction",
-                 "--fraction", "0.2", "--out", str(out), *TINY]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--source",
+                "folder",
+                "--root",
+                str(tree),
+                "--rule",
+                "fraction",
+                "--fraction",
+                "0.2",
+                "--out",
+                str(out),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     assert _diff(before, snapshot(tree)) == []
     return out
 
 
 def _commands(tree: Path, model: Path, out: Path):
     return {
-        "fit --source folder": ["fit", "--source", "folder", "--root", str(tree), "--rule",
-                                "fraction", "--out", str(out / "m1"), *TINY],
-        "fit --source unlabeled": ["fit", "--source", "unlabeled", "--root", str(tree / "good"),
-                                   "--out", str(out / "m2"), *TINY],
-        "fit IMAGES_DIR": ["fit", str(tree / "good"), "--rule", "none", "--out", str(out / "m3"),
-                           *TINY],
-        "score --source folder": ["score", str(model), "--source", "folder", "--root", str(tree),
-                                  "--out", str(out / "scores.csv"), "--quiet"],
-        "score --source unlabeled": ["score", str(model), "--source", "unlabeled", "--root",
-                                     str(tree), "--quiet"],
+        "fit --source folder": [
+            "fit",
+            "--source",
+            "folder",
+            "--root",
+            str(tree),
+            "--rule",
+            "fraction",
+            "--out",
+            str(out / "m1"),
+            *TINY,
+        ],
+        "fit --source unlabeled": [
+            "fit",
+            "--source",
+            "unlabeled",
+            "--root",
+            str(tree / "good"),
+            "--out",
+            str(out / "m2"),
+            *TINY,
+        ],
+        "fit IMAGES_DIR": [
+            "fit",
+            str(tree / "good"),
+            "--rule",
+            "none",
+            "--out",
+            str(out / "m3"),
+            *TINY,
+        ],
+        "score --source folder": [
+            "score",
+            str(model),
+            "--source",
+            "folder",
+            "--root",
+            str(tree),
+            "--out",
+            str(out / "scores.csv"),
+            "--quiet",
+        ],
+        "score --source unlabeled": [
+            "score",
+            str(model),
+            "--source",
+            "unlabeled",
+            "--root",
+            str(tree),
+            "--quiet",
+        ],
         "predict": ["predict", str(model), str(tree), "--out", str(out / "pred.csv"), "--quiet"],
-        "run --source folder": ["run", "--source", "folder", "--root", str(tree), "--n-train", "10",
-                                "--contamination", "0.2", "--n-test-good", "4",
-                                "--n-test-defective", "4", "--out", str(out / "run"), *TINY],
+        "run --source folder": [
+            "run",
+            "--source",
+            "folder",
+            "--root",
+            str(tree),
+            "--n-train",
+            "10",
+            "--contamination",
+            "0.2",
+            "--n-test-good",
+            "4",
+            "--n-test-defective",
+            "4",
+            "--out",
+            str(out / "run"),
+            *TINY,
+        ],
     }
 
 
-COMMANDS = ["fit --source folder", "fit --source unlabeled", "fit IMAGES_DIR",
-            "score --source folder", "score --source unlabeled", "predict", "run --source folder"]
+COMMANDS = [
+    "fit --source folder",
+    "fit --source unlabeled",
+    "fit IMAGES_DIR",
+    "score --source folder",
+    "score --source unlabeled",
+    "predict",
+    "run --source folder",
+]
 
 
 @pytest.mark.parametrize("which", COMMANDS)
@@ -127,8 +228,9 @@ def test_failing_command_leaves_input_tree_unchanged(tmp_path, capsys):
         Image.new("L", (20, 20), 40 * i).save(root / f"{i}.png")
     (root / "zero.png").write_bytes(b"")
     before = snapshot(root)
-    assert main(["fit", str(root), "--out", str(tmp_path / "m"), "--on-bad-image", "fail",
-                 *TINY]) == 2
+    assert (
+        main(["fit", str(root), "--out", str(tmp_path / "m"), "--on-bad-image", "fail", *TINY]) == 2
+    )
     assert "zero.png" in capsys.readouterr().err
     assert _diff(before, snapshot(root)) == []
     # The default skips it, lists it next to the model, and still leaves the tree alone.
@@ -140,9 +242,10 @@ def test_failing_command_leaves_input_tree_unchanged(tmp_path, capsys):
 @pytest.mark.parametrize("where", ["fit", "predict"])
 def test_outputs_inside_the_input_tree_are_refused(where, tree, model, capsys):
     before = snapshot(tree)
-    argv = {"fit": ["fit", str(tree / "good"), "--out", str(tree / "good" / "model"), *TINY],
-            "predict": ["predict", str(model), str(tree), "--out", str(tree / "p.csv"),
-                        "--quiet"]}[where]
+    argv = {
+        "fit": ["fit", str(tree / "good"), "--out", str(tree / "good" / "model"), *TINY],
+        "predict": ["predict", str(model), str(tree), "--out", str(tree / "p.csv"), "--quiet"],
+    }[where]
     assert main(argv) == 2
     assert "inside" in capsys.readouterr().err
     assert _diff(before, snapshot(tree)) == []
@@ -155,13 +258,38 @@ def test_score_and_run_outputs_inside_the_input_tree_are_refused(where, tmp_path
         (root / cls).mkdir(parents=True)
         for i in range(8):
             Image.new("L", (20, 20), 10 * i + (100 if cls == "defect" else 0)).save(
-                root / cls / f"{i}.png")
+                root / cls / f"{i}.png"
+            )
     before = snapshot(root)
-    argv = {"score": ["score", str(model), "--source", "folder", "--root", str(root), "--out",
-                      str(root / "scores.csv"), "--quiet"],
-            "run": ["run", "--source", "folder", "--root", str(root), "--n-train", "6",
-                    "--n-test-good", "2", "--n-test-defective", "2", "--out", str(root / "run"),
-                    *TINY]}[where]
+    argv = {
+        "score": [
+            "score",
+            str(model),
+            "--source",
+            "folder",
+            "--root",
+            str(root),
+            "--out",
+            str(root / "scores.csv"),
+            "--quiet",
+        ],
+        "run": [
+            "run",
+            "--source",
+            "folder",
+            "--root",
+            str(root),
+            "--n-train",
+            "6",
+            "--n-test-good",
+            "2",
+            "--n-test-defective",
+            "2",
+            "--out",
+            str(root / "run"),
+            *TINY,
+        ],
+    }[where]
     code = main(argv)
     assert code == 2 and _diff(before, snapshot(root)) == []
 

@@ -8,7 +8,14 @@ from PIL import Image
 
 from robustsdd._errors import ConfigError, DataError
 from robustsdd.data import (
-    DEFECTIVE, GOOD, UNKNOWN, load_folder, load_ksdd2, load_mvtec, load_unlabeled, open_source,
+    DEFECTIVE,
+    GOOD,
+    UNKNOWN,
+    load_folder,
+    load_ksdd2,
+    load_mvtec,
+    load_unlabeled,
+    open_source,
 )
 
 
@@ -33,8 +40,10 @@ def _mask(path: Path, defect: bool):
 @pytest.fixture
 def ksdd2(tmp_path):
     root = tmp_path / "ksdd2"
-    for split, ids in {"train": {"10000": False, "10001": True, "10002": False},
-                       "test": {"20000": True, "20001": False}}.items():
+    for split, ids in {
+        "train": {"10000": False, "10001": True, "10002": False},
+        "test": {"20000": True, "20001": False},
+    }.items():
         for i, defect in ids.items():
             _img(root / split / f"{i}.png")
             _mask(root / split / f"{i}_GT.png", defect)
@@ -92,10 +101,21 @@ def labelled(tmp_path):
 
 def test_load_folder_labels_names_masks(labelled):
     ds = load_folder(labelled)
-    assert ds.names == ["good/g1.png", "good/line2/g2.jpg", "defect/d1.png", "defect/sub/d2.png", "bad/b1.bmp"]
+    assert ds.names == [
+        "good/g1.png",
+        "good/line2/g2.jpg",
+        "defect/d1.png",
+        "defect/sub/d2.png",
+        "bad/b1.bmp",
+    ]
     assert ds.labels.tolist() == [GOOD, GOOD, DEFECTIVE, DEFECTIVE, DEFECTIVE]
-    assert ds.masks == [None, None, labelled / "masks" / "d1_mask.png",
-                        labelled / "masks" / "nested" / "d2.png", None]
+    assert ds.masks == [
+        None,
+        None,
+        labelled / "masks" / "d1_mask.png",
+        labelled / "masks" / "nested" / "d2.png",
+        None,
+    ]
     assert ds.rgb(1).shape == (4, 6, 3)
 
 
@@ -145,8 +165,14 @@ def test_load_unlabeled(labelled, tmp_path):
 @pytest.fixture
 def mvtec(tmp_path):
     base = tmp_path / "mvtec" / "bottle"
-    for rel in ["train/good/000.png", "train/good/001.png", "test/good/000.png",
-                "test/crack/000.png", "test/crack/001.png", "test/broken_large/000.png"]:
+    for rel in [
+        "train/good/000.png",
+        "train/good/001.png",
+        "test/good/000.png",
+        "test/crack/000.png",
+        "test/crack/001.png",
+        "test/broken_large/000.png",
+    ]:
         _img(base / rel)
     _mask(base / "ground_truth" / "crack" / "000_mask.png", True)
     _mask(base / "ground_truth" / "crack" / "001_mask.png", True)
@@ -159,12 +185,20 @@ def test_mvtec_splits(mvtec):
     assert train.names == ["train/good/000.png", "train/good/001.png"]
     assert train.labels.tolist() == [GOOD, GOOD] and train.masks == [None, None]
     test = load_mvtec(mvtec, "bottle", "test")
-    assert test.names == ["test/broken_large/000.png", "test/crack/000.png", "test/crack/001.png",
-                          "test/good/000.png"]
+    assert test.names == [
+        "test/broken_large/000.png",
+        "test/crack/000.png",
+        "test/crack/001.png",
+        "test/good/000.png",
+    ]
     assert test.labels.tolist() == [DEFECTIVE, DEFECTIVE, DEFECTIVE, GOOD]
     gt = mvtec / "bottle" / "ground_truth"
-    assert test.masks == [gt / "broken_large" / "000_mask.png", gt / "crack" / "000_mask.png",
-                          gt / "crack" / "001_mask.png", None]
+    assert test.masks == [
+        gt / "broken_large" / "000_mask.png",
+        gt / "crack" / "000_mask.png",
+        gt / "crack" / "001_mask.png",
+        None,
+    ]
     assert test.items[1] == mvtec / "bottle" / "test" / "crack" / "000.png"
     both = load_mvtec(mvtec, "bottle", "all")
     assert both.names == train.names + test.names and both.source == "mvtec:bottle"

@@ -22,7 +22,12 @@ def test_removal_counts_and_precision_recall():
     labels = np.array([0, 0, 0, 1, 1, 1])
     keep = np.array([True, False, True, False, False, True])
     m = removal_metrics(labels, keep)
-    assert (m["removed_good"], m["removed_defective"], m["kept_good"], m["kept_defective"]) == (1, 2, 2, 1)
+    assert (m["removed_good"], m["removed_defective"], m["kept_good"], m["kept_defective"]) == (
+        1,
+        2,
+        2,
+        1,
+    )
     assert m["removal_precision"] == 2 / 3 and m["removal_recall"] == 2 / 3
 
 

@@ -7,13 +7,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robustsdd import ConfigError, Featurizer, GaussianDetector, Model, ModelFileError, ViewSpec
-from robustsdd import fit_folder
-
 from conftest import read_rows
+from robustsdd import (
+    ConfigError,
+    Featurizer,
+    GaussianDetector,
+    Model,
+    ModelFileError,
+    ViewSpec,
+    fit_folder,
+)
 
-TINY = dict(weights=None, views=ViewSpec(size=64, scales=(1,), rotations=(0, 180)),
-            cache_dir=False, progress=False, engine="torch")
+TINY = dict(
+    weights=None,
+    views=ViewSpec(size=64, scales=(1,), rotations=(0, 180)),
+    cache_dir=False,
+    progress=False,
+    engine="torch",
+)
 
 
 def tiny_featurizer():
@@ -29,8 +40,15 @@ def fitted(planted_folder, tmp_path_factory):
     root, planted = planted_folder
     before = files_under(root)
     out = tmp_path_factory.mktemp("fit") / "model"
-    model = fit_folder(root, out, detector="gaussian", featurizer=tiny_featurizer(),
-                       rule="fraction", fraction=0.1, progress=False)
+    model = fit_folder(
+        root,
+        out,
+        detector="gaussian",
+        featurizer=tiny_featurizer(),
+        rule="fraction",
+        fraction=0.1,
+        progress=False,
+    )
     assert files_under(root) == before  # nothing written into the training folder
     return root, planted, out, model
 
@@ -39,8 +57,16 @@ def test_planted_defects_rank_at_the_top_and_are_removed(fitted):
     root, planted, out, _ = fitted
     rows = read_rows(out / "train_scores.csv")
     assert len(rows) == 40
-    assert set(rows[0]) == {"name", "label", "kept", "rank", "stage1", "removal", "calibration",
-                            "score"}
+    assert set(rows[0]) == {
+        "name",
+        "label",
+        "kept",
+        "rank",
+        "stage1",
+        "removal",
+        "calibration",
+        "score",
+    }
     assert sorted(int(r["rank"]) for r in rows) == list(range(1, 41))
     top = {r["name"] for r in rows if int(r["rank"]) <= len(planted)}
     assert top == set(planted)
@@ -54,8 +80,13 @@ def test_planted_defects_rank_at_the_top_and_are_removed(fitted):
 def test_model_folder_is_complete_and_has_no_pickles(fitted):
     _, _, out, model = fitted
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.json", "report.html", "robustsdd.json", "skipped.csv", "state.safetensors",
-        "train_scores.csv"]
+        "config.json",
+        "report.html",
+        "robustsdd.json",
+        "skipped.csv",
+        "state.safetensors",
+        "train_scores.csv",
+    ]
     config = json.loads((out / "robustsdd.json").read_text())
     assert config["format"] == "robustsdd-model" and config["format_version"] == 2
     assert config["files"]["detector_state"] == "state.safetensors"
@@ -130,8 +161,15 @@ def test_threshold_override_and_result_files(fitted, tmp_path):
 
 def test_rule_none_calibrates_the_threshold_out_of_fold(planted_folder, tmp_path):
     root, _ = planted_folder
-    model = fit_folder(root, tmp_path / "m", detector=GaussianDetector(), rule="none",
-                       featurizer=tiny_featurizer(), n_folds=4, report=False)
+    model = fit_folder(
+        root,
+        tmp_path / "m",
+        detector=GaussianDetector(),
+        rule="none",
+        featurizer=tiny_featurizer(),
+        n_folds=4,
+        report=False,
+    )
     rows = read_rows(tmp_path / "m" / "train_scores.csv")
     assert set(rows[0]) == {"name", "label", "kept", "rank", "calibration", "score"}
     assert all(r["kept"] == "1" for r in rows)
@@ -145,13 +183,18 @@ def test_rule_none_calibrates_the_threshold_out_of_fold(planted_folder, tmp_path
 
 def test_rule_none_with_removal_scores_uses_final_scores_and_warns(planted_folder, tmp_path):
     root, _ = planted_folder
-    model = fit_folder(root, tmp_path / "m", detector=GaussianDetector(), rule="none",
-                       featurizer=tiny_featurizer(), decision_scores="removal",
-                       decision_quantile=0.5)
+    model = fit_folder(
+        root,
+        tmp_path / "m",
+        detector=GaussianDetector(),
+        rule="none",
+        featurizer=tiny_featurizer(),
+        decision_scores="removal",
+        decision_quantile=0.5,
+    )
     rows = read_rows(tmp_path / "m" / "train_scores.csv")
     assert set(rows[0]) == {"name", "label", "kept", "rank", "score"}
-    assert model.threshold == pytest.approx(np.median([float(r["score"]) for r in rows]),
-                                            rel=1e-6)
+    assert model.threshold == pytest.approx(np.median([float(r["score"]) for r in rows]), rel=1e-6)
     assert model.decision["in_sample"] and "in-sample" in model.decision["description"]
     assert any("too low" in note for note in model.info["notes"])
     assert "too low" in (tmp_path / "m" / "report.html").read_text()
@@ -159,19 +202,47 @@ def test_rule_none_with_removal_scores_uses_final_scores_and_warns(planted_folde
 
 def test_fit_folder_takes_the_data_driven_cleaning_settings(planted_folder, tmp_path):
     root, planted = planted_folder
-    model = fit_folder(root, tmp_path / "m", detector="gaussian", featurizer=tiny_featurizer(),
-                       rule="auto", z=2.5, scoring="ensemble", n_members=2, rounds=2,
-                       decision_scores="removal", report=False)
-    assert model.info["cleaning"] == {"rule": "auto", "threshold": 1.5, "fraction": 0.1,
-                                      "min_size": 0.8, "scoring": "ensemble", "n_folds": 5,
-                                      "min_keep": 0.5, "z": 2.5, "n_members": 2, "rounds": 2}
-    assert any("auto cut: drop scores above median + 2.5 robust SD" in note for note in model.info["notes"])
+    model = fit_folder(
+        root,
+        tmp_path / "m",
+        detector="gaussian",
+        featurizer=tiny_featurizer(),
+        rule="auto",
+        z=2.5,
+        scoring="ensemble",
+        n_members=2,
+        rounds=2,
+        decision_scores="removal",
+        report=False,
+    )
+    assert model.info["cleaning"] == {
+        "rule": "auto",
+        "threshold": 1.5,
+        "fraction": 0.1,
+        "min_size": 0.8,
+        "scoring": "ensemble",
+        "n_folds": 5,
+        "min_keep": 0.5,
+        "z": 2.5,
+        "n_members": 2,
+        "rounds": 2,
+    }
+    assert any(
+        "auto cut: drop scores above median + 2.5 robust SD" in note for note in model.info["notes"]
+    )
 
 
 def test_removal_decision_scores_after_cleaning(fitted, planted_folder, tmp_path):
     root, planted = planted_folder
-    model = fit_folder(root, tmp_path / "m", detector="gaussian", featurizer=tiny_featurizer(),
-                       rule="fraction", fraction=0.1, decision_scores="removal")
+    model = fit_folder(
+        root,
+        tmp_path / "m",
+        detector="gaussian",
+        featurizer=tiny_featurizer(),
+        rule="fraction",
+        fraction=0.1,
+        decision_scores="removal",
+    )
     rows = read_rows(tmp_path / "m" / "train_scores.csv")
     assert "calibration" not in rows[0]
     assert {r["name"] for r in rows if r["kept"] == "0"} == set(planted)
@@ -199,8 +270,13 @@ def test_output_folder_is_checked_before_any_work(planted_folder, tmp_path):
         fit_folder(root, root / "model", detector="gaussian", featurizer=tiny_featurizer())
     assert not (root / "model").exists()
     with pytest.raises(ConfigError, match="decision quantile"):
-        fit_folder(root, tmp_path / "m", detector="gaussian", featurizer=tiny_featurizer(),
-                   decision_quantile=1.5)
+        fit_folder(
+            root,
+            tmp_path / "m",
+            detector="gaussian",
+            featurizer=tiny_featurizer(),
+            decision_quantile=1.5,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,12 +292,13 @@ def _set_file(key, value):
         data = json.loads((m / "robustsdd.json").read_text())
         data["files"][key] = value
         (m / "robustsdd.json").write_text(json.dumps(data))
+
     return edit
 
 
 def _wrong_tensors(m):
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     save_file({"weight": torch.zeros(3, 3)}, str(m / "state.safetensors"))
 
@@ -241,38 +318,69 @@ def _features(m, **changes):
 
 DAMAGE = {
     "config missing": (lambda m: (m / "robustsdd.json").unlink(), "robustsdd.json: missing"),
-    "config garbled": (lambda m: (m / "robustsdd.json").write_text('{"format": "robustsdd-mo'),
-                       "robustsdd.json: not valid JSON"),
-    "config binary": (lambda m: (m / "robustsdd.json").write_bytes(b"\xff\xfe\x00garbage"),
-                      "robustsdd.json: not valid JSON"),
-    "foreign json": (lambda m: (m / "robustsdd.json").write_text(
-        json.dumps({"_class_name": "UNet2DModel", "sample_size": 64})), "foreign JSON"),
+    "config garbled": (
+        lambda m: (m / "robustsdd.json").write_text('{"format": "robustsdd-mo'),
+        "robustsdd.json: not valid JSON",
+    ),
+    "config binary": (
+        lambda m: (m / "robustsdd.json").write_bytes(b"\xff\xfe\x00garbage"),
+        "robustsdd.json: not valid JSON",
+    ),
+    "foreign json": (
+        lambda m: (m / "robustsdd.json").write_text(
+            json.dumps({"_class_name": "UNet2DModel", "sample_size": 64})
+        ),
+        "foreign JSON",
+    ),
     "json list": (lambda m: (m / "robustsdd.json").write_text("[1, 2]"), "foreign JSON"),
-    "newer format": (lambda m: _edit_json(m / "robustsdd.json", format_version=3),
-                     "incompatible version"),
-    "format 1 model": (lambda m: (m / "robustsdd.json").write_text(
-        json.dumps({"robustsdd_version": "0.0.9", "features": {}})), "incompatible version"),
-    "detector config of format 1": (lambda m: _edit_json(m / "config.json", format_version=1),
-                                    "config.json: model format version 1"),
-    "detector config foreign": (lambda m: (m / "config.json").write_text('{"a": 1}'),
-                                "config.json: not a robustsdd detector config"),
+    "newer format": (
+        lambda m: _edit_json(m / "robustsdd.json", format_version=3),
+        "incompatible version",
+    ),
+    "format 1 model": (
+        lambda m: (m / "robustsdd.json").write_text(
+            json.dumps({"robustsdd_version": "0.0.9", "features": {}})
+        ),
+        "incompatible version",
+    ),
+    "detector config of format 1": (
+        lambda m: _edit_json(m / "config.json", format_version=1),
+        "config.json: model format version 1",
+    ),
+    "detector config foreign": (
+        lambda m: (m / "config.json").write_text('{"a": 1}'),
+        "config.json: not a robustsdd detector config",
+    ),
     "state missing": (lambda m: (m / "state.safetensors").unlink(), "state.safetensors: missing"),
-    "state garbled": (lambda m: (m / "state.safetensors").write_bytes(b"\x00" * 8 + b"junk"),
-                      "state.safetensors: not a readable safetensors file"),
-    "state truncated": (lambda m: (m / "state.safetensors").write_bytes(
-        (m / "state.safetensors").read_bytes()[:100]), "state.safetensors"),
+    "state garbled": (
+        lambda m: (m / "state.safetensors").write_bytes(b"\x00" * 8 + b"junk"),
+        "state.safetensors: not a readable safetensors file",
+    ),
+    "state truncated": (
+        lambda m: (m / "state.safetensors").write_bytes(
+            (m / "state.safetensors").read_bytes()[:100]
+        ),
+        "state.safetensors",
+    ),
     "state has wrong tensors": (_wrong_tensors, "state.safetensors: does not fit"),
-    "path escapes": (_set_file("detector_state", "../other/state.safetensors"),
-                     "outside the model folder"),
+    "path escapes": (
+        _set_file("detector_state", "../other/state.safetensors"),
+        "outside the model folder",
+    ),
     "absolute path": (_set_file("detector_config", "/etc/passwd"), "outside the model folder"),
     "path through a link": (_link_out, "through a link"),
-    "threshold not a number": (lambda m: _edit_json(m / "robustsdd.json",
-                                                    decision={"threshold": "high"}),
-                               "decision.threshold"),
-    "other backbone weights": (lambda m: _features(m, weights_id="file:0123456789abcdef"),
-                               "differ from those the model was trained with"),
-    "features missing": (lambda m: _edit_json(m / "robustsdd.json", features=None),
-                         "features is missing"),
+    "threshold not a number": (
+        lambda m: _edit_json(m / "robustsdd.json", decision={"threshold": "high"}),
+        "decision.threshold",
+    ),
+    "other backbone weights": (
+        lambda m: _features(m, weights_id="file:0123456789abcdef"),
+        "differ from those the model was trained with",
+    ),
+    "features missing": (
+        lambda m: _edit_json(m / "robustsdd.json", features=None),
+        "features is missing",
+    ),
 }
 
 
@@ -316,8 +424,15 @@ def test_backbone_weights_from_a_file_travel_inside_the_model_folder(planted_fol
     weights.parent.mkdir()
     torch.save(create_classifier("efficientnet_lite0", None).state_dict(), weights)
     fz = Featurizer(**{**TINY, "weights": str(weights)})
-    model = fit_folder(root / "line_a", tmp_path / "m", detector="gaussian", featurizer=fz,
-                       rule="none", n_folds=2, report=False)
+    model = fit_folder(
+        root / "line_a",
+        tmp_path / "m",
+        detector="gaussian",
+        featurizer=fz,
+        rule="none",
+        n_folds=2,
+        report=False,
+    )
     text = (tmp_path / "m" / "robustsdd.json").read_text()
     assert str(tmp_path) not in text  # no path outside the model folder
     feats = json.loads(text)["features"]

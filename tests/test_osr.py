@@ -54,7 +54,9 @@ SCORES = [1.0, 1.2, 2.5, 0.8, 1.6, 1.4, 3.0, 1.1, 0.9, 1.5]
 
 @pytest.mark.usefixtures("norm_registered")
 def test_score_threshold_removes_exactly_those_above():
-    osr = OneShotRemoval(NormDetector(), rule="score_threshold", threshold=1.5).fit(features(SCORES))
+    osr = OneShotRemoval(NormDetector(), rule="score_threshold", threshold=1.5).fit(
+        features(SCORES)
+    )
     assert osr.removed_indices_.tolist() == [6, 2, 4]  # highest first
     assert osr.keep_mask_.sum() == 7 and not osr.guard_fired_
     # Stage 3 fine-tuned the same model on the 7 kept images.
@@ -70,7 +72,9 @@ def test_fraction_rule():
 
 @pytest.mark.usefixtures("norm_registered")
 def test_min_size_loop_removes_top_one_at_a_time_and_updates():
-    osr = OneShotRemoval(NormDetector(), rule="min_size", min_size=6, min_keep=1).fit(features(SCORES))
+    osr = OneShotRemoval(NormDetector(), rule="min_size", min_size=6, min_keep=1).fit(
+        features(SCORES)
+    )
     assert osr.removed_indices_.tolist() == [6, 2, 4, 9]
     # Stage 1 fit on 10, updates after removals 1..3 (9, 8, 7), final fine-tune on 6.
     assert osr.detector_.fit_sizes_ == [10, 9, 8, 7, 6]
@@ -106,12 +110,14 @@ def test_out_of_fold_scores_come_from_models_that_did_not_see_the_image():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 2, 4))
     X[:3] += 8.0
-    osr = OneShotRemoval(GaussianDetector(), scoring="out_of_fold", rule="fraction",
-                         fraction=0.05, n_folds=3).fit(X)
+    osr = OneShotRemoval(
+        GaussianDetector(), scoring="out_of_fold", rule="fraction", fraction=0.05, n_folds=3
+    ).fit(X)
     assert sorted(osr.removed_indices_.tolist()) == [0, 1, 2]
     # Deterministic for a random_state.
-    again = OneShotRemoval(GaussianDetector(), scoring="out_of_fold", rule="fraction",
-                           fraction=0.05, n_folds=3).fit(X)
+    again = OneShotRemoval(
+        GaussianDetector(), scoring="out_of_fold", rule="fraction", fraction=0.05, n_folds=3
+    ).fit(X)
     np.testing.assert_array_equal(osr.removal_scores_, again.removal_scores_)
 
 
@@ -140,8 +146,9 @@ def test_reusing_stage1_gives_the_same_result_with_one_stage1_fit():
     X[:5] += 4
     first = OneShotRemoval(GaussianDetector(), scoring="held_out_views", threshold=1.5).fit(X)
     fresh = OneShotRemoval(GaussianDetector(), scoring="held_out_views", threshold=3.0).fit(X)
-    reused = OneShotRemoval(GaussianDetector(), scoring="held_out_views",
-                            threshold=3.0).fit(X, stage1=first)
+    reused = OneShotRemoval(GaussianDetector(), scoring="held_out_views", threshold=3.0).fit(
+        X, stage1=first
+    )
     np.testing.assert_array_equal(reused.keep_mask_, fresh.keep_mask_)
     np.testing.assert_allclose(reused.train_scores_, fresh.train_scores_)
     np.testing.assert_allclose(reused.baseline_detector_.mean_, fresh.baseline_detector_.mean_)
@@ -238,8 +245,9 @@ def memorising_registered(register_test_detector):
 @pytest.mark.usefixtures("memorising_registered")
 def test_ensemble_members_score_only_images_they_did_not_see():
     values = np.arange(30, dtype=float)
-    osr = OneShotRemoval(MemorisingDetector(), scoring="ensemble", n_members=3, rule="fraction",
-                         fraction=0.1).fit(features(values))
+    osr = OneShotRemoval(
+        MemorisingDetector(), scoring="ensemble", n_members=3, rule="fraction", fraction=0.1
+    ).fit(features(values))
     # Every removal score is a median of member scores of unseen images: never 0.
     assert np.all(osr.removal_scores_ > 0)
     # Scores fall in the order of the values (each member divides by its own median).
@@ -271,18 +279,24 @@ def test_confident_rule_in_osr_reports_the_estimate():
 
 
 @pytest.mark.usefixtures("norm_registered")
-@pytest.mark.parametrize("bad", [dict(rounds=0), dict(rounds=1.5), dict(n_members=True),
-                                 dict(scoring="ensemble", n_members=1)])
+@pytest.mark.parametrize(
+    "bad",
+    [dict(rounds=0), dict(rounds=1.5), dict(n_members=True), dict(scoring="ensemble", n_members=1)],
+)
 def test_bad_rounds_and_members(bad):
     with pytest.raises(ConfigError):
         OneShotRemoval(NormDetector(), **bad).fit(features(SCORES))
 
 
 @pytest.mark.usefixtures("norm_registered")
-@pytest.mark.parametrize("kw", [dict(rule="confident"),
-                                dict(rule="score_threshold", threshold=5.0, rounds=3),
-                                dict(rule="fraction", fraction=0.7, scoring="ensemble",
-                                     n_members=3)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(rule="confident"),
+        dict(rule="score_threshold", threshold=5.0, rounds=3),
+        dict(rule="fraction", fraction=0.7, scoring="ensemble", n_members=3),
+    ],
+)
 def test_new_strategies_keep_the_guard(kw):
     # 70 of 100 images far out: every rule wants to drop more than min_keep allows.
     rng = np.random.default_rng(0)

@@ -24,11 +24,16 @@ def test_knn_distances_equal_brute_force(rng):
     q, b = rng.normal(size=(50, 7)), rng.normal(size=(40, 7))
     full = cdist(q, b)
     np.testing.assert_allclose(knn_distances(q, b, 1), full.min(1), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(knn_distances(q, b, 3), np.sort(full, 1)[:, :3].mean(1),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        knn_distances(q, b, 3), np.sort(full, 1)[:, :3].mean(1), rtol=1e-5, atol=1e-5
+    )
     own = cdist(b, b) + np.diag(np.full(40, np.inf))
-    np.testing.assert_allclose(knn_distances(b, b, 2, exclude_self=True),
-                               np.sort(own, 1)[:, :2].mean(1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        knn_distances(b, b, 2, exclude_self=True),
+        np.sort(own, 1)[:, :2].mean(1),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     with pytest.raises(ValueError):
         knn_distances(q, b[:2], 3)
 
@@ -42,8 +47,9 @@ def test_greedy_coreset_covers_the_bank(rng):
     # ... which beats a random subset of the same size, and is deterministic.
     random_radius = cdist(x, x[rng.choice(200, 20, replace=False)]).min(1).max()
     assert radius < random_radius
-    np.testing.assert_array_equal(greedy_coreset(x, 20, projection_dim=None, random_state=3)[0],
-                                  chosen)
+    np.testing.assert_array_equal(
+        greedy_coreset(x, 20, projection_dim=None, random_state=3)[0], chosen
+    )
 
 
 def test_greedy_coreset_is_within_twice_the_optimal_radius(rng):
@@ -61,8 +67,9 @@ def test_patchcore_scores_are_brute_force_nearest_neighbour_scores(rng):
     bank = X.reshape(-1, 4)
     raw = np.array([cdist(img, bank).min(1).max() for img in T])
     np.testing.assert_allclose(det.decision_function(T), raw, rtol=1e-5)
-    np.testing.assert_allclose(det.patch_scores(T), np.stack([cdist(i, bank).min(1) for i in T]),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        det.patch_scores(T), np.stack([cdist(i, bank).min(1) for i in T]), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_patchcore_coreset_bank_size_maps_and_save_load(tmp_path, rng):
@@ -92,8 +99,9 @@ def test_knn_detector_matches_hand_computation_and_flags_outliers(rng, tmp_path)
     expected = np.sort(cdist(T.reshape(-1, 5), bank), 1)[:, :2].mean(1).reshape(4, 2).mean(1)
     np.testing.assert_allclose(det.decision_function(T), expected / scale, rtol=1e-5)
     det.save(tmp_path / "knn")
-    np.testing.assert_array_equal(load_detector(tmp_path / "knn").decision_function(T),
-                                  det.decision_function(T))
+    np.testing.assert_array_equal(
+        load_detector(tmp_path / "knn").decision_function(T), det.decision_function(T)
+    )
 
 
 def test_auto_cut_by_hand():
@@ -118,14 +126,16 @@ def test_auto_rule_drops_planted_outliers_exactly_and_reports_contamination(rng)
     # would be a second mode, which a single Gaussian partly absorbs: not an easy case).
     directions = np.concatenate([np.eye(4), -np.eye(4)])[:6]
     X[:6] += 10 * directions[:, None, :]
-    osr = OneShotRemoval(GaussianDetector(), rule="auto", scoring="out_of_fold",
-                         random_state=0).fit(X)
+    osr = OneShotRemoval(
+        GaussianDetector(), rule="auto", scoring="out_of_fold", random_state=0
+    ).fit(X)
     assert sorted(osr.removed_indices_.tolist()) == list(range(6))
     assert osr.estimated_contamination_ == pytest.approx(0.1)
     assert osr.cut_ == pytest.approx(auto_cut(osr.removal_scores_, 3.0))
     assert any("estimated contamination 10.0%" in n for n in osr.notes_)
-    again = OneShotRemoval(GaussianDetector(), rule="auto", scoring="out_of_fold",
-                           random_state=0).fit(X)
+    again = OneShotRemoval(
+        GaussianDetector(), rule="auto", scoring="out_of_fold", random_state=0
+    ).fit(X)
     np.testing.assert_array_equal(again.keep_mask_, osr.keep_mask_)
 
 
@@ -134,24 +144,29 @@ def test_auto_rule_keeps_the_guard(rng):
 
     X = rng.normal(size=(20, 2, 3))
     X[:14] += 6  # most images are "outliers": the cut would drop the normal minority
-    osr = OneShotRemoval(GaussianDetector(), rule="auto", z=0.1, min_keep=0.5,
-                         scoring="out_of_fold").fit(X)
+    osr = OneShotRemoval(
+        GaussianDetector(), rule="auto", z=0.1, min_keep=0.5, scoring="out_of_fold"
+    ).fit(X)
     assert osr.keep_mask_.sum() >= 10
 
 
 def test_patch_featurizer_shapes_grid_and_engines_agree():
-    imgs = ImageSet([np.full((70, 60), v, np.uint8) for v in (0, 128, 255)], [0, 0, 0],
-                    ["a", "b", "c"])
+    imgs = ImageSet(
+        [np.full((70, 60), v, np.uint8) for v in (0, 128, 255)], [0, 0, 0], ["a", "b", "c"]
+    )
     views = ViewSpec(size=64, scales=(1,), rotations=(0, 180), flips=False)
     fast = PatchFeaturizer(weights=None, views=views, cache_dir=False, progress=False)
-    slow = PatchFeaturizer(weights=None, views=views, cache_dir=False, progress=False,
-                           engine="torch")
+    slow = PatchFeaturizer(
+        weights=None, views=views, cache_dir=False, progress=False, engine="torch"
+    )
     assert fast.patch_grid == (8, 8)
     a, b = fast.transform(imgs), slow.transform(imgs)
     assert a.shape == (3, 2 * 64, 40 + 112)
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * max(1, np.abs(b).max()))
-    assert fast.config_key != PatchFeaturizer(weights=None, views=views, cache_dir=False,
-                                              pool=1).config_key
+    assert (
+        fast.config_key
+        != PatchFeaturizer(weights=None, views=views, cache_dir=False, pool=1).config_key
+    )
     with pytest.raises(ConfigError, match="one input scale"):
         PatchFeaturizer(weights=None, views=ViewSpec(size=64), cache_dir=False)
 
@@ -177,19 +192,23 @@ def _planted_patches(rng, n=40, grid=(4, 4), views=1, c=8, per_position=1):
 def test_denoise_hard_drops_exactly_the_planted_patches(rng):
     X, planted = _planted_patches(rng)
     assert planted.any(1).sum() == 5 and planted.sum() == 16  # 5 images, one plant per position
-    det = PatchCore(coreset="none", grid=(4, 4), denoise="hard", denoise_fraction=1 / 40,
-                    denoise_k=5).fit(X)
+    det = PatchCore(
+        coreset="none", grid=(4, 4), denoise="hard", denoise_fraction=1 / 40, denoise_k=5
+    ).fit(X)
     np.testing.assert_array_equal(det.denoise_kept_, ~planted)
     np.testing.assert_array_equal(det.bank_indices_, np.flatnonzero(~planted.reshape(-1)))
-    np.testing.assert_array_equal(det.bank_, X.reshape(-1, 8)[~planted.reshape(-1)].astype(np.float32))
+    np.testing.assert_array_equal(
+        det.bank_, X.reshape(-1, 8)[~planted.reshape(-1)].astype(np.float32)
+    )
     assert det.bank_weights_ is None
     # The planted patches are the highest-scoring of their position by far.
     scores = det.denoise_scores_
     assert scores[planted].min() > 3 * scores[~planted].max()
     # Several views: a position's group holds every image's patch at it in every view.
     X2, planted2 = _planted_patches(np.random.default_rng(1), views=2, per_position=2)
-    det2 = PatchCore(coreset="none", grid=(4, 4), denoise="hard", denoise_fraction=2 / 80,
-                     denoise_k=5).fit(X2)
+    det2 = PatchCore(
+        coreset="none", grid=(4, 4), denoise="hard", denoise_fraction=2 / 80, denoise_k=5
+    ).fit(X2)
     np.testing.assert_array_equal(det2.denoise_kept_, ~planted2)
 
 
@@ -197,23 +216,30 @@ def test_denoise_hard_raises_the_score_of_a_planted_anomaly(rng):
     X, planted = _planted_patches(rng)
     image, p = np.argwhere(planted)[3]
     test = X[[image + 10]].copy()  # a clean image ...
-    test[0, p] = X[image, p]        # ... carrying the planted anomaly at the same position
+    test[0, p] = X[image, p]  # ... carrying the planted anomaly at the same position
     plain = PatchCore(coreset="none", grid=(4, 4)).fit(X)
-    hard = PatchCore(coreset="none", grid=(4, 4), denoise="hard", denoise_fraction=1 / 40,
-                     denoise_k=5).fit(X)
+    hard = PatchCore(
+        coreset="none", grid=(4, 4), denoise="hard", denoise_fraction=1 / 40, denoise_k=5
+    ).fit(X)
     assert plain.patch_scores(test)[0, p] == pytest.approx(0, abs=1e-3)  # it is in the bank
     assert hard.patch_scores(test)[0, p] > 5
     assert hard.decision_function(test)[0] > 3 * plain.decision_function(test)[0]
     # On clean test images the two agree closely (only 1 of 40 patches per position is gone).
     clean = X[~planted.any(1)][:5] + 0.05
-    np.testing.assert_allclose(hard.decision_function(clean), plain.decision_function(clean),
-                               rtol=0.5)
+    np.testing.assert_allclose(
+        hard.decision_function(clean), plain.decision_function(clean), rtol=0.5
+    )
 
 
 def test_denoise_is_deterministic_for_a_seed_and_the_bank_size_is_kept(rng):
     X, _ = _planted_patches(rng)
-    make = lambda seed: PatchCore(coreset="random", coreset_ratio=0.25, grid=(4, 4),  # noqa: E731
-                                  denoise="soft", random_state=seed).fit(X)
+    make = lambda seed: PatchCore(
+        coreset="random",
+        coreset_ratio=0.25,
+        grid=(4, 4),  # noqa: E731
+        denoise="soft",
+        random_state=seed,
+    ).fit(X)
     a, b, c = make(3), make(3), make(4)
     np.testing.assert_array_equal(a.bank_, b.bank_)
     np.testing.assert_array_equal(a.bank_weights_, b.bank_weights_)
@@ -223,16 +249,18 @@ def test_denoise_is_deterministic_for_a_seed_and_the_bank_size_is_kept(rng):
     assert a.bank_.shape == plain.bank_.shape == (160, 8)  # 25 % of all 640 patches
     assert a.denoise_kept_[np.unravel_index(a.bank_indices_, X.shape[:2])].all()
     # denoise=None is plain PatchCore, bank for bank.
-    again = PatchCore(coreset="random", coreset_ratio=0.25, grid=(4, 4), random_state=3,
-                      denoise=None).fit(X)
+    again = PatchCore(
+        coreset="random", coreset_ratio=0.25, grid=(4, 4), random_state=3, denoise=None
+    ).fit(X)
     np.testing.assert_array_equal(again.bank_, plain.bank_)
     assert again.denoise_kept_ is None and again.bank_weights_ is None
 
 
 def test_denoise_soft_weights_are_in_range_monotone_and_scale_scores(rng):
     X, planted = _planted_patches(rng)
-    soft = PatchCore(coreset="none", grid=(4, 4), denoise="soft", denoise_fraction=0,
-                     denoise_k=5).fit(X)
+    soft = PatchCore(
+        coreset="none", grid=(4, 4), denoise="soft", denoise_fraction=0, denoise_k=5
+    ).fit(X)
     assert soft.denoise_kept_.all() and len(soft.bank_) == X.shape[0] * X.shape[1]
     w = soft.bank_weights_.reshape(X.shape[:2])
     assert np.isfinite(w).all() and w.min() == pytest.approx(1.0)
@@ -257,8 +285,9 @@ def test_denoise_soft_weights_are_in_range_monotone_and_scale_scores(rng):
     plain = PatchCore(coreset="none", grid=(4, 4)).fit(X)
     assert soft.patch_scores(test)[0, p] > 3 * plain.patch_scores(test)[0, p]
     # "soft" with a fraction drops like "hard", then weighs the rest.
-    both = PatchCore(coreset="none", grid=(4, 4), denoise="soft", denoise_fraction=1 / 40,
-                     denoise_k=5).fit(X)
+    both = PatchCore(
+        coreset="none", grid=(4, 4), denoise="soft", denoise_fraction=1 / 40, denoise_k=5
+    ).fit(X)
     np.testing.assert_array_equal(both.denoise_kept_, ~planted)
     assert both.bank_weights_.shape == (len(both.bank_),) and both.bank_weights_.min() >= 1
 
@@ -268,8 +297,15 @@ def test_denoise_save_load_and_clone(tmp_path, rng, mode):
     from sklearn.base import clone
 
     X, _ = _planted_patches(rng)
-    det = PatchCore(coreset="random", coreset_ratio=0.5, grid=(4, 4), denoise=mode,
-                    denoise_fraction=0.05, denoise_k=4, random_state=2).fit(X)
+    det = PatchCore(
+        coreset="random",
+        coreset_ratio=0.5,
+        grid=(4, 4),
+        denoise=mode,
+        denoise_fraction=0.05,
+        denoise_k=4,
+        random_state=2,
+    ).fit(X)
     params = clone(det).get_params()
     assert (params["denoise"], params["denoise_fraction"], params["denoise_k"]) == (mode, 0.05, 4)
     det.save(tmp_path / mode)
@@ -288,12 +324,14 @@ def test_denoise_bad_parameters_and_small_data(rng):
     from robustsdd._errors import DataError
 
     X, _ = _planted_patches(rng, n=12)
-    for bad, match in [(dict(denoise="lof"), "unknown denoise 'lof'"),
-                       (dict(denoise="hard", denoise_fraction=1.0), r"denoise_fraction must be in \[0, 1\)"),
-                       (dict(denoise="hard", denoise_fraction=-0.1), "denoise_fraction"),
-                       (dict(denoise="soft", denoise_fraction="a"), "denoise_fraction"),
-                       (dict(denoise="hard", denoise_k=0), "denoise_k must be a positive integer"),
-                       (dict(denoise="hard", denoise_k=2.5), "denoise_k")]:
+    for bad, match in [
+        (dict(denoise="lof"), "unknown denoise 'lof'"),
+        (dict(denoise="hard", denoise_fraction=1.0), r"denoise_fraction must be in \[0, 1\)"),
+        (dict(denoise="hard", denoise_fraction=-0.1), "denoise_fraction"),
+        (dict(denoise="soft", denoise_fraction="a"), "denoise_fraction"),
+        (dict(denoise="hard", denoise_k=0), "denoise_k must be a positive integer"),
+        (dict(denoise="hard", denoise_k=2.5), "denoise_k"),
+    ]:
         with pytest.raises(ConfigError, match=match):
             PatchCore(coreset="none", grid=(4, 4), **bad).fit(X)
     # Fewer rows per position than denoise_k + 1: k falls back to rows - 1.

@@ -1,4 +1,4 @@
-"""A model folder whose state file is a pickle with a payload is refused, and the payload never runs."""
+"""A model folder whose state file is a pickle with a payload is refused; the payload never runs."""
 
 import json
 import os

@@ -11,15 +11,24 @@ import numpy as np
 import pytest
 
 from conftest import read_rows
-from robustsdd import (ConfigError, Featurizer, Model, PatchCore, PatchFeaturizer,
-                       detector_names, fit_folder)
+from robustsdd import (
+    ConfigError,
+    Featurizer,
+    Model,
+    PatchCore,
+    PatchFeaturizer,
+    detector_names,
+    fit_folder,
+)
 from robustsdd.cli import main
 from robustsdd.recipes import cleaning_settings, default_cleaning, make_components
 
 # Small settings per detector, spelled for both front ends: (CLI flags, fit_folder keywords).
 TINY = {
-    "differnet": (["--epochs", "2", "--finetune-epochs", "1"],
-                  {"detector_params": {"epochs": 2, "finetune_epochs": 1}}),
+    "differnet": (
+        ["--epochs", "2", "--finetune-epochs", "1"],
+        {"detector_params": {"epochs": 2, "finetune_epochs": 1}},
+    ),
     "gaussian": ([], {}),
     "knn": ([], {}),
     "patchcore": ([], {}),
@@ -36,8 +45,10 @@ def _folder_bytes(folder):
     out = {}
     for path in sorted(Path(folder).iterdir()):
         if path.suffix == ".safetensors":  # tensors compared, not the header's key order
-            out[path.name] = {k: (str(v.dtype), tuple(v.shape), v.numpy().tobytes())
-                              for k, v in load_file(path).items()}
+            out[path.name] = {
+                k: (str(v.dtype), tuple(v.shape), v.numpy().tobytes())
+                for k, v in load_file(path).items()
+            }
         else:
             out[path.name] = path.read_bytes()
     return out
@@ -48,13 +59,44 @@ def test_cli_fit_and_fit_folder_write_the_same_model_folder(name, planted_folder
     root, _ = planted_folder
     flags, keywords = TINY[name]
     cli_out, py_out = tmp_path / "cli", tmp_path / "python"
-    assert main(["fit", str(root), "--out", str(cli_out), "--detector", name, "--weights",
-                 "random", "--image-size", "32", "--quiet", *flags]) == 0
-    model = fit_folder(root, py_out, detector=name, weights="random", image_size=32,
-                       progress=False, log=lambda msg: None, **keywords)
+    assert (
+        main(
+            [
+                "fit",
+                str(root),
+                "--out",
+                str(cli_out),
+                "--detector",
+                name,
+                "--weights",
+                "random",
+                "--image-size",
+                "32",
+                "--quiet",
+                *flags,
+            ]
+        )
+        == 0
+    )
+    model = fit_folder(
+        root,
+        py_out,
+        detector=name,
+        weights="random",
+        image_size=32,
+        progress=False,
+        log=lambda msg: None,
+        **keywords,
+    )
     cli_files, py_files = _folder_bytes(cli_out), _folder_bytes(py_out)
-    assert set(cli_files) == {"robustsdd.json", "config.json", "state.safetensors",
-                              "train_scores.csv", "report.html", "skipped.csv"}
+    assert set(cli_files) == {
+        "robustsdd.json",
+        "config.json",
+        "state.safetensors",
+        "train_scores.csv",
+        "report.html",
+        "skipped.csv",
+    }
     assert cli_files.keys() == py_files.keys()
     for file in cli_files:
         assert cli_files[file] == py_files[file], f"{name}: {file} differs"
@@ -67,8 +109,16 @@ def test_patchcore_model_folder_loads_with_its_patch_features(planted_folder, tm
     """A saved PatchCore model scores with patch features again: predict gives each training
     image the score train_scores.csv lists for it."""
     root, _ = planted_folder
-    model = fit_folder(root, tmp_path / "m", detector="patchcore", weights="random",
-                       image_size=32, rule="none", progress=False, log=lambda msg: None)
+    model = fit_folder(
+        root,
+        tmp_path / "m",
+        detector="patchcore",
+        weights="random",
+        image_size=32,
+        rule="none",
+        progress=False,
+        log=lambda msg: None,
+    )
     assert isinstance(model.featurizer, PatchFeaturizer)
     loaded = Model.load(tmp_path / "m")
     assert isinstance(loaded.featurizer, PatchFeaturizer)
@@ -81,7 +131,7 @@ def test_patchcore_model_folder_loads_with_its_patch_features(planted_folder, tm
 def test_recipes_pick_features_and_cleaning_by_what_the_detector_reads():
     pooled = make_components("gaussian", weights="random")
     assert type(pooled.featurizer) is Featurizer
-    assert pooled.featurizer.views.n_views == 8 and pooled.featurizer.views.scales == (1, .5, .25)
+    assert pooled.featurizer.views.n_views == 8 and pooled.featurizer.views.scales == (1, 0.5, 0.25)
     assert pooled.cleaning["rule"] == "score_threshold" and pooled.cleaning["threshold"] == 1.5
     assert pooled.cleaning["scoring"] == "held_out_views"
     patch = make_components("patchcore", weights="random")
@@ -90,13 +140,20 @@ def test_recipes_pick_features_and_cleaning_by_what_the_detector_reads():
     assert patch.cleaning["rule"] == "auto" and patch.cleaning["scoring"] == "out_of_fold"
     assert patch.decision == {"scores": "out_of_fold", "quantile": 0.99, "n_folds": 5}
     # Given settings win over the recipe's; None means "the recipe's".
-    knn = make_components("knn", weights="random", rotations=(0, 90), flips=False, rule="none",
-                          detector_params={"k": 3}, seed=4)
+    knn = make_components(
+        "knn",
+        weights="random",
+        rotations=(0, 90),
+        flips=False,
+        rule="none",
+        detector_params={"k": 3},
+        seed=4,
+    )
     assert knn.featurizer.views.n_views == 2 and knn.cleaning is None and knn.detector.k == 3
     assert make_components("patchcore", weights="random", seed=4).detector.random_state == 4
-    assert make_components("differnet", weights="random",
-                           n_rotations=8).featurizer.views.rotations == tuple(
-        i * 45.0 for i in range(8))
+    assert make_components(
+        "differnet", weights="random", n_rotations=8
+    ).featurizer.views.rotations == tuple(i * 45.0 for i in range(8))
 
 
 def test_bad_settings_fail_before_any_work():

@@ -8,18 +8,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import XSS_IMG_NAME, XSS_SCRIPT_NAME, read_rows
 from robustsdd import ConfigError, Featurizer, GaussianDetector, Model, ViewSpec, fit_folder
 from robustsdd.cli import main
 from robustsdd.detectors import registered_detector
 from robustsdd.detectors.base import check_features
 
-from conftest import XSS_IMG_NAME, XSS_SCRIPT_NAME, read_rows
-
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TINY = dict(weights=None, views=ViewSpec(size=64, scales=(1,), rotations=(0, 180)),
-            cache_dir=False, progress=False, engine="torch")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TINY = dict(
+    weights=None,
+    views=ViewSpec(size=64, scales=(1,), rotations=(0, 180)),
+    cache_dir=False,
+    progress=False,
+    engine="torch",
+)
 
 
 LOCALIZING = "_localizing_for_tests"  # registered only while a test (or fixture) needs it
@@ -39,16 +50,19 @@ class LocalizingGaussian(GaussianDetector):
 def model_dir(planted_folder, tmp_path_factory):
     root, _ = planted_folder
     out = tmp_path_factory.mktemp("report") / "model"
-    fit_folder(root, out, detector="gaussian", featurizer=Featurizer(**TINY), rule="fraction",
-               fraction=0.1)
+    fit_folder(
+        root, out, detector="gaussian", featurizer=Featurizer(**TINY), rule="fraction", fraction=0.1
+    )
     return out
 
 
 @pytest.fixture(scope="module")
 def browser():
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium "
-                    "chromium-driver; .ci/run does) to open the report in a real browser")
+        pytest.skip(
+            f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium "
+            "chromium-driver; .ci/run does) to open the report in a real browser"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -95,7 +109,9 @@ def test_report_renders_offline_with_every_image_and_the_csv_counts(browser, mod
 
 def test_file_names_cannot_inject_script_or_markup(browser, model_dir):
     html = (model_dir / "report.html").read_text()
-    assert "<script" not in html and "onerror=window" not in html.replace("onerror=window.__pwned=2&gt;", "")
+    assert "<script" not in html and "onerror=window" not in html.replace(
+        "onerror=window.__pwned=2&gt;", ""
+    )
     page, _, _ = open_report(browser, model_dir / "report.html")
     try:
         assert page.evaluate("typeof window.__pwned") == "undefined"
@@ -103,8 +119,12 @@ def test_file_names_cannot_inject_script_or_markup(browser, model_dir):
         assert page.evaluate("document.querySelectorAll('[onerror]').length") == 0
         names = page.eval_on_selector_all(".name", "els => els.map(e => e.textContent)")
         assert XSS_SCRIPT_NAME in names and XSS_IMG_NAME in names  # shown, as text
-        assert all(src.startswith("data:image/") for src in
-                   page.eval_on_selector_all("img", "els => els.map(e => e.getAttribute('src'))"))
+        assert all(
+            src.startswith("data:image/")
+            for src in page.eval_on_selector_all(
+                "img", "els => els.map(e => e.getAttribute('src'))"
+            )
+        )
     finally:
         page.close()
 
@@ -124,8 +144,14 @@ def localizing_model(planted_folder, tmp_path_factory):
     root, _ = planted_folder
     out = tmp_path_factory.mktemp("localizing") / "model"
     with registered_detector(LOCALIZING, LocalizingGaussian):
-        fit_folder(root, out, detector=LocalizingGaussian(), featurizer=Featurizer(**TINY),
-                   rule="fraction", fraction=0.1)
+        fit_folder(
+            root,
+            out,
+            detector=LocalizingGaussian(),
+            featurizer=Featurizer(**TINY),
+            rule="fraction",
+            fraction=0.1,
+        )
     return out
 
 
@@ -171,8 +197,22 @@ def test_predict_writes_heat_maps(localizing_model, planted_folder, tmp_path):
     assert not (root / "maps").exists()
 
     out = tmp_path / "r.csv"
-    assert main(["predict", str(localizing_model), str(files[0]), "--out", str(out),
-                 "--heatmaps", str(tmp_path / "cli_maps"), "--no-cache", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(localizing_model),
+                str(files[0]),
+                "--out",
+                str(out),
+                "--heatmaps",
+                str(tmp_path / "cli_maps"),
+                "--no-cache",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     (row,) = read_rows(out)
     assert Path(row["heatmap"]).is_file() and Path(row["heatmap"]).parent == tmp_path / "cli_maps"
 
@@ -182,8 +222,20 @@ def test_heat_maps_need_a_detector_that_localises(model_dir, planted_folder, tmp
     model = Model.load(model_dir, cache_dir=False)
     with pytest.raises(ConfigError, match="does not localise"):
         model.anomaly_maps([root / "part_19.png"])
-    assert main(["predict", str(model_dir), str(root), "--heatmaps", str(tmp_path / "m"),
-                 "--no-cache", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                str(model_dir),
+                str(root),
+                "--heatmaps",
+                str(tmp_path / "m"),
+                "--no-cache",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "does not localise" in err and "Traceback" not in err
     assert not (tmp_path / "m").exists()

@@ -2,8 +2,13 @@ import numpy as np
 import pytest
 
 from robustsdd import ConfigError
-from robustsdd.cleaning.rules import (apply_guard, confident_cut, fraction_rule, resolve_count,
-                                      threshold_rule)
+from robustsdd.cleaning.rules import (
+    apply_guard,
+    confident_cut,
+    fraction_rule,
+    resolve_count,
+    threshold_rule,
+)
 
 
 def test_threshold_keeps_scores_at_or_below_the_cut():

@@ -19,7 +19,13 @@ from PIL import Image
 
 from robustsdd._errors import ConfigError, DataError
 from robustsdd.data import (
-    GOOD, DEFECTIVE, ImageSet, load_folder, load_unlabeled, screen_images, write_skip_list,
+    DEFECTIVE,
+    GOOD,
+    ImageSet,
+    load_folder,
+    load_unlabeled,
+    screen_images,
+    write_skip_list,
 )
 from robustsdd.data import images as images_mod
 from robustsdd.data.images import list_images, load_rgb
@@ -43,11 +49,19 @@ def _write(path: Path, data: bytes) -> Path:
 
 def _png_header_only(width, height):
     """A PNG whose header claims width x height; its pixel data is a few bytes."""
+
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _exif_jpeg(orientation, arr):
@@ -87,17 +101,23 @@ def messy(tmp_path):
     bad["loop.png"] = "broken symbolic link"
     # Good images, odd modes and names
     _write(root / "rgb.png", _encode(Image.fromarray(_noise()), "PNG"))
-    _write(root / "gray16.png", _encode(
-        Image.fromarray(np.array([[0, 65535], [25700, 1000]], np.uint16)), "PNG"))
+    _write(
+        root / "gray16.png",
+        _encode(Image.fromarray(np.array([[0, 65535], [25700, 1000]], np.uint16)), "PNG"),
+    )
     _write(root / "rgba.png", _encode(Image.new("RGBA", (3, 2), (10, 20, 30, 0)), "PNG"))
     pal = Image.new("P", (2, 1), 0)
     pal.putpalette([0, 0, 0, 12, 34, 56] + [0] * 762)
     pal.putpixel((1, 0), 1)
     _write(root / "palette.png", _encode(pal, "PNG"))
-    _write(root / "cmyk.jpg", _encode(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), "JPEG",
-                                      quality=95))
+    _write(
+        root / "cmyk.jpg",
+        _encode(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), "JPEG", quality=95),
+    )
     _write(root / "one-pixel.png", _encode(Image.new("RGB", (1, 1), (1, 2, 3)), "PNG"))
-    _write(root / "sub dir" / "name with spaces.png", _encode(Image.fromarray(_noise(seed=1)), "PNG"))
+    _write(
+        root / "sub dir" / "name with spaces.png", _encode(Image.fromarray(_noise(seed=1)), "PNG")
+    )
     _write(root / "ünïcödé 日本 ✓.png", _encode(Image.fromarray(_noise(seed=2)), "PNG"))
     # Duplicates: the same pixels as rgb.png, once as a copy, once re-encoded as BMP.
     _write(root / "copy of rgb.png", (root / "rgb.png").read_bytes())
@@ -147,7 +167,8 @@ def test_duplicates_reported_once_per_group(messy):
     dup_rows = [s for s in dropped.skipped if s.kind == "duplicate"]
     assert [s.reason for s in dup_rows] == [
         "rgb-again.bmp: duplicate: same content as copy of rgb.png",
-        "rgb.png: duplicate: same content as copy of rgb.png"]
+        "rgb.png: duplicate: same content as copy of rgb.png",
+    ]
     assert sum("same content as" in n for n in dropped.notes()) == 1
 
 
@@ -222,8 +243,12 @@ def test_options_and_skip_list_location(messy, tmp_path):
 
 def test_arrays_are_screened_too():
     bad = np.full((2, 2), np.nan)
-    images = ImageSet([np.zeros((4, 4), np.uint8), bad, np.zeros((4, 4), np.uint8)],
-                      [0, 0, 0], ["a", "b", "c"], source="memory")
+    images = ImageSet(
+        [np.zeros((4, 4), np.uint8), bad, np.zeros((4, 4), np.uint8)],
+        [0, 0, 0],
+        ["a", "b", "c"],
+        source="memory",
+    )
     result = screen_images(images)
     assert result.images.names == ["a", "c"]
     assert result.skipped[0].path is None and result.skipped[0].reason.startswith("b: ")
@@ -258,8 +283,9 @@ def test_skip_list_with_undecodable_file_name(tmp_path):
         _write(tmp_path / "in" / name, b"")
     except (UnicodeEncodeError, OSError):
         pytest.skip("this file system does not take non-UTF-8 names")
-    result = screen_images(ImageSet([tmp_path / "in" / name, np.zeros((2, 2), np.uint8)],
-                                    [0, 0], [name, "ok"]))
+    result = screen_images(
+        ImageSet([tmp_path / "in" / name, np.zeros((2, 2), np.uint8)], [0, 0], [name, "ok"])
+    )
     write_skip_list(result, tmp_path / "skipped.csv")
     text = (tmp_path / "skipped.csv").read_text(encoding="utf-8")
     assert "bad-\\udcff.png" in text
@@ -268,8 +294,9 @@ def test_skip_list_with_undecodable_file_name(tmp_path):
 # --------------------------------------------------------------------------- single cases
 
 
-@pytest.mark.parametrize("orientation,corner", [(1, (0, 0)), (3, (-1, -1)), (6, (0, -1)),
-                                                (8, (-1, 0))])
+@pytest.mark.parametrize(
+    "orientation,corner", [(1, (0, 0)), (3, (-1, -1)), (6, (0, -1)), (8, (-1, 0))]
+)
 def test_exif_rotated_jpeg_pixel_positions(tmp_path, orientation, corner):
     """A red block stored top-left must appear where the EXIF orientation puts it."""
     arr = np.zeros((32, 48, 3), np.uint8)  # 32 high, 48 wide
@@ -317,8 +344,10 @@ def test_decompression_bomb_bounded_memory(tmp_path, monkeypatch):
 
 def test_unreadable_file_real_permissions(tmp_path):
     if os.geteuid() == 0:
-        pytest.skip("running as root: chmod 000 does not stop root from reading "
-                    "(test_unreadable_file_simulated covers the same path)")
+        pytest.skip(
+            "running as root: chmod 000 does not stop root from reading "
+            "(test_unreadable_file_simulated covers the same path)"
+        )
     path = _write(tmp_path / "secret.png", _encode(Image.new("RGB", (2, 2)), "PNG"))
     path.chmod(0)
     try:
@@ -342,10 +371,12 @@ def test_unreadable_file_simulated(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="permission denied") as e:
         load_rgb(path)
     assert str(e.value).startswith(str(path))
-    result = screen_images(ImageSet([path, np.zeros((2, 2), np.uint8)], [0, 0],
-                                    ["secret.png", "ok"]))
-    assert [(s.name, s.reason) for s in result.skipped] == [("secret.png",
-                                                             "secret.png: permission denied")]
+    result = screen_images(
+        ImageSet([path, np.zeros((2, 2), np.uint8)], [0, 0], ["secret.png", "ok"])
+    )
+    assert [(s.name, s.reason) for s in result.skipped] == [
+        ("secret.png", "secret.png: permission denied")
+    ]
 
 
 def test_unlistable_subfolder_is_an_error_not_a_silent_gap(tmp_path, monkeypatch):

@@ -9,19 +9,36 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from robustsdd import ConfigError, DifferNet, Featurizer, GaussianDetector, ViewSpec
-from robustsdd import cli
+from robustsdd import ConfigError, DifferNet, Featurizer, GaussianDetector, ViewSpec, cli
 from robustsdd.cli.sweep import add_sweep_parser, cmd_sweep
 from robustsdd.data import ImageSet
-from robustsdd.experiments.sweep_report import (PAPER_KSDD2, _reference, format_removal_table,
-                                                read_rows, removal_table, write_report)
-from robustsdd.experiments.sweep import (ROW_COLUMNS, cell_path, parse_levels, parse_seeds,
-                                         parse_strategies, parse_strategy, run_sweep)
+from robustsdd.experiments.sweep import (
+    ROW_COLUMNS,
+    cell_path,
+    parse_levels,
+    parse_seeds,
+    parse_strategies,
+    parse_strategy,
+    run_sweep,
+)
+from robustsdd.experiments.sweep_report import (
+    PAPER_KSDD2,
+    _reference,
+    format_removal_table,
+    read_rows,
+    removal_table,
+    write_report,
+)
 
 LEVELS, STRATEGIES, SEEDS = (0.0, 0.5), ("none", "osr_1.5"), (0, 1)
 SPLIT = dict(n_train=20, n_test_good=5, n_test_defective=5)
-OUTPUTS = ("cells.csv", "cells.json", "removal_table.md", "auroc_vs_contamination.png",
-           "summary.md")
+OUTPUTS = (
+    "cells.csv",
+    "cells.json",
+    "removal_table.md",
+    "auroc_vs_contamination.png",
+    "summary.md",
+)
 
 
 def scratched(rng, defective):
@@ -35,8 +52,12 @@ def scratched(rng, defective):
 def pool():
     rng = np.random.default_rng(0)
     labels = [0] * 30 + [1] * 16
-    return ImageSet([scratched(rng, y) for y in labels], labels,
-                    [f"img{i:02d}" for i in range(len(labels))], source="fixture")
+    return ImageSet(
+        [scratched(rng, y) for y in labels],
+        labels,
+        [f"img{i:02d}" for i in range(len(labels))],
+        source="fixture",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,21 +66,37 @@ def cache_dir(tmp_path_factory):
 
 
 def featurizer(cache_dir):
-    return Featurizer(weights=None, views=ViewSpec(size=32, scales=(1.0,), rotations=(0, 180),
-                                                   flips=True),
-                      cache_dir=cache_dir, progress=False)
+    return Featurizer(
+        weights=None,
+        views=ViewSpec(size=32, scales=(1.0,), rotations=(0, 180), flips=True),
+        cache_dir=cache_dir,
+        progress=False,
+    )
 
 
 def sweep(pool, fz, out, *, detector=None, jobs=1, **kw):
     kw = {"levels": LEVELS, "strategies": STRATEGIES, "seeds": SEEDS, **SPLIT, **kw}
-    return run_sweep(pool, featurizer=fz, detector=detector or GaussianDetector(), out_dir=out,
-                     jobs=jobs, progress=False, **kw)
+    return run_sweep(
+        pool,
+        featurizer=fz,
+        detector=detector or GaussianDetector(),
+        out_dir=out,
+        jobs=jobs,
+        progress=False,
+        **kw,
+    )
 
 
 def comparable(rows):
     """Rows without timings, NaN as None (NaN != NaN), for exact comparison."""
-    return [{k: (None if isinstance(v, float) and math.isnan(v) else v)
-             for k, v in r.items() if k != "fit_seconds"} for r in rows]
+    return [
+        {
+            k: (None if isinstance(v, float) and math.isnan(v) else v)
+            for k, v in r.items()
+            if k != "fit_seconds"
+        }
+        for r in rows
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +116,17 @@ def test_parse_strategy():
     assert parse_strategy("fraction_0.1") == {"rule": "fraction", "fraction": 0.1}
     assert parse_strategy("min_size_0.8") == {"rule": "min_size", "min_size": 0.8}
     assert parse_strategy("min_size_80") == {"rule": "min_size", "min_size": 80}
-    assert parse_strategy("osr_2@in_sample") == {"rule": "score_threshold", "threshold": 2.0,
-                                                 "scoring": "in_sample"}
-    assert parse_strategy("auto_2.5_r3@ensemble") == {"rule": "auto", "z": 2.5, "rounds": 3,
-                                                      "scoring": "ensemble"}
+    assert parse_strategy("osr_2@in_sample") == {
+        "rule": "score_threshold",
+        "threshold": 2.0,
+        "scoring": "in_sample",
+    }
+    assert parse_strategy("auto_2.5_r3@ensemble") == {
+        "rule": "auto",
+        "z": 2.5,
+        "rounds": 3,
+        "scoring": "ensemble",
+    }
     assert parse_strategy("confident") == {"rule": "confident"}
     assert parse_strategy("oracle") == {"rule": "oracle"}
     assert parse_strategies("none, osr_1.0,osr_2.0") == ("none", "osr_1.0", "osr_2.0")
@@ -90,10 +134,28 @@ def test_parse_strategy():
     assert parse_seeds("0,1,2") == (0, 1, 2)
 
 
-@pytest.mark.parametrize("spec", ["osr", "osr_", "osr_x", "bogus", "Osr_1.5", "fraction_1.5",
-                                  "min_size_0", "min_size_2.5", "osr_nan", "none@in_sample",
-                                  "osr_1.5@nope", 1.5, "oracle@out_of_fold", "confident_2",
-                                  "auto_3_r0", "min_size_80_r2", "confident_rx"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "osr",
+        "osr_",
+        "osr_x",
+        "bogus",
+        "Osr_1.5",
+        "fraction_1.5",
+        "min_size_0",
+        "min_size_2.5",
+        "osr_nan",
+        "none@in_sample",
+        "osr_1.5@nope",
+        1.5,
+        "oracle@out_of_fold",
+        "confident_2",
+        "auto_3_r0",
+        "min_size_80_r2",
+        "confident_rx",
+    ],
+)
 def test_bad_strategies_raise_config_error(spec):
     with pytest.raises(ConfigError):
         parse_strategy(spec)
@@ -122,7 +184,8 @@ def test_rows_cover_the_grid_in_order(first):
     rows, out, fz = first
     assert len(rows) == len(LEVELS) * len(STRATEGIES) * len(SEEDS)
     assert [(r["level"], r["strategy"], r["seed"]) for r in rows] == [
-        (lv, s, sd) for lv in LEVELS for s in STRATEGIES for sd in SEEDS]
+        (lv, s, sd) for lv in LEVELS for s in STRATEGIES for sd in SEEDS
+    ]
     assert rows.stats["computed"] == 4 and rows.stats["reused"] == 0
     # Each image was extracted once for the whole sweep, though groups share images.
     assert rows.stats["features_computed"] == fz.n_computed <= 46
@@ -144,7 +207,7 @@ def test_report_files(first):
     with open(out / "cells.csv") as f:
         reader = csv.DictReader(f)
         table = list(reader)
-    assert tuple(reader.fieldnames[:len(ROW_COLUMNS)]) == ROW_COLUMNS
+    assert tuple(reader.fieldnames[: len(ROW_COLUMNS)]) == ROW_COLUMNS
     assert len(table) == len(rows)
     assert float(table[0]["auroc"]) == rows[0]["auroc"]  # full precision
     assert comparable(read_rows(out / "cells.json")) == comparable(rows)
@@ -176,7 +239,8 @@ def test_removal_table_is_the_mean_of_the_rows(first):
     t = table[1]
     assert cells[1:] == [f"{v:g}" for v in (t["train_good"], t["train_defective"])] + [
         f"{v:.2f}".rstrip("0").rstrip(".")
-        for v in (t["removed_good"], t["removed_defective"], t["removed_total"])]
+        for v in (t["removed_good"], t["removed_defective"], t["removed_total"])
+    ]
 
 
 def test_paper_reference_only_for_ksdd2(first, tmp_path):
@@ -232,8 +296,9 @@ def test_changed_config_does_not_reuse_stale_cells(first, pool, cache_dir, tmp_p
     assert repaired.stats["computed"] == 1 and comparable(repaired) == comparable(other)
 
 
-def test_added_strategy_computes_only_what_is_missing(first, pool, cache_dir, tmp_path,
-                                                      monkeypatch):
+def test_added_strategy_computes_only_what_is_missing(
+    first, pool, cache_dir, tmp_path, monkeypatch
+):
     rows, out, _ = first
     for cell in (out / "cells").glob("*.json"):
         (tmp_path / "cells").mkdir(exist_ok=True)
@@ -252,14 +317,21 @@ def test_added_strategy_computes_only_what_is_missing(first, pool, cache_dir, tm
     assert len(calls) == 2 * 4
     assert comparable([r for r in more if r["strategy"] != "osr_2.0"]) == comparable(rows)
     monkeypatch.setattr(GaussianDetector, "fit", original)
-    together = sweep(pool, featurizer(cache_dir), tmp_path / "t",
-                     strategies=STRATEGIES + ("osr_2.0",))
+    together = sweep(
+        pool, featurizer(cache_dir), tmp_path / "t", strategies=STRATEGIES + ("osr_2.0",)
+    )
     assert comparable(together) == comparable(more)  # a reused stage 1 changes nothing
 
 
 def test_oracle_and_refining_strategies_in_a_sweep(pool, cache_dir, tmp_path):
-    rows = sweep(pool, featurizer(cache_dir), tmp_path, levels=(0.5,), seeds=(0,),
-                 strategies=("oracle", "confident_r2@out_of_fold", "auto_3_r3@ensemble"))
+    rows = sweep(
+        pool,
+        featurizer(cache_dir),
+        tmp_path,
+        levels=(0.5,),
+        seeds=(0,),
+        strategies=("oracle", "confident_r2@out_of_fold", "auto_3_r3@ensemble"),
+    )
     by_name = {r["strategy"]: r for r in rows}
     oracle = by_name["oracle"]
     assert (oracle["removed_defective"], oracle["removed_good"]) == (10, 0)
@@ -284,20 +356,38 @@ def test_patch_detectors_get_a_pixel_auroc_where_masks_exist(tmp_path):
         if y:
             mask[8:32, 18:22] = True  # where scratched() draws the scratch
         masks.append(mask if y else None)
-    with_masks = ImageSet(images, labels, [f"m{i:02d}" for i in range(46)], masks=masks,
-                          source="fixture-masks")
-    fz = PatchFeaturizer(weights=None, views=ViewSpec(size=32, scales=(1.0,), rotations=(0,),
-                                                      flips=False),
-                         cache_dir=False, progress=False)
-    rows = sweep(with_masks, fz, tmp_path, detector=PatchCore(coreset="none"), levels=(0.0,),
-                 seeds=(0,), strategies=("none", "auto_3"), scoring=None)
+    with_masks = ImageSet(
+        images, labels, [f"m{i:02d}" for i in range(46)], masks=masks, source="fixture-masks"
+    )
+    fz = PatchFeaturizer(
+        weights=None,
+        views=ViewSpec(size=32, scales=(1.0,), rotations=(0,), flips=False),
+        cache_dir=False,
+        progress=False,
+    )
+    rows = sweep(
+        with_masks,
+        fz,
+        tmp_path,
+        detector=PatchCore(coreset="none"),
+        levels=(0.0,),
+        seeds=(0,),
+        strategies=("none", "auto_3"),
+        scoring=None,
+    )
     for r in rows:
         assert 0.5 < r["pixel_auroc"] <= 1.0  # a bright scratch is found where it is
     write_report(rows, tmp_path)
     assert "Pixel AUROC" in (tmp_path / "summary.md").read_text()
-    rows = sweep(ImageSet(images, labels, [f"m{i:02d}" for i in range(46)], source="no-masks"),
-                 fz, tmp_path / "none", detector=PatchCore(coreset="none"), levels=(0.0,),
-                 seeds=(0,), strategies=("none",))
+    rows = sweep(
+        ImageSet(images, labels, [f"m{i:02d}" for i in range(46)], source="no-masks"),
+        fz,
+        tmp_path / "none",
+        detector=PatchCore(coreset="none"),
+        levels=(0.0,),
+        seeds=(0,),
+        strategies=("none",),
+    )
     assert math.isnan(rows[0]["pixel_auroc"])
 
 
@@ -306,11 +396,17 @@ def test_tiny_differnet_sweep(pool, cache_dir, tmp_path):
     kw = dict(levels=[0.5], seeds=[0], strategies=["none", "osr_1.5", "osr_2.0"])
     rows = sweep(pool, featurizer(cache_dir), tmp_path, detector=det, **kw)
     assert len(rows) == 3 and all(np.isfinite(r["auroc"]) for r in rows)
-    alone = sweep(pool, featurizer(cache_dir), tmp_path / "alone", detector=det,
-                  **{**kw, "strategies": ["osr_2.0"]})
+    alone = sweep(
+        pool,
+        featurizer(cache_dir),
+        tmp_path / "alone",
+        detector=det,
+        **{**kw, "strategies": ["osr_2.0"]},
+    )
     assert comparable(alone) == comparable(rows[2:])  # stage-1 reuse gives the same numbers
-    again = sweep(pool, featurizer(cache_dir), tmp_path, detector=det.set_params(progress=True),
-                  **kw)
+    again = sweep(
+        pool, featurizer(cache_dir), tmp_path, detector=det.set_params(progress=True), **kw
+    )
     assert again.stats["computed"] == 0  # the progress display is not part of the config
 
 
@@ -327,11 +423,39 @@ def folder(tmp_path):
 
 
 def cli_args(folder, out, *extra):
-    return ["sweep", "--source", "folder", "--root", str(folder), "--n-train", "12",
-            "--n-test-good", "4", "--n-test-defective", "4", "--levels", "0,0.5",
-            "--strategies", "none,osr_1.5", "--seeds", "0,1", "--detector", "gaussian",
-            "--weights", "random", "--image-size", "32", "--scales", "1", "--rotations", "0",
-            "--out", str(out), "--quiet", *extra]
+    return [
+        "sweep",
+        "--source",
+        "folder",
+        "--root",
+        str(folder),
+        "--n-train",
+        "12",
+        "--n-test-good",
+        "4",
+        "--n-test-defective",
+        "4",
+        "--levels",
+        "0,0.5",
+        "--strategies",
+        "none,osr_1.5",
+        "--seeds",
+        "0,1",
+        "--detector",
+        "gaussian",
+        "--weights",
+        "random",
+        "--image-size",
+        "32",
+        "--scales",
+        "1",
+        "--rotations",
+        "0",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
 
 
 def parse(argv):
@@ -381,11 +505,10 @@ def _slow_for_level_zero(group):
 def test_parallel_groups_are_yielded_as_they_finish():
     # A finished group must reach the caller (and so its cell file) while a slow one still
     # runs; otherwise an interrupted parallel sweep would lose every finished group.
+    import time
     from types import SimpleNamespace
 
     from robustsdd.experiments.sweep import _execute
-
-    import time
 
     groups = [SimpleNamespace(level=level) for level in (0, 0.5, 1.0)]
     order, when = [], []

@@ -16,9 +16,18 @@ predictions), ``experiments`` (protocol, sweeps), ``review`` (the HTML report), 
 from ._errors import ConfigError, DataError, ModelFileError, RobustSDDError
 from ._version import __version__
 from .cleaning import OneShotRemoval
-from .detectors import (BaseDetector, DifferNet, GaussianDetector, KNNDetector, PatchCore,
-                        create_detector, detector_names, differnet_cpu, differnet_paper,
-                        load_detector)
+from .detectors import (
+    BaseDetector,
+    DifferNet,
+    GaussianDetector,
+    KNNDetector,
+    PatchCore,
+    create_detector,
+    detector_names,
+    differnet_cpu,
+    differnet_paper,
+    load_detector,
+)
 from .features import Featurizer, ViewSpec
 from .features.patches import PatchFeaturizer
 from .model import Model, Predictions
@@ -27,9 +36,27 @@ from .workflow import fit_folder, fit_images
 
 __all__ = [
     "__version__",
-    "RobustSDDError", "DataError", "ConfigError", "ModelFileError",
-    "BaseDetector", "DifferNet", "GaussianDetector", "KNNDetector", "PatchCore",
-    "create_detector", "detector_names", "differnet_cpu", "differnet_paper", "load_detector",
-    "OneShotRemoval", "Featurizer", "PatchFeaturizer", "ViewSpec",
-    "Model", "Predictions", "fit_folder", "fit_images", "make_components",
+    "RobustSDDError",
+    "DataError",
+    "ConfigError",
+    "ModelFileError",
+    "BaseDetector",
+    "DifferNet",
+    "GaussianDetector",
+    "KNNDetector",
+    "PatchCore",
+    "create_detector",
+    "detector_names",
+    "differnet_cpu",
+    "differnet_paper",
+    "load_detector",
+    "OneShotRemoval",
+    "Featurizer",
+    "PatchFeaturizer",
+    "ViewSpec",
+    "Model",
+    "Predictions",
+    "fit_folder",
+    "fit_images",
+    "make_components",
 ]

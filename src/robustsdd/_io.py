@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import signal
 import tempfile
-import hashlib
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "read_json_file",
-           "json_safe", "write_checksummed", "read_checksummed", "ChecksumError",
-           "staging_folder", "swap_in_folder", "recover_folder_swap", "deferred_signals"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "read_json_file",
+    "json_safe",
+    "write_checksummed",
+    "read_checksummed",
+    "ChecksumError",
+    "staging_folder",
+    "swap_in_folder",
+    "recover_folder_swap",
+    "deferred_signals",
+]
 
 
 def atomic_write(target, write: Callable[[BinaryIO], None]) -> Path:
@@ -96,7 +108,7 @@ def read_checksummed(path, magic: bytes = b"") -> bytes:
     head = len(magic) + hashlib.sha256().digest_size
     if len(blob) < head or not blob.startswith(magic):
         raise ChecksumError("not a robustsdd file of the expected kind")
-    digest, payload = blob[len(magic):head], blob[head:]
+    digest, payload = blob[len(magic) : head], blob[head:]
     if hashlib.sha256(payload).digest() != digest:
         raise ChecksumError("checksum mismatch")
     return payload

@@ -46,15 +46,25 @@ def check_positive_int(value, name: str, *, minimum: int = 1) -> int:
     ...
     robustsdd._errors.ConfigError: epochs must be an integer >= 0, got -1
     """
-    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
-            or value < minimum):
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, np.integer))
+        or value < minimum
+    ):
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ConfigError(f"{name} must be {what}, got {value!r}")
     return int(value)
 
 
-def check_float_range(value, name: str, *, low: float | None = None, high: float | None = None,
-                      low_inclusive: bool = True, high_inclusive: bool = True) -> float:
+def check_float_range(
+    value,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> float:
     """Return ``value`` as a ``float`` if it is a real number within the bounds, else raise.
 
     ``low``/``high`` of ``None`` leave that side open-ended; ``low_inclusive`` /
@@ -73,8 +83,11 @@ def check_float_range(value, name: str, *, low: float | None = None, high: float
     ...
     robustsdd._errors.ConfigError: denoise_fraction must be in [0, 1), got '0.5'
     """
-    ok = (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-          and not math.isnan(float(value)))
+    ok = (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, (bool, np.bool_))
+        and not math.isnan(float(value))
+    )
     if ok:
         x = float(value)
         if low is not None:
@@ -82,14 +95,18 @@ def check_float_range(value, name: str, *, low: float | None = None, high: float
         if ok and high is not None:
             ok = x <= high if high_inclusive else x < high
     if not ok:
-        raise ConfigError(f"{name} must be {_describe_range(low, high, low_inclusive, high_inclusive)}, "
-                          f"got {value!r}")
+        raise ConfigError(
+            f"{name} must be {_describe_range(low, high, low_inclusive, high_inclusive)}, "
+            f"got {value!r}"
+        )
     return float(value)
 
 
 def _describe_range(low, high, low_inclusive, high_inclusive) -> str:
     if low is not None and high is not None:
-        return f"in {'[' if low_inclusive else '('}{low:g}, {high:g}{']' if high_inclusive else ')'}"
+        return (
+            f"in {'[' if low_inclusive else '('}{low:g}, {high:g}{']' if high_inclusive else ')'}"
+        )
     if low is not None:
         return f"{'>=' if low_inclusive else '>'} {low:g}"
     if high is not None:

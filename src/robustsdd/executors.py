@@ -41,14 +41,21 @@ import multiprocessing
 import os
 import sys
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Callable, Iterable, Iterator
 
 from ._errors import ConfigError, RobustSDDError
 
-__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "RayExecutor", "make_executor",
-           "WorkerLostError", "start_ray"]
+__all__ = [
+    "EXECUTORS",
+    "Executor",
+    "LocalExecutor",
+    "RayExecutor",
+    "make_executor",
+    "WorkerLostError",
+    "start_ray",
+]
 
 EXECUTORS = ("local", "ray")
 #: Re-runs of the tasks of a dead worker before the run fails.
@@ -111,8 +118,9 @@ class Executor:
         return f"{type(self).__name__}(jobs={self.jobs})"
 
 
-def make_executor(executor="local", jobs: int = 1, address: str | None = None,
-                  max_retries: int = DEFAULT_RETRIES) -> Executor:
+def make_executor(
+    executor="local", jobs: int = 1, address: str | None = None, max_retries: int = DEFAULT_RETRIES
+) -> Executor:
     """The executor named ``executor`` (``"local"`` or ``"ray"``), or ``executor`` itself.
 
     Parameters
@@ -145,8 +153,10 @@ def make_executor(executor="local", jobs: int = 1, address: str | None = None,
             raise ConfigError("an address names a Ray cluster: use it with executor 'ray'")
         return LocalExecutor(jobs, max_retries)
     if importlib.util.find_spec("ray") is None:
-        raise ConfigError("executor 'ray' needs the ray package: pip install 'robustsdd[ray]' "
-                          "(or pip install 'ray>=2.9')")
+        raise ConfigError(
+            "executor 'ray' needs the ray package: pip install 'robustsdd[ray]' "
+            "(or pip install 'ray>=2.9')"
+        )
     return RayExecutor(jobs, address, max_retries)
 
 
@@ -216,9 +226,12 @@ class LocalExecutor(Executor):
         context = multiprocessing.get_context("spawn")
         restarts = 0
         while items:
-            pool = ProcessPoolExecutor(max_workers=min(self.jobs, len(items)),
-                                       mp_context=context, initializer=_init_pool_worker,
-                                       initargs=(shared,))
+            pool = ProcessPoolExecutor(
+                max_workers=min(self.jobs, len(items)),
+                mp_context=context,
+                initializer=_init_pool_worker,
+                initargs=(shared,),
+            )
             lost, broken = [], None
             try:
                 _start_all_workers(pool)
@@ -246,7 +259,8 @@ class LocalExecutor(Executor):
                 if restarts > self.max_retries:
                     raise WorkerLostError(
                         f"worker processes died {restarts} times ({broken}); {len(lost)} "
-                        "task(s) did not finish") from broken
+                        "task(s) did not finish"
+                    ) from broken
 
 
 def _start_all_workers(pool: ProcessPoolExecutor) -> None:
@@ -305,8 +319,9 @@ class RayExecutor(Executor):
 
     name = "ray"
 
-    def __init__(self, jobs: int = 1, address: str | None = None,
-                 max_retries: int = DEFAULT_RETRIES):
+    def __init__(
+        self, jobs: int = 1, address: str | None = None, max_retries: int = DEFAULT_RETRIES
+    ):
         super().__init__(jobs, max_retries)
         self.address = address or None
         self._owns_ray = False
@@ -318,7 +333,8 @@ class RayExecutor(Executor):
             import ray
 
             self._task = ray.remote(num_cpus=1)(_ray_task).options(
-                max_retries=self.max_retries, retry_exceptions=False)
+                max_retries=self.max_retries, retry_exceptions=False
+            )
         import ray
 
         return ray
@@ -383,5 +399,6 @@ def _ray_result(ray, ref):
         cause = exc.as_instanceof_cause()
         raise cause from None
     except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
-        raise WorkerLostError(f"a Ray worker died and the task failed after its retries: "
-                              f"{exc}") from exc
+        raise WorkerLostError(
+            f"a Ray worker died and the task failed after its retries: {exc}"
+        ) from exc

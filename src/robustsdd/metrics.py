@@ -36,8 +36,7 @@ def pixel_auroc(masks, maps) -> float:
     y = masks.ravel()
     if y.all() or not y.any():
         return float("nan")
-    s = np.nan_to_num(maps.ravel(), nan=np.finfo(np.float64).max,
-                      posinf=np.finfo(np.float64).max)
+    s = np.nan_to_num(maps.ravel(), nan=np.finfo(np.float64).max, posinf=np.finfo(np.float64).max)
     return float(roc_auc_score(y, s))
 
 
@@ -49,7 +48,9 @@ def removal_metrics(labels, keep_mask) -> dict:
     return {
         **counts,
         "removal_precision": counts["removed_defective"] / n_removed if n_removed else float("nan"),
-        "removal_recall": counts["removed_defective"] / n_defective if n_defective else float("nan"),
+        "removal_recall": counts["removed_defective"] / n_defective
+        if n_defective
+        else float("nan"),
     }
 
 
@@ -62,8 +63,14 @@ def score_summary(scores, labels=None) -> dict:
         if s.size == 0:
             return {"n": 0}
         p10, p50, p90 = np.percentile(s, [10, 50, 90])
-        return {"n": int(s.size), "min": float(s.min()), "p10": float(p10), "median": float(p50),
-                "p90": float(p90), "max": float(s.max())}
+        return {
+            "n": int(s.size),
+            "min": float(s.min()),
+            "p10": float(p10),
+            "median": float(p50),
+            "p90": float(p90),
+            "max": float(s.max()),
+        }
 
     out = {"all": summary(scores)}
     if labels is not None:

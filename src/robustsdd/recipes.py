@@ -30,8 +30,8 @@ of the kept training images (5 folds).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 from ._errors import ConfigError, RobustSDDError
 from .cleaning.registry import RULES, SCORING_REGIMES
@@ -40,9 +40,18 @@ from .detectors.base import detector_class
 from .features import Featurizer, ViewSpec
 from .features.patches import PatchFeaturizer
 
-__all__ = ["Components", "make_components", "make_featurizer", "make_detector",
-           "default_cleaning", "cleaning_settings", "DEFAULT_DETECTOR", "PRESETS",
-           "DEFAULT_DECISION", "DECISION_SCORES"]
+__all__ = [
+    "Components",
+    "make_components",
+    "make_featurizer",
+    "make_detector",
+    "default_cleaning",
+    "cleaning_settings",
+    "DEFAULT_DETECTOR",
+    "PRESETS",
+    "DEFAULT_DECISION",
+    "DECISION_SCORES",
+]
 
 DEFAULT_DETECTOR = "differnet"
 PRESETS = ("cpu", "paper")
@@ -54,7 +63,7 @@ _PAPER_SIZE, _PAPER_ROTATIONS = 448, 64
 
 
 def _layout(detector) -> str:
-    """"views" (pooled features) or "patches": what the detector reads."""
+    """ "views" (pooled features) or "patches": what the detector reads."""
     cls = detector_class(detector) if isinstance(detector, str) else type(detector)
     return getattr(cls, "feature_layout", "views")
 
@@ -79,9 +88,17 @@ def default_cleaning(detector=DEFAULT_DETECTOR) -> dict:
     return {"rule": "score_threshold", "scoring": "held_out_views"}
 
 
-def cleaning_settings(detector=DEFAULT_DETECTOR, *, rule: str | None = None,
-                      scoring: str | None = None, n_folds: int = 5, min_keep: float = 0.5,
-                      n_members: int = 5, rounds: int = 1, **rule_params) -> dict | None:
+def cleaning_settings(
+    detector=DEFAULT_DETECTOR,
+    *,
+    rule: str | None = None,
+    scoring: str | None = None,
+    n_folds: int = 5,
+    min_keep: float = 0.5,
+    n_members: int = 5,
+    rounds: int = 1,
+    **rule_params,
+) -> dict | None:
     """:class:`~robustsdd.OneShotRemoval` keywords for a detector; None for ``rule="none"``.
 
     ``rule`` and ``scoring`` default to :func:`default_cleaning`; a rule's number
@@ -100,20 +117,29 @@ def cleaning_settings(detector=DEFAULT_DETECTOR, *, rule: str | None = None,
         raise ConfigError(f"unknown rule {rule!r}; choose one of: {', '.join(RULES)}, none")
     scoring = scoring or defaults["scoring"]
     if scoring not in SCORING_REGIMES:
-        raise ConfigError(f"unknown scoring {scoring!r}; choose one of: "
-                          f"{', '.join(SCORING_REGIMES)}")
+        raise ConfigError(
+            f"unknown scoring {scoring!r}; choose one of: {', '.join(SCORING_REGIMES)}"
+        )
     params = {}
     for r in RULES.values():
         if r.param is None:
             continue
         given = rule_params.pop(r.param.name, None)
-        params[r.param.name] = (r.param.default if given is None
-                                else r.param.value(given, r.param.flag.lstrip("-")))
+        params[r.param.name] = (
+            r.param.default if given is None else r.param.value(given, r.param.flag.lstrip("-"))
+        )
     if rule_params:
         raise ConfigError(f"unknown cleaning setting(s): {', '.join(sorted(rule_params))}")
     min_keep = int(min_keep) if float(min_keep) >= 1 else float(min_keep)
-    return {"rule": rule, "scoring": scoring, **params, "n_folds": n_folds,
-            "min_keep": min_keep, "n_members": n_members, "rounds": rounds}
+    return {
+        "rule": rule,
+        "scoring": scoring,
+        **params,
+        "n_folds": n_folds,
+        "min_keep": min_keep,
+        "n_members": n_members,
+        "rounds": rounds,
+    }
 
 
 def _paper_backbone(weights, log) -> tuple:
@@ -125,8 +151,10 @@ def _paper_backbone(weights, log) -> tuple:
         FeatureExtractor("alexnet", weights)
         return "alexnet", weights
     except RobustSDDError as exc:
-        log(f"note: paper preset: AlexNet weights unavailable ({exc}); using the offline "
-            "efficientnet_lite0 backbone instead")
+        log(
+            f"note: paper preset: AlexNet weights unavailable ({exc}); using the offline "
+            "efficientnet_lite0 backbone instead"
+        )
         return "efficientnet_lite0", "offline"
 
 
@@ -134,14 +162,24 @@ def _note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def make_featurizer(detector=DEFAULT_DETECTOR, *, preset: str = "cpu",
-                    backbone: str | None = None, weights=None,
-                    stages: Sequence[int] | None = None, image_size: int | None = None,
-                    scales: Sequence[float] | None = None,
-                    rotations: Sequence[float] | None = None, n_rotations: int | None = None,
-                    flips: bool | None = None, cache_dir=None, batch_size: int = 1,
-                    engine: str = "auto", progress: bool = True,
-                    log: Callable[[str], None] | None = None) -> Featurizer:
+def make_featurizer(
+    detector=DEFAULT_DETECTOR,
+    *,
+    preset: str = "cpu",
+    backbone: str | None = None,
+    weights=None,
+    stages: Sequence[int] | None = None,
+    image_size: int | None = None,
+    scales: Sequence[float] | None = None,
+    rotations: Sequence[float] | None = None,
+    n_rotations: int | None = None,
+    flips: bool | None = None,
+    cache_dir=None,
+    batch_size: int = 1,
+    engine: str = "auto",
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> Featurizer:
     """The featurizer ``detector`` (a name or an instance) is trained on; None = the recipe's.
 
     ``weights``: ``"offline"`` (default for EfficientNet-Lite0), ``"imagenet"`` (default
@@ -185,14 +223,26 @@ def make_featurizer(detector=DEFAULT_DETECTOR, *, preset: str = "cpu",
     elif (paper or patches) and rotations is None:
         view_kw["flips"] = False
     kind = PatchFeaturizer if patches else Featurizer
-    return kind(backbone=backbone, weights=None if weights == "random" else weights,
-                stages=tuple(stages) if stages else ((2, 3) if patches else (-1,)),
-                views=ViewSpec(**view_kw), cache_dir=cache_dir, batch_size=batch_size,
-                engine=engine, progress=progress)
+    return kind(
+        backbone=backbone,
+        weights=None if weights == "random" else weights,
+        stages=tuple(stages) if stages else ((2, 3) if patches else (-1,)),
+        views=ViewSpec(**view_kw),
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+        engine=engine,
+        progress=progress,
+    )
 
 
-def make_detector(detector=DEFAULT_DETECTOR, *, preset: str = "cpu", seed: int = 0,
-                  progress: bool = True, params: Mapping | None = None) -> BaseDetector:
+def make_detector(
+    detector=DEFAULT_DETECTOR,
+    *,
+    preset: str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+    params: Mapping | None = None,
+) -> BaseDetector:
     """An unfitted detector by name (DifferNet: the ``preset``), ``params`` overriding its
     keywords; ``random_state`` (where it has one) is ``seed`` unless given.
 
@@ -229,37 +279,79 @@ class Components:
     decision: dict
 
 
-def make_components(detector=DEFAULT_DETECTOR, *, preset: str = "cpu",
-                    detector_params: Mapping | None = None, featurizer: Featurizer | None = None,
-                    backbone: str | None = None, weights=None,
-                    stages: Sequence[int] | None = None, image_size: int | None = None,
-                    scales: Sequence[float] | None = None,
-                    rotations: Sequence[float] | None = None, n_rotations: int | None = None,
-                    flips: bool | None = None, cache_dir=None, batch_size: int = 1,
-                    engine: str = "auto", rule: str | None = None, threshold=None,
-                    fraction=None, min_size=None, z=None, scoring: str | None = None,
-                    n_folds: int = 5, min_keep: float = 0.5, n_members: int = 5,
-                    rounds: int = 1, decision_quantile: float | None = None,
-                    decision_scores: str | None = None, seed: int = 0,
-                    progress: bool = True,
-                    log: Callable[[str], None] | None = None) -> Components:
+def make_components(
+    detector=DEFAULT_DETECTOR,
+    *,
+    preset: str = "cpu",
+    detector_params: Mapping | None = None,
+    featurizer: Featurizer | None = None,
+    backbone: str | None = None,
+    weights=None,
+    stages: Sequence[int] | None = None,
+    image_size: int | None = None,
+    scales: Sequence[float] | None = None,
+    rotations: Sequence[float] | None = None,
+    n_rotations: int | None = None,
+    flips: bool | None = None,
+    cache_dir=None,
+    batch_size: int = 1,
+    engine: str = "auto",
+    rule: str | None = None,
+    threshold=None,
+    fraction=None,
+    min_size=None,
+    z=None,
+    scoring: str | None = None,
+    n_folds: int = 5,
+    min_keep: float = 0.5,
+    n_members: int = 5,
+    rounds: int = 1,
+    decision_quantile: float | None = None,
+    decision_scores: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> Components:
     """Every piece of a fit from plain settings, each None meaning the recipe's default.
 
     The keywords are :func:`robustsdd.fit_folder`'s (and the command line's flags):
     see :func:`make_featurizer`, :func:`make_detector` and :func:`cleaning_settings`.
     ``featurizer`` (an instance) replaces the feature keywords.
     """
-    built = make_detector(detector, preset=preset, seed=seed, progress=progress,
-                          params=detector_params)
+    built = make_detector(
+        detector, preset=preset, seed=seed, progress=progress, params=detector_params
+    )
     if featurizer is None:
-        featurizer = make_featurizer(built, preset=preset, backbone=backbone, weights=weights,
-                                     stages=stages, image_size=image_size, scales=scales,
-                                     rotations=rotations, n_rotations=n_rotations, flips=flips,
-                                     cache_dir=cache_dir, batch_size=batch_size, engine=engine,
-                                     progress=progress, log=log)
-    cleaning = cleaning_settings(built, rule=rule, scoring=scoring, n_folds=n_folds,
-                                 min_keep=min_keep, n_members=n_members, rounds=rounds,
-                                 threshold=threshold, fraction=fraction, min_size=min_size, z=z)
+        featurizer = make_featurizer(
+            built,
+            preset=preset,
+            backbone=backbone,
+            weights=weights,
+            stages=stages,
+            image_size=image_size,
+            scales=scales,
+            rotations=rotations,
+            n_rotations=n_rotations,
+            flips=flips,
+            cache_dir=cache_dir,
+            batch_size=batch_size,
+            engine=engine,
+            progress=progress,
+            log=log,
+        )
+    cleaning = cleaning_settings(
+        built,
+        rule=rule,
+        scoring=scoring,
+        n_folds=n_folds,
+        min_keep=min_keep,
+        n_members=n_members,
+        rounds=rounds,
+        threshold=threshold,
+        fraction=fraction,
+        min_size=min_size,
+        z=z,
+    )
     decision = dict(DEFAULT_DECISION, n_folds=n_folds)
     if decision_quantile is not None:
         decision["quantile"] = float(decision_quantile)
@@ -268,6 +360,8 @@ def make_components(detector=DEFAULT_DETECTOR, *, preset: str = "cpu",
     if not 0 < decision["quantile"] <= 1:
         raise ConfigError(f"decision quantile must be in (0, 1], got {decision['quantile']}")
     if decision["scores"] not in DECISION_SCORES:
-        raise ConfigError(f"unknown decision scores {decision['scores']!r}; choose one of: "
-                          f"{', '.join(DECISION_SCORES)}")
+        raise ConfigError(
+            f"unknown decision scores {decision['scores']!r}; choose one of: "
+            f"{', '.join(DECISION_SCORES)}"
+        )
     return Components(featurizer, built, cleaning, decision)

@@ -62,10 +62,22 @@ from .rules import apply_guard, resolve_count
 __all__ = ["OneShotRemoval"]
 
 # What fit() sets; cleared at the start of every fit, so a refit keeps nothing stale.
-_FITTED = ("detector_", "baseline_detector_", "keep_mask_", "removed_indices_",
-           "removal_scores_", "estimated_contamination_", "train_scores_", "stage_scores_",
-           "stage1_removal_scores_", "cut_", "p_normal_", "rounds_run_", "guard_fired_",
-           "notes_")
+_FITTED = (
+    "detector_",
+    "baseline_detector_",
+    "keep_mask_",
+    "removed_indices_",
+    "removal_scores_",
+    "estimated_contamination_",
+    "train_scores_",
+    "stage_scores_",
+    "stage1_removal_scores_",
+    "cut_",
+    "p_normal_",
+    "rounds_run_",
+    "guard_fired_",
+    "notes_",
+)
 
 
 class OneShotRemoval(BaseEstimator):
@@ -144,9 +156,23 @@ class OneShotRemoval(BaseEstimator):
     [0, 1, 2]
     """
 
-    def __init__(self, detector, *, rule="score_threshold", threshold=1.5, fraction=0.1,
-                 min_size=0.8, scoring="in_sample", n_folds=5, min_keep=0.5,
-                 keep_baseline=True, random_state=0, z=3.0, n_members=5, rounds=1):
+    def __init__(
+        self,
+        detector,
+        *,
+        rule="score_threshold",
+        threshold=1.5,
+        fraction=0.1,
+        min_size=0.8,
+        scoring="in_sample",
+        n_folds=5,
+        min_keep=0.5,
+        keep_baseline=True,
+        random_state=0,
+        z=3.0,
+        n_members=5,
+        rounds=1,
+    ):
         self.detector = detector
         self.rule = rule
         self.threshold = threshold
@@ -165,9 +191,11 @@ class OneShotRemoval(BaseEstimator):
     def _fit_views(self, X):
         """For held_out_views: (views to train on, views to score)."""
         if getattr(self.detector, "feature_layout", "views") != "views":
-            raise ConfigError(f"scoring='held_out_views' needs features with a views axis; "
-                              f"{type(self.detector).__name__} takes patches: use "
-                              "scoring='out_of_fold'")
+            raise ConfigError(
+                f"scoring='held_out_views' needs features with a views axis; "
+                f"{type(self.detector).__name__} takes patches: use "
+                "scoring='out_of_fold'"
+            )
         n_views = X.shape[1]
         if n_views < 2:
             raise DataError("scoring='held_out_views' needs at least 2 views per image")
@@ -203,8 +231,10 @@ class OneShotRemoval(BaseEstimator):
         """Median over the members that did not see each image of its median-scaled score."""
         n_members = int(self.n_members)
         if len(X) < 2 * n_members:
-            raise DataError(f"scoring='ensemble' with n_members={n_members} needs at least "
-                            f"{2 * n_members} images (2 per member), got {len(X)}")
+            raise DataError(
+                f"scoring='ensemble' with n_members={n_members} needs at least "
+                f"{2 * n_members} images (2 per member), got {len(X)}"
+            )
         rng = np.random.default_rng(self.random_state)
         subsets = np.array_split(rng.permutation(len(X)), n_members)
         votes = np.full((n_members, len(X)), np.nan)
@@ -215,8 +245,10 @@ class OneShotRemoval(BaseEstimator):
             scores = member.decision_function(X[unseen])
             median = float(np.nanmedian(scores))
             if not (np.isfinite(median) and median > 0):
-                raise DataError(f"ensemble member {m} gave no positive median score "
-                                f"({median}); scoring='ensemble' needs positive scores")
+                raise DataError(
+                    f"ensemble member {m} gave no positive median score "
+                    f"({median}); scoring='ensemble' needs positive scores"
+                )
             votes[m, unseen] = scores / median
             medians.append(median)
         # Back in the detector's units, so a fixed threshold keeps its usual meaning.
@@ -273,8 +305,9 @@ class OneShotRemoval(BaseEstimator):
         self.rounds_run_ = 1
         if self.rule == "min_size":
             self.cut_ = None
-            keep, removal_scores, order = self._remove_one_at_a_time(model, X, min_keep,
-                                                                     initial_scores)
+            keep, removal_scores, order = self._remove_one_at_a_time(
+                model, X, min_keep, initial_scores
+            )
         else:
             removal_scores = initial_scores
             keep, fired = self._apply_rule(removal_scores, min_keep)
@@ -341,7 +374,7 @@ class OneShotRemoval(BaseEstimator):
         self._validate(len(X))
         return self._stage1(X)
 
-    def as_stage1(self, model, stage1_scores, removal_scores) -> "OneShotRemoval":
+    def as_stage1(self, model, stage1_scores, removal_scores) -> OneShotRemoval:
         """A stand-in fitted stage 1 (from :meth:`fit_stage1`) to pass as ``fit(X, stage1=…)``."""
         stand_in = clone(self).set_params(keep_baseline=True)
         stand_in.baseline_detector_ = model
@@ -351,15 +384,21 @@ class OneShotRemoval(BaseEstimator):
         return stand_in
 
     def _check_reusable(self, other, X):
-        same = (isinstance(other, OneShotRemoval) and hasattr(other, "baseline_detector_")
-                and other.scoring == self.scoring and other.n_folds == self.n_folds
-                and other.n_members == self.n_members
-                and other.random_state == self.random_state
-                and clone(other.detector).get_params() == clone(self.detector).get_params()
-                and len(other.keep_mask_) == len(X))
+        same = (
+            isinstance(other, OneShotRemoval)
+            and hasattr(other, "baseline_detector_")
+            and other.scoring == self.scoring
+            and other.n_folds == self.n_folds
+            and other.n_members == self.n_members
+            and other.random_state == self.random_state
+            and clone(other.detector).get_params() == clone(self.detector).get_params()
+            and len(other.keep_mask_) == len(X)
+        )
         if not same:
-            raise ConfigError("stage1 must be a OneShotRemoval fitted with keep_baseline=True on "
-                              "the same data, detector, scoring and random_state")
+            raise ConfigError(
+                "stage1 must be a OneShotRemoval fitted with keep_baseline=True on "
+                "the same data, detector, scoring and random_state"
+            )
 
     def _remove_one_at_a_time(self, model, X, min_keep, initial_scores):
         """Algorithm 1: while |D| > T, drop the top-scoring image and update the model."""
@@ -390,15 +429,17 @@ class OneShotRemoval(BaseEstimator):
     def _note_guard(self, fired, n, min_keep):
         self.guard_fired_ = bool(fired)
         if fired:
-            msg = (f"the {self.rule} rule would keep fewer than min_keep={min_keep} of {n} images; "
-                   f"the guard kept the {min_keep} lowest-scoring ones")
+            msg = (
+                f"the {self.rule} rule would keep fewer than min_keep={min_keep} of {n} images; "
+                f"the guard kept the {min_keep} lowest-scoring ones"
+            )
             self.notes_.append(msg)
             warnings.warn(msg, stacklevel=3)
 
     def _describe(self, scores, keep):
         n_removed = int((~keep).sum())
         finite = scores[np.isfinite(scores)]
-        lo, med, hi = (np.percentile(finite, [10, 50, 90]) if finite.size else (np.nan,) * 3)
+        lo, med, hi = np.percentile(finite, [10, 50, 90]) if finite.size else (np.nan,) * 3
         self.notes_.append(
             f"{self.scoring} scores: 10th/50th/90th percentile {lo:.3g}/{med:.3g}/{hi:.3g}; "
             f"{self.rule} removed {n_removed} of {len(keep)} images"
@@ -411,8 +452,10 @@ class OneShotRemoval(BaseEstimator):
         rule = RULES[self.rule]
         if rule.estimates_contamination:
             cut = f" = {self.cut_:.4g}" if self.cut_ is not None else ""
-            self.notes_.append(f"{self.rule} cut: {rule.describe(self.get_params())}{cut}; "
-                               f"estimated contamination {n_removed / len(keep):.1%}")
+            self.notes_.append(
+                f"{self.rule} cut: {rule.describe(self.get_params())}{cut}; "
+                f"estimated contamination {n_removed / len(keep):.1%}"
+            )
         if self.rounds_run_ > 1:
             self.notes_.append(f"{self.rounds_run_} removal rounds ran (at most {self.rounds})")
 
@@ -437,21 +480,36 @@ class OneShotRemoval(BaseEstimator):
         arrays = {}
         for attr in ("detector_", "baseline_detector_"):
             if hasattr(self, attr):
-                arrays.update({f"{attr}.{k}": v.detach().cpu().numpy().copy()
-                               for k, v in getattr(self, attr)._get_state().items()})
-        for attr in ("keep_mask_", "removed_indices_", "removal_scores_", "train_scores_",
-                     "stage1_removal_scores_", "p_normal_"):
+                arrays.update(
+                    {
+                        f"{attr}.{k}": v.detach().cpu().numpy().copy()
+                        for k, v in getattr(self, attr)._get_state().items()
+                    }
+                )
+        for attr in (
+            "keep_mask_",
+            "removed_indices_",
+            "removal_scores_",
+            "train_scores_",
+            "stage1_removal_scores_",
+            "p_normal_",
+        ):
             if hasattr(self, attr):
                 arrays[attr] = np.asarray(getattr(self, attr)).copy()
-        arrays.update({f"stage_scores_.{k}": np.asarray(v).copy()
-                       for k, v in self.stage_scores_.items()})
-        info = {"cut_": self.cut_, "rounds_run_": int(self.rounds_run_),
-                "guard_fired_": bool(self.guard_fired_), "notes_": list(self.notes_),
-                "estimated_contamination_": float(self.estimated_contamination_),
-                "stages": list(self.stage_scores_)}
+        arrays.update(
+            {f"stage_scores_.{k}": np.asarray(v).copy() for k, v in self.stage_scores_.items()}
+        )
+        info = {
+            "cut_": self.cut_,
+            "rounds_run_": int(self.rounds_run_),
+            "guard_fired_": bool(self.guard_fired_),
+            "notes_": list(self.notes_),
+            "estimated_contamination_": float(self.estimated_contamination_),
+            "stages": list(self.stage_scores_),
+        }
         return arrays, info
 
-    def set_fitted_state(self, arrays: dict, info: dict) -> "OneShotRemoval":
+    def set_fitted_state(self, arrays: dict, info: dict) -> OneShotRemoval:
         """Restore what :meth:`get_fitted_state` returned (the parameters are this
         instance's; the detectors are clones of ``detector`` with the stored state)."""
         import torch
@@ -461,12 +519,21 @@ class OneShotRemoval(BaseEstimator):
         for name in _FITTED:
             self.__dict__.pop(name, None)
         for attr in ("detector_", "baseline_detector_"):
-            state = {k[len(attr) + 1:]: torch.from_numpy(np.asarray(v))
-                     for k, v in arrays.items() if k.startswith(attr + ".")}
+            state = {
+                k[len(attr) + 1 :]: torch.from_numpy(np.asarray(v))
+                for k, v in arrays.items()
+                if k.startswith(attr + ".")
+            }
             if state:
                 setattr(self, attr, fitted_from_state(self.detector, state))
-        for attr in ("keep_mask_", "removed_indices_", "removal_scores_", "train_scores_",
-                     "stage1_removal_scores_", "p_normal_"):
+        for attr in (
+            "keep_mask_",
+            "removed_indices_",
+            "removal_scores_",
+            "train_scores_",
+            "stage1_removal_scores_",
+            "p_normal_",
+        ):
             if attr in arrays:
                 setattr(self, attr, np.asarray(arrays[attr]))
         self.keep_mask_ = self.keep_mask_.astype(bool)

@@ -11,8 +11,8 @@ Removal settings that score training images the same way share one stage-1 model
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Iterator, Mapping
 
 import numpy as np
 from sklearn.base import clone
@@ -51,8 +51,15 @@ class CleanedFit:
         return self.model.decision_function(X)
 
 
-def fit_cleaned(detector, X, cleaning: Mapping | None, *, seed: int, labels=None,
-                stage1: OneShotRemoval | None = None) -> CleanedFit:
+def fit_cleaned(
+    detector,
+    X,
+    cleaning: Mapping | None,
+    *,
+    seed: int,
+    labels=None,
+    stage1: OneShotRemoval | None = None,
+) -> CleanedFit:
     """Train a seeded copy of ``detector`` on ``X`` with one cleaning setting.
 
     Parameters
@@ -84,12 +91,14 @@ def fit_cleaned(detector, X, cleaning: Mapping | None, *, seed: int, labels=None
         model = clone(template).fit(X[keep])
         return CleanedFit(model, keep, False, None, time.perf_counter() - t0)
     osr = OneShotRemoval(template, random_state=seed, **cleaning).fit(X, stage1=stage1)
-    return CleanedFit(osr.detector_, osr.keep_mask_, bool(osr.guard_fired_), osr,
-                      time.perf_counter() - t0)
+    return CleanedFit(
+        osr.detector_, osr.keep_mask_, bool(osr.guard_fired_), osr, time.perf_counter() - t0
+    )
 
 
-def fit_settings(detector, X, settings: Mapping[str, Mapping | None], *, seed: int,
-                 labels=None) -> Iterator[tuple[str, CleanedFit]]:
+def fit_settings(
+    detector, X, settings: Mapping[str, Mapping | None], *, seed: int, labels=None
+) -> Iterator[tuple[str, CleanedFit]]:
     """:func:`fit_cleaned` for each named setting, in order, yielding ``(name, fit)``.
 
     One-Shot Removal settings with the same scoring regime, folds and ensemble size share
@@ -101,9 +110,9 @@ def fit_settings(detector, X, settings: Mapping[str, Mapping | None], *, seed: i
         if cleaning is not None and cleaning.get("rule") != "oracle":
             osr = OneShotRemoval(None, **cleaning)
             shared = (osr.scoring, osr.n_folds, osr.n_members)
-        fit = fit_cleaned(detector, X, cleaning, seed=seed, labels=labels,
-                          stage1=stage1.get(shared))
+        fit = fit_cleaned(
+            detector, X, cleaning, seed=seed, labels=labels, stage1=stage1.get(shared)
+        )
         if shared is not None:
             stage1.setdefault(shared, fit.osr)
         yield name, fit
-

@@ -21,26 +21,42 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import numpy as np
 
 from .._errors import ConfigError
 from .rules import auto_cut, confident_cut, fraction_rule, threshold_rule
 
-__all__ = ["Rule", "RuleParam", "Cut", "RULES", "SCORING_REGIMES", "SCORING_WORDS",
-           "SPECIAL_STRATEGIES", "parse_strategy", "describe", "rule_names"]
+__all__ = [
+    "Rule",
+    "RuleParam",
+    "Cut",
+    "RULES",
+    "SCORING_REGIMES",
+    "SCORING_WORDS",
+    "SPECIAL_STRATEGIES",
+    "parse_strategy",
+    "describe",
+    "rule_names",
+]
 
 #: How training images are scored for removal (see :class:`OneShotRemoval`), and the
 #: adjective used when a report names the scores.
-SCORING_WORDS = {"in_sample": "in-sample", "held_out_views": "held-out-view",
-                 "out_of_fold": "out-of-fold", "ensemble": "ensemble"}
+SCORING_WORDS = {
+    "in_sample": "in-sample",
+    "held_out_views": "held-out-view",
+    "out_of_fold": "out-of-fold",
+    "ensemble": "ensemble",
+}
 SCORING_REGIMES = tuple(SCORING_WORDS)
 
 #: Strategies that are not rules: what each one does.
-SPECIAL_STRATEGIES = {"none": "no cleaning",
-                      "oracle": "drop exactly the defective images, an upper bound"}
+SPECIAL_STRATEGIES = {
+    "none": "no cleaning",
+    "oracle": "drop exactly the defective images, an upper bound",
+}
 
 
 @dataclass(frozen=True)
@@ -87,7 +103,9 @@ class Rule:
 
     name: str
     summary: str  # one line, for --help
-    words: str  # a phrase for reports, formatted with the settings: "drop scores above {threshold:g}"
+    words: (
+        str  # a phrase for reports, formatted with the settings: "drop scores above {threshold:g}"
+    )
     prefix: str | None  # sweep spelling "<prefix>_<number>"; None: the name alone
     param: RuleParam | None
     cut: Callable[[np.ndarray, Mapping], Cut] | None  # None: iterative (min_size, in OSR)
@@ -128,34 +146,77 @@ def _cut_confident(scores, s):
     return Cut(decision.keep, decision.score_cut, decision.p_normal)
 
 
-RULES: dict[str, Rule] = {rule.name: rule for rule in (
-    Rule("score_threshold", "drop images scoring above a fixed threshold (the paper's Sec. 4.3)",
-         "drop scores above {threshold:g}", "osr",
-         RuleParam("threshold", 1.5, "score_threshold: drop training images scoring above "
-                   "(default: %(default)s, the paper's)", lambda v: None),
-         _cut_threshold),
-    Rule("fraction", "drop a fixed share of the highest-scoring images",
-         "drop the top {fraction:g} share", "fraction",
-         RuleParam("fraction", 0.1, "fraction: share of images to drop (default: %(default)s)",
-                   _share),
-         _cut_fraction),
-    Rule("min_size", "drop the top-scoring image and update the model until T remain "
-         "(the paper's Algorithm 1)",
-         "drop the top image and update the model until {min_size:g} remain (Algorithm 1)",
-         "min_size",
-         RuleParam("min_size", 0.8, "min_size (Algorithm 1): stop at this many images "
-                   "(<1: a share; default: %(default)s)", _size, count_or_share=True),
-         None, rounds=False),
-    Rule("auto", "drop images above median + z robust SDs of the log scores",
-         "drop scores above median + {z:g} robust SD", "auto",
-         RuleParam("z", 3.0, "auto: cut at median + Z robust SDs of the log removal scores "
-                   "(default: %(default)s)", _positive),
-         _cut_auto, estimates_contamination=True),
-    Rule("confident", "confident learning: drop images less likely normal than the mean "
-         "(a two-component mixture on the scores)",
-         "confident-learning cut: drop images less likely normal than the mean", None, None,
-         _cut_confident, estimates_contamination=True),
-)}
+RULES: dict[str, Rule] = {
+    rule.name: rule
+    for rule in (
+        Rule(
+            "score_threshold",
+            "drop images scoring above a fixed threshold (the paper's Sec. 4.3)",
+            "drop scores above {threshold:g}",
+            "osr",
+            RuleParam(
+                "threshold",
+                1.5,
+                "score_threshold: drop training images scoring above "
+                "(default: %(default)s, the paper's)",
+                lambda v: None,
+            ),
+            _cut_threshold,
+        ),
+        Rule(
+            "fraction",
+            "drop a fixed share of the highest-scoring images",
+            "drop the top {fraction:g} share",
+            "fraction",
+            RuleParam(
+                "fraction", 0.1, "fraction: share of images to drop (default: %(default)s)", _share
+            ),
+            _cut_fraction,
+        ),
+        Rule(
+            "min_size",
+            "drop the top-scoring image and update the model until T remain "
+            "(the paper's Algorithm 1)",
+            "drop the top image and update the model until {min_size:g} remain (Algorithm 1)",
+            "min_size",
+            RuleParam(
+                "min_size",
+                0.8,
+                "min_size (Algorithm 1): stop at this many images "
+                "(<1: a share; default: %(default)s)",
+                _size,
+                count_or_share=True,
+            ),
+            None,
+            rounds=False,
+        ),
+        Rule(
+            "auto",
+            "drop images above median + z robust SDs of the log scores",
+            "drop scores above median + {z:g} robust SD",
+            "auto",
+            RuleParam(
+                "z",
+                3.0,
+                "auto: cut at median + Z robust SDs of the log removal scores "
+                "(default: %(default)s)",
+                _positive,
+            ),
+            _cut_auto,
+            estimates_contamination=True,
+        ),
+        Rule(
+            "confident",
+            "confident learning: drop images less likely normal than the mean "
+            "(a two-component mixture on the scores)",
+            "confident-learning cut: drop images less likely normal than the mean",
+            None,
+            None,
+            _cut_confident,
+            estimates_contamination=True,
+        ),
+    )
+}
 
 
 def rule_names() -> tuple:
@@ -197,8 +258,9 @@ def parse_strategy(spec: str) -> dict | None:
     name, at, scoring = spec.strip().partition("@")
     if name in SPECIAL_STRATEGIES:
         if at:
-            raise ConfigError(f"strategy {spec!r}: {name!r} scores no training image and takes "
-                              "no scoring")
+            raise ConfigError(
+                f"strategy {spec!r}: {name!r} scores no training image and takes no scoring"
+            )
         return None if name == "none" else {"rule": "oracle"}
     rounds = re.fullmatch(r"(.+)_r(\d+)", name)
     if rounds:
@@ -208,13 +270,16 @@ def parse_strategy(spec: str) -> dict | None:
     params = _rule_params(name, spec)
     if rounds:
         if not RULES[params["rule"]].rounds:
-            raise ConfigError(f"strategy {spec!r}: {params['rule']} is iterative already and "
-                              "takes no rounds")
+            raise ConfigError(
+                f"strategy {spec!r}: {params['rule']} is iterative already and takes no rounds"
+            )
         params["rounds"] = rounds
     if at:
         if scoring not in SCORING_REGIMES:
-            raise ConfigError(f"strategy {spec!r}: unknown scoring {scoring!r}; choose "
-                              f"one of: {', '.join(SCORING_REGIMES)}")
+            raise ConfigError(
+                f"strategy {spec!r}: unknown scoring {scoring!r}; choose "
+                f"one of: {', '.join(SCORING_REGIMES)}"
+            )
         params["scoring"] = scoring
     return params
 
@@ -224,12 +289,15 @@ def _rule_params(name: str, spec: str) -> dict:
         if rule.prefix is None and name == rule.name:
             return {"rule": rule.name}
         if rule.prefix is not None and name.startswith(rule.prefix + "_"):
-            value = rule.param.value(name[len(rule.prefix) + 1:], f"strategy {spec!r}")
+            value = rule.param.value(name[len(rule.prefix) + 1 :], f"strategy {spec!r}")
             return {"rule": rule.name, rule.param.name: value}
-    spellings = ", ".join(f"'{r.prefix}_<{r.param.name}>'" if r.prefix else f"'{r.name}'"
-                          for r in RULES.values())
-    raise ConfigError(f"unknown strategy {spec!r}; use 'none', 'oracle', {spellings} "
-                      "(optionally '_r<rounds>' and '@<scoring>')")
+    spellings = ", ".join(
+        f"'{r.prefix}_<{r.param.name}>'" if r.prefix else f"'{r.name}'" for r in RULES.values()
+    )
+    raise ConfigError(
+        f"unknown strategy {spec!r}; use 'none', 'oracle', {spellings} "
+        "(optionally '_r<rounds>' and '@<scoring>')"
+    )
 
 
 def describe(settings: Mapping | None) -> str:
@@ -248,8 +316,7 @@ def describe(settings: Mapping | None) -> str:
         return SPECIAL_STRATEGIES["oracle"]
     rule = RULES.get(settings["rule"])
     if rule is None:
-        raise ConfigError(f"unknown rule {settings['rule']!r}; choose one of: "
-                          f"{', '.join(RULES)}")
+        raise ConfigError(f"unknown rule {settings['rule']!r}; choose one of: {', '.join(RULES)}")
     defaults = {r.param.name: r.param.default for r in RULES.values() if r.param}
     text = rule.describe({**defaults, **settings})
     if rule.rounds and int(settings.get("rounds", 1)) > 1:

@@ -14,8 +14,15 @@ from sklearn.mixture import GaussianMixture
 
 from .._errors import ConfigError
 
-__all__ = ["threshold_rule", "fraction_rule", "auto_cut", "confident_cut", "ConfidentCut",
-           "resolve_count", "apply_guard"]
+__all__ = [
+    "threshold_rule",
+    "fraction_rule",
+    "auto_cut",
+    "confident_cut",
+    "ConfidentCut",
+    "resolve_count",
+    "apply_guard",
+]
 
 # 1 / Φ⁻¹(3/4): scales the median absolute deviation to a normal's standard deviation.
 _MAD_TO_SD = 1.482602218505602
@@ -142,9 +149,13 @@ def confident_cut(scores, random_state: int = 0) -> ConfidentCut:
     threshold = float(np.mean(p_normal))
     keep = finite & (p_normal >= threshold) if n_components == 2 else finite.copy()
     removed = s[~keep & finite]
-    return ConfidentCut(keep=keep, p_normal=p_normal, threshold=threshold,
-                        n_components=n_components,
-                        score_cut=float(removed.min()) if removed.size else None)
+    return ConfidentCut(
+        keep=keep,
+        p_normal=p_normal,
+        threshold=threshold,
+        n_components=n_components,
+        score_cut=float(removed.min()) if removed.size else None,
+    )
 
 
 def resolve_count(value, n: int, what: str) -> int:

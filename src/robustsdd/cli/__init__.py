@@ -25,16 +25,21 @@ from .sweep import add_sweep_parser, cmd_sweep
 __all__ = ["main", "build_parser", "VERBS"]
 
 #: verb → (adds its parser, runs it)
-VERBS = {"run": (add_run_parser, cmd_run), "fit": (add_fit_parser, cmd_fit),
-         "score": (add_score_parser, cmd_score), "predict": (add_predict_parser, cmd_predict),
-         "sweep": (add_sweep_parser, cmd_sweep)}
+VERBS = {
+    "run": (add_run_parser, cmd_run),
+    "fit": (add_fit_parser, cmd_fit),
+    "score": (add_score_parser, cmd_score),
+    "predict": (add_predict_parser, cmd_predict),
+    "sweep": (add_sweep_parser, cmd_sweep),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="robustsdd",
         description="Robust surface-defect detection: train anomaly detectors on training sets "
-                    "that hold defective images, find and drop those images, fine-tune.")
+        "that hold defective images, find and drop those images, fine-tune.",
+    )
     parser.add_argument("--version", action="version", version=f"robustsdd {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for add_parser, _ in VERBS.values():
@@ -56,8 +61,11 @@ def main(argv=None) -> int:
         print(f"robustsdd {args.verb}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"robustsdd {args.verb}: interrupted; finished outputs are complete, nothing "
-              "half-written was left", file=sys.stderr)
+        print(
+            f"robustsdd {args.verb}: interrupted; finished outputs are complete, nothing "
+            "half-written was left",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -13,15 +13,34 @@ import sys
 
 from .._errors import ConfigError
 from ..cleaning.registry import RULES, SCORING_REGIMES
-from ..data import (ELPV_CELL_TYPES, ON_BAD_IMAGE, SOURCE_KINDS, load_ksdd2, load_mvtec,
-                    load_unlabeled, open_source, screen_images)
+from ..data import (
+    ELPV_CELL_TYPES,
+    ON_BAD_IMAGE,
+    SOURCE_KINDS,
+    load_ksdd2,
+    load_mvtec,
+    load_unlabeled,
+    open_source,
+    screen_images,
+)
 from ..detectors import detector_names
 from ..features.engines import ENGINES
 from ..recipes import DECISION_SCORES, DEFAULT_DECISION, DEFAULT_DETECTOR, PRESETS
 
-__all__ = ["add_data_args", "add_feature_args", "add_detector_args", "add_cleaning_args",
-           "add_decision_args", "add_bad_image_arg", "add_engine_arg", "settings",
-           "train_images", "test_images", "screen", "note"]
+__all__ = [
+    "add_data_args",
+    "add_feature_args",
+    "add_detector_args",
+    "add_cleaning_args",
+    "add_decision_args",
+    "add_bad_image_arg",
+    "add_engine_arg",
+    "settings",
+    "train_images",
+    "test_images",
+    "screen",
+    "note",
+]
 
 
 def note(message: str, file=None) -> None:
@@ -30,81 +49,156 @@ def note(message: str, file=None) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # argument groups
-def add_data_args(p, *, protocol: bool, single_split: bool = True, source_default="elpv",
-                  source_help="data source (default: elpv, the built-in real data set)"):
+def add_data_args(
+    p,
+    *,
+    protocol: bool,
+    single_split: bool = True,
+    source_default="elpv",
+    source_help="data source (default: elpv, the built-in real data set)",
+):
     """--source, --root, --cell-type, --category, --seed; with ``protocol`` the split's
     sizes too. ``single_split=False`` (sweep): --contamination and --seed are accepted only
     to say which list flag replaces them (hidden, default None)."""
     g = p.add_argument_group("data")
-    g.add_argument("--source", choices=SOURCE_KINDS + (("unlabeled",) if not protocol else ()),
-                   default=source_default, help=source_help)
+    g.add_argument(
+        "--source",
+        choices=SOURCE_KINDS + (("unlabeled",) if not protocol else ()),
+        default=source_default,
+        help=source_help,
+    )
     g.add_argument("--root", help="data folder (every source except elpv)")
-    g.add_argument("--cell-type", choices=ELPV_CELL_TYPES, default="mono",
-                   help="ELPV cell type (default: mono)")
+    g.add_argument(
+        "--cell-type",
+        choices=ELPV_CELL_TYPES,
+        default="mono",
+        help="ELPV cell type (default: mono)",
+    )
     g.add_argument("--category", help="MVTec AD category, e.g. 'bottle'")
     hidden = {"default": None, "help": argparse.SUPPRESS}
     if protocol:
         g.add_argument("--n-train", type=int, default=100, help="training images (default: 100)")
-        g.add_argument("--contamination", type=float,
-                       **({"default": 0.2, "help": "share of defective training images, 0..1 "
-                          "(default: 0.2)"} if single_split else hidden))
+        g.add_argument(
+            "--contamination",
+            type=float,
+            **(
+                {"default": 0.2, "help": "share of defective training images, 0..1 (default: 0.2)"}
+                if single_split
+                else hidden
+            ),
+        )
         g.add_argument("--n-test-good", type=int, default=100)
         g.add_argument("--n-test-defective", type=int, default=100)
-    g.add_argument("--seed", type=int, **({"default": 0, "help": "split and model seed "
-                                           "(default: 0)"} if single_split else hidden))
+    g.add_argument(
+        "--seed",
+        type=int,
+        **({"default": 0, "help": "split and model seed (default: 0)"} if single_split else hidden),
+    )
 
 
 def add_feature_args(p):
     g = p.add_argument_group("features (default: the detector's recipe)")
-    g.add_argument("--backbone", default=None,
-                   help="timm model name or 'alexnet' (default: efficientnet_lite0; "
-                        "paper preset: alexnet if its weights are available)")
-    g.add_argument("--weights", default=None,
-                   help="'offline' (default, no network), 'imagenet' (download), a local state-dict "
-                        "file, or 'random' (tests only)")
-    g.add_argument("--stages", default=None,
-                   help="comma-separated feature stages (default: -1; patchcore: 2,3)")
-    g.add_argument("--image-size", type=int, default=None,
-                   help="square side images are cropped/resized to (default 224; paper 448)")
-    g.add_argument("--scales", default=None,
-                   help="comma-separated input scales (default: 1,0.5,0.25 as DifferNet; "
-                        "patchcore: 1)")
-    g.add_argument("--rotations", default=None,
-                   help="comma-separated view angles in degrees (default: 0,90,180,270; "
-                        "patchcore: 0)")
-    g.add_argument("--n-rotations", type=int, default=None,
-                   help="N rotations evenly spaced over 360 degrees instead (paper: 64)")
+    g.add_argument(
+        "--backbone",
+        default=None,
+        help="timm model name or 'alexnet' (default: efficientnet_lite0; "
+        "paper preset: alexnet if its weights are available)",
+    )
+    g.add_argument(
+        "--weights",
+        default=None,
+        help="'offline' (default, no network), 'imagenet' (download), a local state-dict "
+        "file, or 'random' (tests only)",
+    )
+    g.add_argument(
+        "--stages",
+        default=None,
+        help="comma-separated feature stages (default: -1; patchcore: 2,3)",
+    )
+    g.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="square side images are cropped/resized to (default 224; paper 448)",
+    )
+    g.add_argument(
+        "--scales",
+        default=None,
+        help="comma-separated input scales (default: 1,0.5,0.25 as DifferNet; patchcore: 1)",
+    )
+    g.add_argument(
+        "--rotations",
+        default=None,
+        help="comma-separated view angles in degrees (default: 0,90,180,270; patchcore: 0)",
+    )
+    g.add_argument(
+        "--n-rotations",
+        type=int,
+        default=None,
+        help="N rotations evenly spaced over 360 degrees instead (paper: 64)",
+    )
     g.add_argument("--no-flips", action="store_true", help="do not add mirrored views")
-    g.add_argument("--cache-dir", default=None,
-                   help="feature cache folder (default: $ROBUSTSDD_CACHE_DIR or the user cache dir)")
+    g.add_argument(
+        "--cache-dir",
+        default=None,
+        help="feature cache folder (default: $ROBUSTSDD_CACHE_DIR or the user cache dir)",
+    )
     g.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    g.add_argument("--batch-size", type=int, default=1,
-                   help="images per backbone pass (default 1: features independent of batching)")
-    g.add_argument("--engine", choices=ENGINES, default="auto",
-                   help="what runs the backbone: 'auto' (default: ONNX Runtime when installed and "
-                        "matching PyTorch, else PyTorch), 'onnxruntime' or 'torch'")
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="images per backbone pass (default 1: features independent of batching)",
+    )
+    g.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="what runs the backbone: 'auto' (default: ONNX Runtime when installed and "
+        "matching PyTorch, else PyTorch), 'onnxruntime' or 'torch'",
+    )
 
 
 def add_engine_arg(p):
     """--engine for verbs that load a model: default None = the engine it was fitted with."""
-    p.add_argument("--engine", choices=ENGINES, default=None,
-                   help="what runs the backbone (default: the engine the model was fitted "
-                        "with, so the scores reproduce the training scores)")
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help="what runs the backbone (default: the engine the model was fitted "
+        "with, so the scores reproduce the training scores)",
+    )
 
 
 def add_detector_args(p):
     g = p.add_argument_group("detector")
-    g.add_argument("--detector", choices=detector_names(), default=DEFAULT_DETECTOR,
-                   help="(default: %(default)s)")
-    g.add_argument("--preset", choices=PRESETS, default="cpu",
-                   help="DifferNet configuration: 'cpu' (small, fast; default) or 'paper' "
-                        "(faithful: 172 M parameters, 192 epochs, AlexNet at 448, 64 views)")
+    g.add_argument(
+        "--detector",
+        choices=detector_names(),
+        default=DEFAULT_DETECTOR,
+        help="(default: %(default)s)",
+    )
+    g.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="cpu",
+        help="DifferNet configuration: 'cpu' (small, fast; default) or 'paper' "
+        "(faithful: 172 M parameters, 192 epochs, AlexNet at 448, 64 views)",
+    )
     g.add_argument("--epochs", type=int, help="DifferNet training epochs")
     g.add_argument("--finetune-epochs", type=int, help="DifferNet fine-tuning epochs (OSR stage 3)")
-    g.add_argument("--score", choices=("mean_z2", "nll"),
-                   help="DifferNet score: mean z² (default) or negative log-likelihood")
-    g.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="any detector keyword, VALUE as JSON (repeatable), e.g. --param hidden=512")
+    g.add_argument(
+        "--score",
+        choices=("mean_z2", "nll"),
+        help="DifferNet score: mean z² (default) or negative log-likelihood",
+    )
+    g.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any detector keyword, VALUE as JSON (repeatable), e.g. --param hidden=512",
+    )
 
 
 def add_cleaning_args(p, *, rule: bool = True):
@@ -112,52 +206,91 @@ def add_cleaning_args(p, *, rule: bool = True):
     which a sweep names in its strategies."""
     g = p.add_argument_group("cleaning (One-Shot Removal; default: the detector's recipe)")
     if rule:
-        g.add_argument("--rule", choices=tuple(RULES) + ("none",), default=None,
-                       help="removal rule: " + "; ".join(f"{r.name}: {r.summary}"
-                                                         for r in RULES.values())
-                            + "; none: train on every image (default: score_threshold; "
-                              "patchcore: auto)")
+        g.add_argument(
+            "--rule",
+            choices=tuple(RULES) + ("none",),
+            default=None,
+            help="removal rule: "
+            + "; ".join(f"{r.name}: {r.summary}" for r in RULES.values())
+            + "; none: train on every image (default: score_threshold; "
+            "patchcore: auto)",
+        )
         for r in RULES.values():
             if r.param is not None:
-                g.add_argument(r.param.flag, type=float, default=None, help=r.param.help
-                               .replace("%(default)s", f"{r.param.default:g}"))
-    g.add_argument("--scoring", choices=SCORING_REGIMES, default=None,
-                   help="how training images are scored for removal (default: held_out_views; "
-                        "out_of_fold for patchcore, whose features have no views to hold out)")
+                g.add_argument(
+                    r.param.flag,
+                    type=float,
+                    default=None,
+                    help=r.param.help.replace("%(default)s", f"{r.param.default:g}"),
+                )
+    g.add_argument(
+        "--scoring",
+        choices=SCORING_REGIMES,
+        default=None,
+        help="how training images are scored for removal (default: held_out_views; "
+        "out_of_fold for patchcore, whose features have no views to hold out)",
+    )
     if not rule:
         return
-    g.add_argument("--n-folds", type=int, default=5,
-                   help="folds for out_of_fold scoring (and fit's out_of_fold decision scores)")
-    g.add_argument("--members", type=int, default=5,
-                   help="ensemble scoring: detectors trained on this many disjoint subsets "
-                        "(default: %(default)s)")
-    g.add_argument("--rounds", type=int, default=1,
-                   help="removal rounds: 1 is One-Shot Removal; more refit on what was kept, "
-                        "rescore every image and cut again until nothing changes "
-                        "(default: %(default)s)")
-    g.add_argument("--min-keep", type=float, default=0.5,
-                   help="guard: never keep fewer images (<1: a share; default 0.5)")
+    g.add_argument(
+        "--n-folds",
+        type=int,
+        default=5,
+        help="folds for out_of_fold scoring (and fit's out_of_fold decision scores)",
+    )
+    g.add_argument(
+        "--members",
+        type=int,
+        default=5,
+        help="ensemble scoring: detectors trained on this many disjoint subsets "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="removal rounds: 1 is One-Shot Removal; more refit on what was kept, "
+        "rescore every image and cut again until nothing changes "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--min-keep",
+        type=float,
+        default=0.5,
+        help="guard: never keep fewer images (<1: a share; default 0.5)",
+    )
 
 
 def add_decision_args(p):
-    p.add_argument("--decision-quantile", type=float, default=DEFAULT_DECISION["quantile"],
-                   help="the decision threshold saved with the model (used by `predict`) is "
-                        "this quantile of the --decision-scores (default: %(default)s)")
-    p.add_argument("--decision-scores", choices=DECISION_SCORES,
-                   default=DEFAULT_DECISION["scores"],
-                   help="training scores the decision threshold is taken from: "
-                        "'out_of_fold' (default: --n-folds copies of the detector, each "
-                        "trained on the other kept images, score the kept images they did "
-                        "not see; calibrated like new images, costs --n-folds extra fits) or "
-                        "'removal' (the kept images' removal-stage scores, with --rule none "
-                        "the final model's own training scores; no extra training, but too "
-                        "low: more new images flagged)")
+    p.add_argument(
+        "--decision-quantile",
+        type=float,
+        default=DEFAULT_DECISION["quantile"],
+        help="the decision threshold saved with the model (used by `predict`) is "
+        "this quantile of the --decision-scores (default: %(default)s)",
+    )
+    p.add_argument(
+        "--decision-scores",
+        choices=DECISION_SCORES,
+        default=DEFAULT_DECISION["scores"],
+        help="training scores the decision threshold is taken from: "
+        "'out_of_fold' (default: --n-folds copies of the detector, each "
+        "trained on the other kept images, score the kept images they did "
+        "not see; calibrated like new images, costs --n-folds extra fits) or "
+        "'removal' (the kept images' removal-stage scores, with --rule none "
+        "the final model's own training scores; no extra training, but too "
+        "low: more new images flagged)",
+    )
 
 
 def add_bad_image_arg(p):
-    p.add_argument("--on-bad-image", choices=ON_BAD_IMAGE, default="skip",
-                   help="an image that cannot be read: 'skip' it (default; listed with the "
-                        "reason in skipped.csv next to the outputs) or 'fail' with its name")
+    p.add_argument(
+        "--on-bad-image",
+        choices=ON_BAD_IMAGE,
+        default="skip",
+        help="an image that cannot be read: 'skip' it (default; listed with the "
+        "reason in skipped.csv next to the outputs) or 'fail' with its name",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,22 +334,40 @@ def settings(args) -> dict:
     """The keywords of :func:`robustsdd.recipes.make_components` (and of
     :func:`robustsdd.fit_images`) that the parsed arguments stand for."""
     out = dict(
-        detector=args.detector, preset=args.preset, detector_params=_detector_params(args),
-        backbone=args.backbone, weights=args.weights, stages=_ints(args.stages, "--stages"),
-        image_size=args.image_size, scales=_floats(args.scales, "--scales"),
-        rotations=_floats(args.rotations, "--rotations"), n_rotations=args.n_rotations,
+        detector=args.detector,
+        preset=args.preset,
+        detector_params=_detector_params(args),
+        backbone=args.backbone,
+        weights=args.weights,
+        stages=_ints(args.stages, "--stages"),
+        image_size=args.image_size,
+        scales=_floats(args.scales, "--scales"),
+        rotations=_floats(args.rotations, "--rotations"),
+        n_rotations=args.n_rotations,
         flips=False if args.no_flips else None,
-        cache_dir=False if args.no_cache else args.cache_dir, batch_size=args.batch_size,
-        engine=args.engine, scoring=args.scoring, seed=args.seed, progress=not args.quiet,
-        log=lambda message: print(message, file=sys.stderr, flush=True))
+        cache_dir=False if args.no_cache else args.cache_dir,
+        batch_size=args.batch_size,
+        engine=args.engine,
+        scoring=args.scoring,
+        seed=args.seed,
+        progress=not args.quiet,
+        log=lambda message: print(message, file=sys.stderr, flush=True),
+    )
     if hasattr(args, "rule"):
-        out.update(rule=args.rule, n_folds=args.n_folds, min_keep=args.min_keep,
-                   n_members=args.members, rounds=args.rounds,
-                   **{r.param.name: getattr(args, r.param.name) for r in RULES.values()
-                      if r.param is not None})
+        out.update(
+            rule=args.rule,
+            n_folds=args.n_folds,
+            min_keep=args.min_keep,
+            n_members=args.members,
+            rounds=args.rounds,
+            **{
+                r.param.name: getattr(args, r.param.name)
+                for r in RULES.values()
+                if r.param is not None
+            },
+        )
     if hasattr(args, "decision_quantile"):
-        out.update(decision_quantile=args.decision_quantile,
-                   decision_scores=args.decision_scores)
+        out.update(decision_quantile=args.decision_quantile, decision_scores=args.decision_scores)
     return out
 
 
@@ -232,8 +383,7 @@ def train_images(args):
         if not (args.root and args.category):
             raise ConfigError("--source mvtec needs --root and --category")
         return load_mvtec(args.root, args.category, "train")
-    return open_source(args.source, args.root, cell_type=args.cell_type,
-                       category=args.category)[0]
+    return open_source(args.source, args.root, cell_type=args.cell_type, category=args.category)[0]
 
 
 def test_images(args):
@@ -247,8 +397,7 @@ def test_images(args):
 
 def screen(args, images, skip_list, notes_to=None):
     """Decode every image once: skip (listed in ``skip_list``) or fail on unreadable ones."""
-    result = screen_images(images, args.on_bad_image, skip_list=skip_list,
-                           progress=not args.quiet)
+    result = screen_images(images, args.on_bad_image, skip_list=skip_list, progress=not args.quiet)
     for line in result.notes():
         note(line, notes_to)
     return result.images

@@ -19,17 +19,23 @@ __all__ = ["add_score_parser", "cmd_score"]
 
 def add_score_parser(sub):
     p = sub.add_parser(
-        "score", help="score images with a saved model",
+        "score",
+        help="score images with a saved model",
         description="Score a source's images (KSDD2/MVTec: their test split; others: every "
-                    "image) with a model folder written by `robustsdd fit`; writes a CSV and "
-                    "prints AUROC where labels are known.")
+        "image) with a model folder written by `robustsdd fit`; writes a CSV and "
+        "prints AUROC where labels are known.",
+    )
     p.add_argument("model", help="model folder written by `robustsdd fit`")
     common.add_data_args(p, protocol=False)
-    p.add_argument("--cache-dir", default=None,
-                   help="feature cache folder (default: $ROBUSTSDD_CACHE_DIR or the user cache dir)")
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="feature cache folder (default: $ROBUSTSDD_CACHE_DIR or the user cache dir)",
+    )
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    p.add_argument("--batch-size", type=int, default=1,
-                   help="images per backbone pass (default: %(default)s)")
+    p.add_argument(
+        "--batch-size", type=int, default=1, help="images per backbone pass (default: %(default)s)"
+    )
     common.add_engine_arg(p)
     common.add_bad_image_arg(p)
     p.add_argument("--out", default=None, help="CSV to write (default: print to stdout)")
@@ -42,8 +48,13 @@ def cmd_score(args) -> int:
 
     if args.out and args.root:
         check_output_outside(Path(args.out).parent, [args.root], what="--out")
-    model = Model.load(args.model, cache_dir=False if args.no_cache else args.cache_dir,
-                       batch_size=args.batch_size, engine=args.engine, progress=not args.quiet)
+    model = Model.load(
+        args.model,
+        cache_dir=False if args.no_cache else args.cache_dir,
+        batch_size=args.batch_size,
+        engine=args.engine,
+        progress=not args.quiet,
+    )
     images = common.test_images(args)
     skip_list = Path(args.out).with_suffix(".skipped.csv") if args.out else None
     images = common.screen(args, images, skip_list, notes_to=sys.stderr)

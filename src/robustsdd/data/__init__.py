@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
 
 from .._errors import ConfigError
 from ._imageset import DEFECTIVE, GOOD, UNKNOWN, ImageSet
@@ -13,16 +12,33 @@ from .elpv import ELPV_CELL_TYPES, load_elpv
 from .folder import load_folder, load_unlabeled
 from .images import IMAGE_EXTENSIONS, MAX_PIXELS, list_images, load_rgb
 from .ksdd2 import load_ksdd2
-from .screen import ON_BAD_IMAGE, ScreenResult, screen_images, write_skip_list
 from .mvtec import load_mvtec
+from .screen import ON_BAD_IMAGE, ScreenResult, screen_images, write_skip_list
 
 __all__ = [
-    "ImageSet", "GOOD", "DEFECTIVE", "UNKNOWN",
-    "IMAGE_EXTENSIONS", "MAX_PIXELS", "load_rgb", "list_images",
-    "load_elpv", "ELPV_CELL_TYPES", "load_ksdd2", "load_folder", "load_unlabeled", "load_mvtec",
-    "paper_split", "removal_counts", "n_defective_for",
-    "screen_images", "write_skip_list", "ScreenResult", "ON_BAD_IMAGE",
-    "open_source", "SOURCE_KINDS",
+    "ImageSet",
+    "GOOD",
+    "DEFECTIVE",
+    "UNKNOWN",
+    "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
+    "load_rgb",
+    "list_images",
+    "load_elpv",
+    "ELPV_CELL_TYPES",
+    "load_ksdd2",
+    "load_folder",
+    "load_unlabeled",
+    "load_mvtec",
+    "paper_split",
+    "removal_counts",
+    "n_defective_for",
+    "screen_images",
+    "write_skip_list",
+    "ScreenResult",
+    "ON_BAD_IMAGE",
+    "open_source",
+    "SOURCE_KINDS",
 ]
 
 SOURCE_KINDS = ("elpv", "ksdd2", "folder", "mvtec")
@@ -30,7 +46,7 @@ SOURCE_KINDS = ("elpv", "ksdd2", "folder", "mvtec")
 
 def open_source(
     kind: str,
-    root: Union[str, os.PathLike, None] = None,
+    root: str | os.PathLike | None = None,
     *,
     cell_type: str = "mono",
     category: str | None = None,

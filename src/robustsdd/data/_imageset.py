@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, Union
 
 import numpy as np
 
@@ -14,7 +14,7 @@ __all__ = ["ImageSet", "GOOD", "DEFECTIVE", "UNKNOWN"]
 
 GOOD, DEFECTIVE, UNKNOWN = 0, 1, -1
 
-ImageItem = Union[Path, np.ndarray]
+ImageItem = Path | np.ndarray
 
 
 @dataclass
@@ -60,7 +60,7 @@ class ImageSet:
         """Image ``index`` as an (H, W, 3) ``uint8`` array."""
         return load_rgb(self.items[index], name=self.names[index])
 
-    def subset(self, indices: Sequence[int]) -> "ImageSet":
+    def subset(self, indices: Sequence[int]) -> ImageSet:
         """A new ImageSet holding the images at ``indices``, in that order."""
         idx = [int(i) for i in indices]
         return ImageSet(

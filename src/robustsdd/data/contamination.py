@@ -78,12 +78,18 @@ def paper_split(
     >>> len(train), train.n_defective, len(test)
     (10, 3, 10)
     """
-    for key, value, low in [("n_train", n_train, 1), ("n_test_good", n_test_good, 0),
-                            ("n_test_defective", n_test_defective, 0)]:
+    for key, value, low in [
+        ("n_train", n_train, 1),
+        ("n_test_good", n_test_good, 0),
+        ("n_test_defective", n_test_defective, 0),
+    ]:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
             raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
-    if isinstance(contamination, bool) or not isinstance(contamination, numbers.Real) \
-            or not 0.0 <= float(contamination) <= 1.0:
+    if (
+        isinstance(contamination, bool)
+        or not isinstance(contamination, numbers.Real)
+        or not 0.0 <= float(contamination) <= 1.0
+    ):
         raise ConfigError(f"contamination must be a number in [0, 1], got {contamination!r}")
     n_def = n_defective_for(int(n_train), float(contamination))
     n_good = int(n_train) - n_def
@@ -93,23 +99,40 @@ def paper_split(
     good = rng.permutation(np.flatnonzero(pool.labels == GOOD))
     bad = rng.permutation(np.flatnonzero(pool.labels == DEFECTIVE))
     if test_pool is None:
-        _check_size(pool, "pool", len(good), n_test_good + n_good, len(bad), n_test_defective + n_def,
-                    f"{n_test_good}+{n_test_defective} test and {n_good}+{n_def} training")
+        _check_size(
+            pool,
+            "pool",
+            len(good),
+            n_test_good + n_good,
+            len(bad),
+            n_test_defective + n_def,
+            f"{n_test_good}+{n_test_defective} test and {n_good}+{n_def} training",
+        )
         test_src, test_good, test_bad = pool, good[:n_test_good], bad[:n_test_defective]
         good, bad = good[n_test_good:], bad[n_test_defective:]
     else:
         t_good = rng.permutation(np.flatnonzero(test_pool.labels == GOOD))
         t_bad = rng.permutation(np.flatnonzero(test_pool.labels == DEFECTIVE))
-        _check_size(test_pool, "test pool", len(t_good), n_test_good, len(t_bad), n_test_defective,
-                    f"{n_test_good}+{n_test_defective} test")
-        _check_size(pool, "pool", len(good), n_good, len(bad), n_def,
-                    f"{n_good}+{n_def} training")
+        _check_size(
+            test_pool,
+            "test pool",
+            len(t_good),
+            n_test_good,
+            len(t_bad),
+            n_test_defective,
+            f"{n_test_good}+{n_test_defective} test",
+        )
+        _check_size(pool, "pool", len(good), n_good, len(bad), n_def, f"{n_good}+{n_def} training")
         test_src, test_good, test_bad = test_pool, t_good[:n_test_good], t_bad[:n_test_defective]
 
     train_idx = rng.permutation(np.concatenate([good[:n_good], bad[:n_def]]))
     test_idx = np.sort(np.concatenate([test_good, test_bad]))
-    meta = {"n_train": int(n_train), "contamination": float(contamination),
-            "n_train_defective": n_def, "random_state": _seed_repr(random_state)}
+    meta = {
+        "n_train": int(n_train),
+        "contamination": float(contamination),
+        "n_train_defective": n_def,
+        "random_state": _seed_repr(random_state),
+    }
     train = pool.subset(train_idx)
     train.meta.update(meta, split="train")
     test = test_src.subset(test_idx)
@@ -142,7 +165,9 @@ def removal_counts(labels, keep_mask) -> dict[str, int]:
     if keep.dtype != bool:
         raise ConfigError(f"keep_mask must be boolean, got dtype {keep.dtype}")
     if labels.shape != keep.shape or labels.ndim != 1:
-        raise ConfigError(f"labels {labels.shape} and keep_mask {keep.shape} must be 1-D and of equal length")
+        raise ConfigError(
+            f"labels {labels.shape} and keep_mask {keep.shape} must be 1-D and of equal length"
+        )
     good, bad = labels == GOOD, labels == DEFECTIVE
     return {
         "removed_good": int(np.sum(good & ~keep)),
@@ -152,8 +177,15 @@ def removal_counts(labels, keep_mask) -> dict[str, int]:
     }
 
 
-def _check_size(ds: ImageSet, what: str, have_good: int, need_good: int,
-                have_bad: int, need_bad: int, detail: str) -> None:
+def _check_size(
+    ds: ImageSet,
+    what: str,
+    have_good: int,
+    need_good: int,
+    have_bad: int,
+    need_bad: int,
+    detail: str,
+) -> None:
     if have_good >= need_good and have_bad >= need_bad:
         return
     raise DataError(

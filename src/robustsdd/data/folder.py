@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
@@ -19,7 +18,7 @@ __all__ = ["load_folder", "load_unlabeled", "DEFECT_FOLDER_NAMES"]
 DEFECT_FOLDER_NAMES = ("defect", "defective", "bad")
 
 
-def load_folder(root: Union[str, os.PathLike]) -> ImageSet:
+def load_folder(root: str | os.PathLike) -> ImageSet:
     """Load a labelled folder: ``root/good/`` and ``root/defect/`` (or ``defective/``, ``bad/``).
 
     Class folders are searched recursively. An optional ``root/masks/`` holds masks matched
@@ -66,7 +65,7 @@ def load_folder(root: Union[str, os.PathLike]) -> ImageSet:
     )
 
 
-def load_unlabeled(root: Union[str, os.PathLike]) -> ImageSet:
+def load_unlabeled(root: str | os.PathLike) -> ImageSet:
     """Every image under ``root`` (recursively), all labelled UNKNOWN.
 
     Parameters
@@ -95,11 +94,15 @@ def _match_masks(images: list[Path], mask_dir: Path) -> list:
     for m in list_images(mask_dir):
         stem = m.stem[: -len("_mask")] if m.stem.endswith("_mask") else m.stem
         if stem in by_stem:
-            raise DataError(f"{mask_dir}: two masks for image stem {stem!r}: {by_stem[stem].name}, {m.name}")
+            raise DataError(
+                f"{mask_dir}: two masks for image stem {stem!r}: {by_stem[stem].name}, {m.name}"
+            )
         by_stem[stem] = m
     # Matching is by stem alone, so two images sharing a stem cannot tell their masks apart.
     stems = [p.stem for p in images]
     dup = sorted(s for s, n in Counter(stems).items() if n > 1 and s in by_stem)
     if dup:
-        raise DataError(f"{mask_dir}: masks are matched by file stem, but several images share stem(s) {dup}")
+        raise DataError(
+            f"{mask_dir}: masks are matched by file stem, but several images share stem(s) {dup}"
+        )
     return [by_stem.get(s) for s in stems]

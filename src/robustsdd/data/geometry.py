@@ -23,4 +23,4 @@ def centre_square(array: np.ndarray) -> np.ndarray:
     h, w = array.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
-    return array[top: top + side, left: left + side]
+    return array[top : top + side, left : left + side]

@@ -12,7 +12,6 @@ import errno
 import os
 import stat
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -30,7 +29,7 @@ MAX_PIXELS = 200_000_000
 _16BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I;16S"}
 
 
-def load_rgb(item: Union[str, os.PathLike, np.ndarray], name: str | None = None) -> np.ndarray:
+def load_rgb(item: str | os.PathLike | np.ndarray, name: str | None = None) -> np.ndarray:
     """Load an image file or convert an array to an (H, W, 3) ``uint8`` RGB array.
 
     Parameters
@@ -62,10 +61,12 @@ def load_rgb(item: Union[str, os.PathLike, np.ndarray], name: str | None = None)
         return _array_to_rgb(item, name or "<array>")
     if isinstance(item, (str, os.PathLike)):
         return _load_file(Path(item), name)
-    raise DataError(f"{name or '<item>'}: expected a file path or a numpy array, got {type(item).__name__}")
+    raise DataError(
+        f"{name or '<item>'}: expected a file path or a numpy array, got {type(item).__name__}"
+    )
 
 
-def list_images(folder: Union[str, os.PathLike], recursive: bool = True) -> list[Path]:
+def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
     """Image files under ``folder``, sorted by relative path, hidden files and folders skipped.
 
     Parameters
@@ -184,7 +185,8 @@ def _array_to_rgb(arr: np.ndarray, label: str) -> np.ndarray:
         arr = arr[:, :, :1] if arr.shape[2] == 1 else arr[:, :, :3]  # drop alpha
     elif arr.ndim != 2:
         raise DataError(
-            f"{label}: unsupported array shape {arr.shape}; expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)"
+            f"{label}: unsupported array shape {arr.shape}; "
+            "expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)"
         )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise DataError(f"{label}: empty image array of shape {arr.shape}")
@@ -200,9 +202,12 @@ def _array_to_rgb(arr: np.ndarray, label: str) -> np.ndarray:
         out = _scale_float(arr.astype(np.float64), label, allow_255=False)
     else:
         raise DataError(
-            f"{label}: unsupported array dtype {arr.dtype}; use uint8, uint16, bool or float in [0, 1]"
+            f"{label}: unsupported array dtype {arr.dtype}; "
+            "use uint8, uint16, bool or float in [0, 1]"
         )
-    return _gray_to_rgb(out) if out.ndim == 2 or out.shape[2] == 1 else np.array(out, dtype=np.uint8)
+    return (
+        _gray_to_rgb(out) if out.ndim == 2 or out.shape[2] == 1 else np.array(out, dtype=np.uint8)
+    )
 
 
 def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image
@@ -19,7 +18,7 @@ _SPLITS = ("train", "test")
 _MASK_SUFFIX = "_GT"
 
 
-def load_ksdd2(root: Union[str, os.PathLike], split: str = "train") -> ImageSet:
+def load_ksdd2(root: str | os.PathLike, split: str = "train") -> ImageSet:
     """Load one split of KSDD2; an image is defective iff its mask has a non-zero pixel.
 
     Parameters
@@ -37,9 +36,13 @@ def load_ksdd2(root: Union[str, os.PathLike], split: str = "train") -> ImageSet:
         raise ConfigError(f"KSDD2 split must be one of {_SPLITS}, got {split!r}")
     folder = Path(root) / split
     if not folder.is_dir():
-        raise DataError(f"{folder}: KSDD2 split folder not found (expected {Path(root)}/train and /test)")
+        raise DataError(
+            f"{folder}: KSDD2 split folder not found (expected {Path(root)}/train and /test)"
+        )
     files = list_images(folder, recursive=False)
-    masks_by_stem = {p.stem[: -len(_MASK_SUFFIX)]: p for p in files if p.stem.endswith(_MASK_SUFFIX)}
+    masks_by_stem = {
+        p.stem[: -len(_MASK_SUFFIX)]: p for p in files if p.stem.endswith(_MASK_SUFFIX)
+    }
     images = [p for p in files if not p.stem.endswith(_MASK_SUFFIX)]
     if not images:
         raise DataError(f"{folder}: no KSDD2 images found")

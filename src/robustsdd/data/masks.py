@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import Union
 
 import numpy as np
 from PIL import Image
@@ -15,7 +14,7 @@ from .geometry import centre_square
 __all__ = ["view_mask", "view_masks"]
 
 
-def view_mask(item: Union[str, os.PathLike, np.ndarray, None], size: int) -> np.ndarray:
+def view_mask(item: str | os.PathLike | np.ndarray | None, size: int) -> np.ndarray:
     """A mask as a (size, size) bool array, cropped and resized like the image's view.
 
     The view of an image is its centre square resized to ``size``
@@ -36,8 +35,10 @@ def view_mask(item: Union[str, os.PathLike, np.ndarray, None], size: int) -> np.
     if mask.ndim == 3:
         mask = mask.max(axis=2)
     if mask.ndim != 2 or min(mask.shape) < 1:
-        raise DataError(f"{item if not isinstance(item, np.ndarray) else 'mask array'}: a mask "
-                        f"must be a 2-D image, got shape {mask.shape}")
+        raise DataError(
+            f"{item if not isinstance(item, np.ndarray) else 'mask array'}: a mask "
+            f"must be a 2-D image, got shape {mask.shape}"
+        )
     square = np.ascontiguousarray(centre_square(mask) > 0)
     if square.shape[0] != size:
         square = np.asarray(Image.fromarray(square).resize((size, size), Image.NEAREST))

@@ -1,10 +1,10 @@
-"""MVTec AD layout: ``<category>/{train,test}/<type>/*.png`` and ``ground_truth/<type>/<stem>_mask.png``."""
+"""MVTec AD layout: ``<category>/{train,test}/<type>/*.png``, masks in
+``ground_truth/<type>/<stem>_mask.png``."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
@@ -17,7 +17,7 @@ __all__ = ["load_mvtec"]
 _SPLITS = ("train", "test", "all")
 
 
-def load_mvtec(root: Union[str, os.PathLike], category: str, split: str = "train") -> ImageSet:
+def load_mvtec(root: str | os.PathLike, category: str, split: str = "train") -> ImageSet:
     """Load one category of an MVTec-AD-style data set.
 
     Parameters
@@ -42,13 +42,17 @@ def load_mvtec(root: Union[str, os.PathLike], category: str, split: str = "train
     base = root / str(category)
     if not base.is_dir():
         found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-        raise DataError(f"{base}: MVTec category folder not found (categories here: {found or 'none'})")
+        raise DataError(
+            f"{base}: MVTec category folder not found (categories here: {found or 'none'})"
+        )
     items, labels, names, masks = [], [], [], []
     for part in ("train", "test") if split == "all" else (split,):
         part_dir = base / part
         if not part_dir.is_dir():
             raise DataError(f"{part_dir}: MVTec {part} folder not found")
-        for type_dir in sorted(p for p in part_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for type_dir in sorted(
+            p for p in part_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+        ):
             label = GOOD if type_dir.name == "good" else DEFECTIVE
             for path in list_images(type_dir):
                 rel = path.relative_to(type_dir)

@@ -1,4 +1,4 @@
-"""Screen an image set before training or scoring: bad files are skipped (or fail), duplicates found.
+"""Screen an image set before training or scoring: bad files skipped (or fail), duplicates found.
 
 :func:`screen_images` decodes every image once, through the same :func:`load_rgb` every later
 stage uses, so an image that passes the screen can be decoded later too. Each decoded array is
@@ -23,15 +23,21 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 from .._errors import ConfigError, DataError
 from .._hashing import image_digest
 from .._io import atomic_write_bytes
 from ._imageset import ImageSet
 
-__all__ = ["ON_BAD_IMAGE", "DUPLICATES", "SkippedImage", "DuplicateGroup", "ScreenResult",
-           "screen_images", "write_skip_list"]
+__all__ = [
+    "ON_BAD_IMAGE",
+    "DUPLICATES",
+    "SkippedImage",
+    "DuplicateGroup",
+    "ScreenResult",
+    "screen_images",
+    "write_skip_list",
+]
 
 #: Choices of ``on_bad_image``: skip (and report) an unreadable image, or stop at the first one.
 ON_BAD_IMAGE = ("skip", "fail")
@@ -105,10 +111,15 @@ class ScreenResult:
                 lines.append(f"  ... and {len(bad) - max_listed} more")
         if self.duplicates:
             n_copies = sum(len(g.others) for g in self.duplicates)
-            action = ("dropped; the first of each group kept"
-                      if any(s.kind == "duplicate" for s in self.skipped) else "all kept")
-            lines.append(f"{len(self.duplicates)} group(s) of duplicate images ({n_copies} "
-                         f"extra copies, {action})")
+            action = (
+                "dropped; the first of each group kept"
+                if any(s.kind == "duplicate" for s in self.skipped)
+                else "all kept"
+            )
+            lines.append(
+                f"{len(self.duplicates)} group(s) of duplicate images ({n_copies} "
+                f"extra copies, {action})"
+            )
             lines += [f"  {g.describe()}" for g in self.duplicates[:max_listed]]
             if len(self.duplicates) > max_listed:
                 lines.append(f"  ... and {len(self.duplicates) - max_listed} more groups")
@@ -120,7 +131,7 @@ def screen_images(
     on_bad_image: str = "skip",
     *,
     duplicates: str = "keep",
-    skip_list: Union[str, os.PathLike, None] = None,
+    skip_list: str | os.PathLike | None = None,
     progress: bool = False,
 ) -> ScreenResult:
     """Decode every image once; skip (or fail on) unreadable ones; find duplicate files.
@@ -171,8 +182,8 @@ def screen_images(
 
         indices = tqdm(indices, desc="checking images", unit="img")
     kept, digests, skipped = [], [], []
-    first_of: dict[str, int] = {}   # digest -> index of its first image
-    copies: dict[int, list] = {}    # first index -> later indices with the same digest
+    first_of: dict[str, int] = {}  # digest -> index of its first image
+    copies: dict[int, list] = {}  # first index -> later indices with the same digest
     for i in indices:
         try:
             rgb = images.rgb(i)
@@ -187,30 +198,40 @@ def screen_images(
             first = first_of[digest]
             copies.setdefault(first, []).append(i)
             if duplicates == "drop":
-                skipped.append(SkippedImage(
-                    images.names[i], _path_of(images.items[i]),
-                    f"{images.names[i]}: duplicate: same content as {images.names[first]}",
-                    kind="duplicate"))
+                skipped.append(
+                    SkippedImage(
+                        images.names[i],
+                        _path_of(images.items[i]),
+                        f"{images.names[i]}: duplicate: same content as {images.names[first]}",
+                        kind="duplicate",
+                    )
+                )
                 continue
         else:
             first_of[digest] = i
         kept.append(i)
         digests.append(digest)
 
-    groups = [DuplicateGroup(images.names[first], tuple(images.names[j] for j in later))
-              for first, later in sorted(copies.items())]
-    result = ScreenResult(images=images.subset(kept), skipped=skipped, duplicates=groups,
-                          n_total=len(images), digests=digests)
+    groups = [
+        DuplicateGroup(images.names[first], tuple(images.names[j] for j in later))
+        for first, later in sorted(copies.items())
+    ]
+    result = ScreenResult(
+        images=images.subset(kept),
+        skipped=skipped,
+        duplicates=groups,
+        n_total=len(images),
+        digests=digests,
+    )
     if skip_list is not None:
         result.skip_list = write_skip_list(result, skip_list)
     if not kept:
-        see = (f"see {result.skip_list}" if result.skip_list
-               else "first: " + skipped[0].reason)
+        see = f"see {result.skip_list}" if result.skip_list else "first: " + skipped[0].reason
         raise DataError(f"{where}: all {len(images)} images were skipped as unreadable; {see}")
     return result
 
 
-def write_skip_list(result: ScreenResult, path: Union[str, os.PathLike]) -> Path:
+def write_skip_list(result: ScreenResult, path: str | os.PathLike) -> Path:
     """Write ``result.skipped`` as a UTF-8 CSV (columns ``name, reason``), atomically.
 
     Refuses (ConfigError) a path inside the folder the images came from.
@@ -236,5 +257,7 @@ def _check_outside_inputs(target: Path, images: ImageSet) -> None:
         return
     folder, resolved = Path(root).resolve(), target.resolve()
     if folder == resolved or folder in resolved.parents:
-        raise ConfigError(f"{target} is inside the image folder {root}; choose a place outside "
-                          "it (robustsdd never writes into the images it reads)")
+        raise ConfigError(
+            f"{target} is inside the image folder {root}; choose a place outside "
+            "it (robustsdd never writes into the images it reads)"
+        )

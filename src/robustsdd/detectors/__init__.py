@@ -1,15 +1,31 @@
 """Detectors behind one interface (fit / decision_function / partial_fit / save / load)."""
 
-from .base import (BaseDetector, create_detector, detector_names, load_detector, register_detector,
-                   registered_detector, unregister_detector)
+from .base import (
+    BaseDetector,
+    create_detector,
+    detector_names,
+    load_detector,
+    register_detector,
+    registered_detector,
+    unregister_detector,
+)
 from .differnet import DifferNet, differnet_cpu, differnet_paper
 from .gaussian import GaussianDetector
 from .knn import KNNDetector
 from .patchcore import PatchCore
 
 __all__ = [
-    "BaseDetector", "create_detector", "detector_names", "load_detector", "register_detector",
-    "registered_detector", "unregister_detector",
-    "DifferNet", "differnet_cpu", "differnet_paper", "GaussianDetector",
-    "KNNDetector", "PatchCore",
+    "BaseDetector",
+    "create_detector",
+    "detector_names",
+    "load_detector",
+    "register_detector",
+    "registered_detector",
+    "unregister_detector",
+    "DifferNet",
+    "differnet_cpu",
+    "differnet_paper",
+    "GaussianDetector",
+    "KNNDetector",
+    "PatchCore",
 ]

@@ -18,7 +18,7 @@ __all__ = ["knn_distances", "knn_search", "grouped_knn_distances", "greedy_cores
 _CHUNK = 8192
 # Entries of the (groups × n × n) distance tensor computed at once by
 # grouped_knn_distances: 2**25 float32 entries, 128 MB.
-_PAIR_BUDGET = 2 ** 25
+_PAIR_BUDGET = 2**25
 
 
 def knn_distances(queries, bank, k: int = 1, *, exclude_self: bool = False) -> np.ndarray:
@@ -48,14 +48,18 @@ def knn_distances(queries, bank, k: int = 1, *, exclude_self: bool = False) -> n
     out = torch.empty(q.shape[0], dtype=torch.float64)
     with torch.inference_mode():
         for start in range(0, q.shape[0], _CHUNK):
-            chunk = q[start:start + _CHUNK]
+            chunk = q[start : start + _CHUNK]
             d2 = (chunk * chunk).sum(1, keepdim=True) - 2 * chunk @ b.T + b_sq
             if exclude_self:
                 rows = torch.arange(chunk.shape[0])
                 d2[rows, rows + start] = float("inf")
-            nearest = torch.topk(d2, k, dim=1, largest=False).values if k > 1 else d2.min(1, keepdim=True).values
+            nearest = (
+                torch.topk(d2, k, dim=1, largest=False).values
+                if k > 1
+                else d2.min(1, keepdim=True).values
+            )
             # Rounding can make a zero distance slightly negative; distances are >= 0.
-            out[start:start + chunk.shape[0]] = nearest.clamp_min(0).sqrt().double().mean(1)
+            out[start : start + chunk.shape[0]] = nearest.clamp_min(0).sqrt().double().mean(1)
     return out.numpy()
 
 
@@ -82,7 +86,7 @@ def knn_search(queries, bank, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
     index = torch.empty(q.shape[0], k, dtype=torch.int64)
     with torch.inference_mode():
         for start in range(0, q.shape[0], _CHUNK):
-            chunk = q[start:start + _CHUNK]
+            chunk = q[start : start + _CHUNK]
             d2 = (chunk * chunk).sum(1, keepdim=True) - 2 * chunk @ b.T + b_sq
             if k > 1:
                 values, idx = torch.topk(d2, k, dim=1, largest=False, sorted=True)
@@ -127,17 +131,18 @@ def grouped_knn_distances(groups, k: int) -> np.ndarray:
     eye = torch.eye(n, dtype=torch.bool)
     with torch.inference_mode():
         for start in range(0, n_groups, step):
-            chunk = x[start:start + step]
+            chunk = x[start : start + step]
             sq = (chunk * chunk).sum(2)
             d2 = sq[:, :, None] - 2 * chunk @ chunk.transpose(1, 2) + sq[:, None, :]
             d2.masked_fill_(eye, float("inf"))
             nearest = torch.topk(d2, k, dim=2, largest=False).values
-            out[start:start + chunk.shape[0]] = nearest.clamp_min(0).sqrt().double().mean(2)
+            out[start : start + chunk.shape[0]] = nearest.clamp_min(0).sqrt().double().mean(2)
     return out.numpy()
 
 
-def greedy_coreset(vectors, size: int, *, projection_dim: int | None = 128,
-                   random_state: int = 0) -> tuple[np.ndarray, float]:
+def greedy_coreset(
+    vectors, size: int, *, projection_dim: int | None = 128, random_state: int = 0
+) -> tuple[np.ndarray, float]:
     """Indices of ``size`` vectors chosen by greedy k-centre (farthest-point) selection.
 
     Each step adds the vector farthest from everything chosen so far, so the
@@ -161,7 +166,9 @@ def greedy_coreset(vectors, size: int, *, projection_dim: int | None = 128,
         raise ValueError(f"coreset size {size} must be between 1 and {n}")
     rng = np.random.default_rng(int(random_state))
     if projection_dim is not None and d > projection_dim:
-        projection = rng.normal(size=(d, projection_dim)).astype(np.float32) / np.sqrt(projection_dim)
+        projection = rng.normal(size=(d, projection_dim)).astype(np.float32) / np.sqrt(
+            projection_dim
+        )
         x = x @ projection
     # numpy, not torch: thousands of small element-wise steps, where torch's per-op
     # thread synchronisation cost 60 ms a step on a busy 2-core machine (numpy: 0.2 ms).

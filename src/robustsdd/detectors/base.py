@@ -23,9 +23,9 @@ and ``robustsdd predict --heatmaps`` use it when present; see :func:`localizes`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, Iterator
 
 import numpy as np
 import torch
@@ -57,7 +57,7 @@ __all__ = [
 #: Version 2: state in safetensors (version 1 used ``state.pt``, a torch pickle).
 MODEL_FORMAT_VERSION = 2
 DETECTOR_CONFIG, DETECTOR_STATE = "config.json", "state.safetensors"
-_REGISTRY: Dict[str, type] = {}
+_REGISTRY: dict[str, type] = {}
 
 
 def register_detector(name: str) -> Callable[[type], type]:
@@ -139,7 +139,7 @@ def detector_class(name: str) -> type:
     return _REGISTRY[name]
 
 
-def create_detector(name: str, **params) -> "BaseDetector":
+def create_detector(name: str, **params) -> BaseDetector:
     """Build a registered detector by name, e.g. ``create_detector("gaussian")``."""
     return detector_class(name)(**params)
 
@@ -152,8 +152,7 @@ def result_params(detector, *, ignore=()) -> dict:
     """The parameters that determine ``detector``'s results (sorted by name): what a cache
     key or a checkpoint is keyed by. ``ignore`` names more to leave out."""
     params = detector.get_params(deep=False)
-    return {k: v for k, v in sorted(params.items())
-            if k not in RUNTIME_PARAMS and k not in ignore}
+    return {k: v for k, v in sorted(params.items()) if k not in RUNTIME_PARAMS and k not in ignore}
 
 
 def localizes(detector) -> bool:
@@ -203,10 +202,10 @@ class BaseDetector(BaseEstimator):
     def decision_function(self, X) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _get_state(self) -> Dict[str, torch.Tensor]:  # pragma: no cover - abstract
+    def _get_state(self) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _set_state(self, state: Dict[str, torch.Tensor]) -> None:  # pragma: no cover
+    def _set_state(self, state: dict[str, torch.Tensor]) -> None:  # pragma: no cover
         raise NotImplementedError
 
     # -- shared behaviour ---------------------------------------------------------------
@@ -236,20 +235,21 @@ class BaseDetector(BaseEstimator):
 
         # Cloned: safetensors refuses tensors that share memory (tied or viewed weights).
         state = {k: v.detach().cpu().contiguous().clone() for k, v in self._get_state().items()}
-        metadata = {"format": "pt", "robustsdd_format_version": str(MODEL_FORMAT_VERSION),
-                    "detector": self.registry_name}
+        metadata = {
+            "format": "pt",
+            "robustsdd_format_version": str(MODEL_FORMAT_VERSION),
+            "detector": self.registry_name,
+        }
         atomic_write_bytes(folder / DETECTOR_STATE, safetensors_bytes(state, metadata=metadata))
         atomic_write_json(folder / DETECTOR_CONFIG, config)
         return folder
 
     @classmethod
-    def load(cls, path) -> "BaseDetector":
+    def load(cls, path) -> BaseDetector:
         """Read a model folder written by :meth:`save`."""
         detector = load_detector(path)
         if cls is not BaseDetector and not isinstance(detector, cls):
-            raise ModelFileError(
-                f"{path}: holds a {type(detector).__name__}, not a {cls.__name__}"
-            )
+            raise ModelFileError(f"{path}: holds a {type(detector).__name__}, not a {cls.__name__}")
         return detector
 
 
@@ -270,10 +270,14 @@ def load_detector_files(config_path, state_path) -> BaseDetector:
     config_path, state_path = Path(config_path), Path(state_path)
     if not config_path.is_file():
         legacy = config_path.parent / "state.pt"
-        hint = (" (it holds state.pt: a model made by robustsdd before format version 2; "
-                "refit it)") if legacy.is_file() else ""
-        raise ModelFileError(f"{config_path}: missing; is {config_path.parent} a robustsdd "
-                             f"model folder?{hint}")
+        hint = (
+            (" (it holds state.pt: a model made by robustsdd before format version 2; refit it)")
+            if legacy.is_file()
+            else ""
+        )
+        raise ModelFileError(
+            f"{config_path}: missing; is {config_path.parent} a robustsdd model folder?{hint}"
+        )
     config = _read_config(config_path)
     if not state_path.is_file():
         raise ModelFileError(f"{state_path}: missing; the model folder is incomplete")
@@ -285,16 +289,21 @@ def load_detector_files(config_path, state_path) -> BaseDetector:
     try:
         detector._set_state(state)
     except (KeyError, RuntimeError, ValueError, TypeError, ConfigError) as exc:
-        raise ModelFileError(f"{state_path}: does not fit the config in {config_path.name} "
-                             f"({type(exc).__name__}: {exc})") from None
+        raise ModelFileError(
+            f"{state_path}: does not fit the config in {config_path.name} "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
     detector.is_fitted_ = True
     return detector
 
 
 def _read_config(config_path: Path) -> dict:
     config = read_json_file(config_path)
-    if (not isinstance(config, dict) or not isinstance(config.get("detector"), str)
-            or not isinstance(config.get("params"), dict)):
+    if (
+        not isinstance(config, dict)
+        or not isinstance(config.get("detector"), str)
+        or not isinstance(config.get("params"), dict)
+    ):
         raise ModelFileError(f"{config_path}: not a robustsdd detector config")
     if config.get("format_version") != MODEL_FORMAT_VERSION:
         raise ModelFileError(
@@ -305,7 +314,7 @@ def _read_config(config_path: Path) -> dict:
     return config
 
 
-def _read_state(state_path: Path) -> Dict[str, torch.Tensor]:
+def _read_state(state_path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load as safetensors_load
 
     try:
@@ -323,7 +332,7 @@ def _jsonable(params: dict) -> dict:
     return out
 
 
-def fitted_from_state(template: BaseDetector, state: Dict[str, torch.Tensor]) -> BaseDetector:
+def fitted_from_state(template: BaseDetector, state: dict[str, torch.Tensor]) -> BaseDetector:
     """A fitted copy of ``template`` (its parameters) holding ``state`` (from ``_get_state``)."""
     from sklearn.base import clone
 

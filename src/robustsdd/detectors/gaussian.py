@@ -51,8 +51,9 @@ class GaussianDetector(BaseDetector):
             try:
                 shrinkage = check_float_range(self.shrinkage, "shrinkage", low=0, high=1)
             except ConfigError:
-                raise ConfigError(f"shrinkage must be 'ledoit_wolf' or a number in [0, 1], "
-                                  f"got {self.shrinkage!r}") from None
+                raise ConfigError(
+                    f"shrinkage must be 'ledoit_wolf' or a number in [0, 1], got {self.shrinkage!r}"
+                ) from None
             estimator = ShrunkCovariance(shrinkage=shrinkage)
         X = check_features(X)
         vectors = X.reshape(-1, X.shape[2]).astype(np.float64)
@@ -73,7 +74,10 @@ class GaussianDetector(BaseDetector):
         return d2.mean(axis=1) / self.n_features_
 
     def _get_state(self):
-        return {"mean": torch.from_numpy(self.mean_), "precision": torch.from_numpy(self.precision_)}
+        return {
+            "mean": torch.from_numpy(self.mean_),
+            "precision": torch.from_numpy(self.precision_),
+        }
 
     def _set_state(self, state):
         self.mean_ = state["mean"].double().numpy()

@@ -48,7 +48,9 @@ class KNNDetector(BaseDetector):
         X = check_features(X)
         bank = X.reshape(-1, X.shape[2])
         if len(bank) <= self.k:
-            raise ConfigError(f"k={self.k} needs more than {self.k} training vectors; got {len(bank)}")
+            raise ConfigError(
+                f"k={self.k} needs more than {self.k} training vectors; got {len(bank)}"
+            )
         self.bank_ = bank.copy()
         self.n_features_ = X.shape[2]
         # Scale: the typical distance of a training vector to its k nearest others.
@@ -64,8 +66,10 @@ class KNNDetector(BaseDetector):
         return dist.mean(axis=1) / self.scale_
 
     def _get_state(self):
-        return {"bank": torch.from_numpy(self.bank_),
-                "scale": torch.tensor([self.scale_], dtype=torch.float64)}
+        return {
+            "bank": torch.from_numpy(self.bank_),
+            "scale": torch.tensor([self.scale_], dtype=torch.float64),
+        }
 
     def _set_state(self, state):
         self.bank_ = state["bank"].float().numpy()

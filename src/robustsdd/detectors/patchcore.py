@@ -150,8 +150,18 @@ class PatchCore(BaseDetector):
     #: Axis 1 of ``X`` holds patches, not views: cleaning cannot hold views out.
     feature_layout = "patches"
 
-    def __init__(self, coreset="greedy", coreset_ratio=0.01, projection_dim=128, k=1, grid=None,
-                 denoise=None, denoise_fraction=0.1, denoise_k=10, random_state=0):
+    def __init__(
+        self,
+        coreset="greedy",
+        coreset_ratio=0.01,
+        projection_dim=128,
+        k=1,
+        grid=None,
+        denoise=None,
+        denoise_fraction=0.1,
+        denoise_k=10,
+        random_state=0,
+    ):
         self.coreset = coreset
         self.coreset_ratio = coreset_ratio
         self.projection_dim = projection_dim
@@ -173,12 +183,18 @@ class PatchCore(BaseDetector):
             candidates, weights = self._denoise(X)
         # The bank size is a share of *all* training patches, so that a denoised bank
         # is as large as a plain one (capped by the patches left).
-        n_keep = len(candidates) if self.coreset == "none" else min(
-            len(candidates), max(1, int(round(self.coreset_ratio * len(patches)))))
+        n_keep = (
+            len(candidates)
+            if self.coreset == "none"
+            else min(len(candidates), max(1, int(round(self.coreset_ratio * len(patches)))))
+        )
         if self.coreset == "greedy" and n_keep < len(candidates):
             chosen, self.coverage_radius_ = greedy_coreset(
-                patches[candidates], n_keep, projection_dim=self.projection_dim,
-                random_state=self.random_state)
+                patches[candidates],
+                n_keep,
+                projection_dim=self.projection_dim,
+                random_state=self.random_state,
+            )
         elif self.coreset == "random" and n_keep < len(candidates):
             rng = np.random.default_rng(self.random_state)
             chosen = np.sort(rng.choice(len(candidates), n_keep, replace=False))
@@ -210,8 +226,10 @@ class PatchCore(BaseDetector):
         n_views, hw = self._positions(n_patches)
         rows = n * n_views
         if rows < 2:
-            raise DataError(f"denoise={self.denoise!r} compares the training patches at each "
-                            f"grid position; {n} image(s) x {n_views} view(s) give only {rows}")
+            raise DataError(
+                f"denoise={self.denoise!r} compares the training patches at each "
+                f"grid position; {n} image(s) x {n_views} view(s) give only {rows}"
+            )
         self.denoise_k_ = k = min(int(self.denoise_k), rows - 1)
         # X[i, v*hw + p] -> groups[p, i*n_views + v]
         groups = X.reshape(n, n_views, hw, c).transpose(2, 0, 1, 3).reshape(hw, rows, c)
@@ -280,7 +298,9 @@ class PatchCore(BaseDetector):
 
     def _check_params(self):
         if self.coreset not in CORESETS:
-            raise ConfigError(f"unknown coreset {self.coreset!r}; choose one of: {', '.join(CORESETS)}")
+            raise ConfigError(
+                f"unknown coreset {self.coreset!r}; choose one of: {', '.join(CORESETS)}"
+            )
         check_float_range(self.coreset_ratio, "coreset_ratio", low=0, high=1, low_inclusive=False)
         if self.projection_dim is not None:
             check_positive_int(self.projection_dim, "projection_dim")
@@ -291,21 +311,27 @@ class PatchCore(BaseDetector):
             except TypeError:
                 grid = ()
             if len(grid) != 2:
-                raise ConfigError(f"grid must be None or a pair (h, w) of positive integers, "
-                                  f"got {self.grid!r}")
+                raise ConfigError(
+                    f"grid must be None or a pair (h, w) of positive integers, got {self.grid!r}"
+                )
             for axis, size in zip("hw", grid):
                 check_positive_int(size, f"grid {axis}")
         if self.denoise not in DENOISE:
-            raise ConfigError(f"unknown denoise {self.denoise!r}; choose one of: None (off), "
-                              f"'hard', 'soft'")
-        check_float_range(self.denoise_fraction, "denoise_fraction", low=0, high=1,
-                          high_inclusive=False)
+            raise ConfigError(
+                f"unknown denoise {self.denoise!r}; choose one of: None (off), 'hard', 'soft'"
+            )
+        check_float_range(
+            self.denoise_fraction, "denoise_fraction", low=0, high=1, high_inclusive=False
+        )
         check_positive_int(self.denoise_k, "denoise_k")
         check_positive_int(self.random_state, "random_state", minimum=0)
 
     def _get_state(self):
         grid = self.grid_ if self.grid_ is not None else (0, 0)
-        state = {"bank": torch.from_numpy(self.bank_), "grid": torch.tensor(grid, dtype=torch.int64)}
+        state = {
+            "bank": torch.from_numpy(self.bank_),
+            "grid": torch.tensor(grid, dtype=torch.int64),
+        }
         if getattr(self, "bank_weights_", None) is not None:
             state["bank_weights"] = torch.from_numpy(self.bank_weights_)
         return state
@@ -319,6 +345,8 @@ class PatchCore(BaseDetector):
         if self.denoise == "soft":  # a soft model without its weights would score differently
             weights = state["bank_weights"].float().numpy()
             if weights.shape != (len(self.bank_),):
-                raise ValueError(f"bank_weights has shape {tuple(weights.shape)}; "
-                                 f"the bank holds {len(self.bank_)} patches")
+                raise ValueError(
+                    f"bank_weights has shape {tuple(weights.shape)}; "
+                    f"the bank holds {len(self.bank_)} patches"
+                )
             self.bank_weights_ = weights

@@ -1,4 +1,4 @@
-"""Experiments: the paper's protocol, one cell at a time, and sweeps over levels × strategies × seeds."""
+"""Experiments: the paper's protocol one cell at a time; sweeps of levels × strategies × seeds."""
 
 from ..cleaning import parse_strategy
 from .protocol import run_protocol_cell

@@ -19,9 +19,19 @@ from ..metrics import detection_metrics, removal_metrics, score_summary
 __all__ = ["run_protocol_cell", "strip_arrays"]
 
 
-def run_protocol_cell(pool, test_pool, *, featurizer, detector, osr_params: dict,
-                      n_train: int = 100, contamination: float = 0.2, seed: int = 0,
-                      n_test_good: int = 100, n_test_defective: int = 100) -> dict:
+def run_protocol_cell(
+    pool,
+    test_pool,
+    *,
+    featurizer,
+    detector,
+    osr_params: dict,
+    n_train: int = 100,
+    contamination: float = 0.2,
+    seed: int = 0,
+    n_test_good: int = 100,
+    n_test_defective: int = 100,
+) -> dict:
     """Run baseline and One-Shot Removal on one seeded split; return a JSON-ready dict.
 
     Parameters
@@ -36,29 +46,45 @@ def run_protocol_cell(pool, test_pool, *, featurizer, detector, osr_params: dict
         Keywords of :class:`OneShotRemoval` (rule, threshold, scoring, …).
     """
     t0 = time.perf_counter()
-    train, test = paper_split(pool, n_train=n_train, contamination=contamination,
-                              n_test_good=n_test_good, n_test_defective=n_test_defective,
-                              test_pool=test_pool, random_state=seed)
+    train, test = paper_split(
+        pool,
+        n_train=n_train,
+        contamination=contamination,
+        n_test_good=n_test_good,
+        n_test_defective=n_test_defective,
+        test_pool=test_pool,
+        random_state=seed,
+    )
     X_train = featurizer.transform(train)
     X_test = featurizer.transform(test)
     t_features = time.perf_counter() - t0
 
-    fits = dict(fit_settings(detector, X_train, {"baseline": None, "osr": osr_params},
-                             seed=seed, labels=train.labels))
+    fits = dict(
+        fit_settings(
+            detector, X_train, {"baseline": None, "osr": osr_params}, seed=seed, labels=train.labels
+        )
+    )
     baseline, osr = fits["baseline"], fits["osr"].osr
     baseline_test = baseline.decision_function(X_test)
     osr_test = osr.decision_function(X_test)
     removed = [train.names[i] for i in osr.removed_indices_]
     return {
         "split": {
-            "seed": seed, "n_train": len(train), "contamination": contamination,
-            "train_good": train.n_good, "train_defective": train.n_defective,
-            "test_good": test.n_good, "test_defective": test.n_defective,
+            "seed": seed,
+            "n_train": len(train),
+            "contamination": contamination,
+            "train_good": train.n_good,
+            "train_defective": train.n_defective,
+            "test_good": test.n_good,
+            "test_defective": test.n_defective,
         },
         "baseline": detection_metrics(test.labels, baseline_test),
         "osr": detection_metrics(test.labels, osr_test),
-        "removal": {**removal_metrics(train.labels, osr.keep_mask_),
-                    "guard_fired": bool(osr.guard_fired_), "removed": removed},
+        "removal": {
+            **removal_metrics(train.labels, osr.keep_mask_),
+            "guard_fired": bool(osr.guard_fired_),
+            "removed": removed,
+        },
         "train_scores": {
             stage: score_summary(scores, train.labels)
             for stage, scores in osr.stage_scores_.items()
@@ -68,15 +94,20 @@ def run_protocol_cell(pool, test_pool, *, featurizer, detector, osr_params: dict
             "osr": score_summary(osr_test, test.labels),
         },
         "notes": list(osr.notes_),
-        "seconds": {"features": round(t_features, 2), "fit": round(fits["osr"].seconds, 2),
-                    "fit_baseline": round(baseline.seconds, 2),
-                    "total": round(time.perf_counter() - t0, 2)},
-        "_arrays": {"train_labels": train.labels, "removal_scores": osr.removal_scores_,
-                    "keep_mask": osr.keep_mask_},
+        "seconds": {
+            "features": round(t_features, 2),
+            "fit": round(fits["osr"].seconds, 2),
+            "fit_baseline": round(baseline.seconds, 2),
+            "total": round(time.perf_counter() - t0, 2),
+        },
+        "_arrays": {
+            "train_labels": train.labels,
+            "removal_scores": osr.removal_scores_,
+            "keep_mask": osr.keep_mask_,
+        },
     }
 
 
 def strip_arrays(result: dict) -> dict:
     """The result without its numpy arrays (for JSON)."""
     return {k: v for k, v in result.items() if k != "_arrays"}
-

@@ -60,9 +60,20 @@ from ..metrics import detection_metrics, pixel_auroc, removal_metrics
 from ..recipes import default_cleaning
 
 __all__ = [
-    "parse_strategy", "parse_strategies", "parse_levels", "parse_seeds",
-    "run_sweep", "sweep_config", "config_hash", "cell_path", "SweepResult", "row_from_json",
-    "DEFAULT_LEVELS", "DEFAULT_STRATEGIES", "DEFAULT_SEEDS", "ROW_COLUMNS",
+    "parse_strategy",
+    "parse_strategies",
+    "parse_levels",
+    "parse_seeds",
+    "run_sweep",
+    "sweep_config",
+    "config_hash",
+    "cell_path",
+    "SweepResult",
+    "row_from_json",
+    "DEFAULT_LEVELS",
+    "DEFAULT_STRATEGIES",
+    "DEFAULT_SEEDS",
+    "ROW_COLUMNS",
 ]
 
 DEFAULT_LEVELS = tuple(i / 10 for i in range(11))
@@ -71,10 +82,22 @@ DEFAULT_SEEDS = (0, 1, 2)
 
 #: Columns of a sweep row, in the order of ``cells.csv``.
 ROW_COLUMNS = (
-    "level", "strategy", "seed", "auroc", "ap", "pixel_auroc", "removed_good",
-    "removed_defective", "kept",
-    "removal_precision", "removal_recall", "guard_fired", "fit_seconds",
-    "n_train", "train_good", "train_defective",
+    "level",
+    "strategy",
+    "seed",
+    "auroc",
+    "ap",
+    "pixel_auroc",
+    "removed_good",
+    "removed_defective",
+    "kept",
+    "removal_precision",
+    "removal_recall",
+    "guard_fired",
+    "fit_seconds",
+    "n_train",
+    "train_good",
+    "train_defective",
 )
 
 # Bump when the meaning of a cell file's rows changes: older files are then recomputed.
@@ -105,8 +128,10 @@ def parse_levels(levels) -> tuple[float, ...]:
         except (TypeError, ValueError):
             raise ConfigError(f"levels: {item!r} is not a number") from None
         if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"levels are shares of defective training images in [0, 1], got "
-                              f"{item!r}" + (" (a percentage?)" if 1 < value <= 100 else ""))
+            raise ConfigError(
+                f"levels are shares of defective training images in [0, 1], got "
+                f"{item!r}" + (" (a percentage?)" if 1 < value <= 100 else "")
+            )
         out.append(round(value, 6))
     _check_unique(out, "levels")
     return tuple(out)
@@ -155,32 +180,59 @@ def _data_id(images: ImageSet | None):
     h = hashlib.sha256()
     for name, label in zip(images.names, images.labels.tolist()):
         h.update(f"{name}\t{label}\n".encode())
-    return {"source": images.source, "n": len(images), "good": images.n_good,
-            "defective": images.n_defective, "digest": h.hexdigest()[:16]}
+    return {
+        "source": images.source,
+        "n": len(images),
+        "good": images.n_good,
+        "defective": images.n_defective,
+        "digest": h.hexdigest()[:16],
+    }
 
 
-def sweep_config(pool, test_pool, *, featurizer, detector, scoring="held_out_views",
-                 n_train=100, n_test_good=100, n_test_defective=100) -> dict:
+def sweep_config(
+    pool,
+    test_pool,
+    *,
+    featurizer,
+    detector,
+    scoring="held_out_views",
+    n_train=100,
+    n_test_good=100,
+    n_test_defective=100,
+) -> dict:
     """Everything that determines a group's numbers, except its level, seed and strategies.
 
     Two sweeps with equal configs give equal rows for equal (level, strategy, seed);
     ``config_hash`` of this dict decides whether a stored cell file may be reused.
     """
     osr_defaults = OneShotRemoval(None).get_params(deep=False)
-    for key in ("detector", "rule", "threshold", "fraction", "min_size", "scoring",
-                "random_state", "keep_baseline", "rounds"):
+    for key in (
+        "detector",
+        "rule",
+        "threshold",
+        "fraction",
+        "min_size",
+        "scoring",
+        "random_state",
+        "keep_baseline",
+        "rounds",
+    ):
         osr_defaults.pop(key)  # set per strategy or per group
     return {
         "format": CELL_FORMAT,
         "robustsdd": __version__,
-        "detector": {"class": f"{type(detector).__module__}.{type(detector).__qualname__}",
-                     "params": _detector_params(detector)},
+        "detector": {
+            "class": f"{type(detector).__module__}.{type(detector).__qualname__}",
+            "params": _detector_params(detector),
+        },
         "features": featurizer.config_key,
         "scoring": scoring,
         "osr": osr_defaults,
-        "n_train": int(n_train), "n_test_good": int(n_test_good),
+        "n_train": int(n_train),
+        "n_test_good": int(n_test_good),
         "n_test_defective": int(n_test_defective),
-        "data": _data_id(pool), "test_data": _data_id(test_pool),
+        "data": _data_id(pool),
+        "test_data": _data_id(test_pool),
     }
 
 
@@ -217,9 +269,13 @@ def _run_group(group: _Group, pool_features, test_features, test_masks=None) -> 
     X_test = test_features[group.test_rows]
     masks = None if test_masks is None else test_masks[group.test_rows]
     y_train, y_test = group.train_labels, group.test_labels
-    base = {"level": group.level, "seed": group.seed, "n_train": len(y_train),
-            "train_good": int(np.sum(y_train == GOOD)),
-            "train_defective": int(np.sum(y_train == DEFECTIVE))}
+    base = {
+        "level": group.level,
+        "seed": group.seed,
+        "n_train": len(y_train),
+        "train_good": int(np.sum(y_train == GOOD)),
+        "train_defective": int(np.sum(y_train == DEFECTIVE)),
+    }
     settings = {}
     for name in group.strategies:
         params = parse_strategy(name)
@@ -231,10 +287,19 @@ def _run_group(group: _Group, pool_features, test_features, test_masks=None) -> 
         # The guard's warning is recorded in each row's guard_fired; in a sweep it would
         # only repeat itself once per group over the progress bar.
         warnings.filterwarnings("ignore", message=".*min_keep.*")
-        for name, fit in fit_settings(group.detector, X_train, settings, seed=group.seed,
-                                      labels=y_train):
-            row = _row(base, name, fit.decision_function(X_test), y_test, y_train, fit.keep,
-                       fit.guard_fired, fit.seconds)
+        for name, fit in fit_settings(
+            group.detector, X_train, settings, seed=group.seed, labels=y_train
+        ):
+            row = _row(
+                base,
+                name,
+                fit.decision_function(X_test),
+                y_test,
+                y_train,
+                fit.keep,
+                fit.guard_fired,
+                fit.seconds,
+            )
             if masks is not None:
                 maps = fit.model.anomaly_maps(X_test, size=masks.shape[1:])
                 row["pixel_auroc"] = pixel_auroc(masks, maps)
@@ -245,13 +310,20 @@ def _run_group(group: _Group, pool_features, test_features, test_masks=None) -> 
 def _row(base, name, test_scores, y_test, y_train, keep, guard, fit_seconds) -> dict:
     detection = detection_metrics(y_test, test_scores)
     removal = removal_metrics(y_train, keep)
-    return {**base, "strategy": name, "auroc": detection["auroc"], "ap": detection["ap"],
-            "pixel_auroc": float("nan"),
-            "removed_good": removal["removed_good"],
-            "removed_defective": removal["removed_defective"], "kept": int(keep.sum()),
-            "removal_precision": removal["removal_precision"],
-            "removal_recall": removal["removal_recall"], "guard_fired": guard,
-            "fit_seconds": round(fit_seconds, 3)}
+    return {
+        **base,
+        "strategy": name,
+        "auroc": detection["auroc"],
+        "ap": detection["ap"],
+        "pixel_auroc": float("nan"),
+        "removed_good": removal["removed_good"],
+        "removed_defective": removal["removed_defective"],
+        "kept": int(keep.sum()),
+        "removal_precision": removal["removal_precision"],
+        "removal_recall": removal["removal_recall"],
+        "guard_fired": guard,
+        "fit_seconds": round(fit_seconds, 3),
+    }
 
 
 # Executor tasks. The feature arrays are the executor's `shared` value, sent to each worker
@@ -275,8 +347,12 @@ def _read_cell(path: Path, chash: str, level: float, seed: int) -> dict:
     """The stored rows of a group by strategy name, or {} if absent, damaged or stale."""
     try:
         data = json.loads(path.read_text())
-        if (data.get("format") != CELL_FORMAT or data.get("config_hash") != chash
-                or data.get("level") != level or data.get("seed") != seed):
+        if (
+            data.get("format") != CELL_FORMAT
+            or data.get("config_hash") != chash
+            or data.get("level") != level
+            or data.get("seed") != seed
+        ):
             return {}
         return {row["strategy"]: row_from_json(row) for row in data["rows"]}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -284,8 +360,16 @@ def _read_cell(path: Path, chash: str, level: float, seed: int) -> dict:
 
 
 def _write_cell(path: Path, chash: str, level, seed, rows_by_name: dict) -> None:
-    atomic_write_json(path, {"format": CELL_FORMAT, "config_hash": chash, "level": level,
-                             "seed": seed, "rows": [_to_json(r) for r in rows_by_name.values()]})
+    atomic_write_json(
+        path,
+        {
+            "format": CELL_FORMAT,
+            "config_hash": chash,
+            "level": level,
+            "seed": seed,
+            "rows": [_to_json(r) for r in rows_by_name.values()],
+        },
+    )
 
 
 def _to_json(row: dict) -> dict:
@@ -316,14 +400,33 @@ class SweepResult(list):
 
 def _index_set(images: ImageSet) -> ImageSet:
     """The same labels and names with item = the image's index, to split without decoding."""
-    return ImageSet(items=list(range(len(images))), labels=images.labels, names=images.names,
-                    source=images.source)
+    return ImageSet(
+        items=list(range(len(images))),
+        labels=images.labels,
+        names=images.names,
+        source=images.source,
+    )
 
 
-def run_sweep(pool, test_pool=None, *, featurizer, detector, levels=DEFAULT_LEVELS,
-              strategies=DEFAULT_STRATEGIES, seeds=DEFAULT_SEEDS, out_dir,
-              scoring="held_out_views", n_train=100, n_test_good=100, n_test_defective=100,
-              jobs=1, executor="local", address=None, progress=True) -> SweepResult:
+def run_sweep(
+    pool,
+    test_pool=None,
+    *,
+    featurizer,
+    detector,
+    levels=DEFAULT_LEVELS,
+    strategies=DEFAULT_STRATEGIES,
+    seeds=DEFAULT_SEEDS,
+    out_dir,
+    scoring="held_out_views",
+    n_train=100,
+    n_test_good=100,
+    n_test_defective=100,
+    jobs=1,
+    executor="local",
+    address=None,
+    progress=True,
+) -> SweepResult:
     """Run every (level, strategy, seed) of the paper's protocol; return tidy rows.
 
     Parameters
@@ -387,8 +490,9 @@ def run_sweep(pool, test_pool=None, *, featurizer, detector, levels=DEFAULT_LEVE
     if scoring is None:  # the detector's own (patch features have no views to hold out)
         scoring = default_cleaning(detector)["scoring"]
     if scoring not in SCORING_REGIMES:
-        raise ConfigError(f"unknown scoring {scoring!r}; choose one of: "
-                          f"{', '.join(SCORING_REGIMES)}")
+        raise ConfigError(
+            f"unknown scoring {scoring!r}; choose one of: {', '.join(SCORING_REGIMES)}"
+        )
     jobs = int(jobs)
     if jobs < 1:
         raise ConfigError(f"jobs must be at least 1, got {jobs}")
@@ -396,21 +500,36 @@ def run_sweep(pool, test_pool=None, *, featurizer, detector, levels=DEFAULT_LEVE
     template = clone(detector)
     if "progress" in template.get_params():
         template.set_params(progress=False)  # one bar over groups, not one per fit
-    config = sweep_config(pool, test_pool, featurizer=featurizer, detector=template,
-                          scoring=scoring, n_train=n_train, n_test_good=n_test_good,
-                          n_test_defective=n_test_defective)
+    config = sweep_config(
+        pool,
+        test_pool,
+        featurizer=featurizer,
+        detector=template,
+        scoring=scoring,
+        n_train=n_train,
+        n_test_good=n_test_good,
+        n_test_defective=n_test_defective,
+    )
     chash = config_hash(config)
 
     # Draw every split first (cheap: labels only) and read what earlier runs left.
-    splits = _draw_splits(pool, test_pool, levels, seeds, n_train=n_train,
-                          n_test_good=n_test_good, n_test_defective=n_test_defective)
+    splits = _draw_splits(
+        pool,
+        test_pool,
+        levels,
+        seeds,
+        n_train=n_train,
+        n_test_good=n_test_good,
+        n_test_defective=n_test_defective,
+    )
     stored = {key: _read_cell(cell_path(out_dir, *key), chash, *key) for key in splits}
     todo = [key for key in splits if any(s not in stored[key] for s in strategies)]
 
     n_before = featurizer.n_computed
     try:
-        groups, features = _prepare_groups(todo, splits, stored, strategies, template, scoring,
-                                           featurizer, pool, test_pool, runner)
+        groups, features = _prepare_groups(
+            todo, splits, stored, strategies, template, scoring, featurizer, pool, test_pool, runner
+        )
         bar = tqdm(total=len(splits), desc="sweep", unit="group", disable=not progress)
         bar.update(len(splits) - len(todo))
         try:
@@ -419,8 +538,9 @@ def run_sweep(pool, test_pool=None, *, featurizer, detector, levels=DEFAULT_LEVE
                     # Only this process writes cells, each as its group finishes.
                     key = (group.level, group.seed)
                     stored[key].update({row["strategy"]: row for row in rows})
-                    _write_cell(cell_path(out_dir, *key), chash, group.level, group.seed,
-                                stored[key])
+                    _write_cell(
+                        cell_path(out_dir, *key), chash, group.level, group.seed, stored[key]
+                    )
                     bar.update(1)
         finally:
             bar.close()
@@ -429,12 +549,22 @@ def run_sweep(pool, test_pool=None, *, featurizer, detector, levels=DEFAULT_LEVE
             runner.close()
 
     rows = [stored[level, seed][name] for level in levels for name in strategies for seed in seeds]
-    stats = {"groups": len(splits), "computed": len(todo), "reused": len(splits) - len(todo),
-             "features_computed": featurizer.n_computed - n_before, "jobs": jobs,
-             "executor": runner.name,
-             "seconds": round(time.perf_counter() - t_start, 2)}
-    config = {**config, "config_hash": chash, "levels": list(levels),
-              "strategies": list(strategies), "seeds": list(seeds)}
+    stats = {
+        "groups": len(splits),
+        "computed": len(todo),
+        "reused": len(splits) - len(todo),
+        "features_computed": featurizer.n_computed - n_before,
+        "jobs": jobs,
+        "executor": runner.name,
+        "seconds": round(time.perf_counter() - t_start, 2),
+    }
+    config = {
+        **config,
+        "config_hash": chash,
+        "levels": list(levels),
+        "strategies": list(strategies),
+        "seeds": list(seeds),
+    }
     return SweepResult(rows, stats, config)
 
 
@@ -442,13 +572,18 @@ def _draw_splits(pool, test_pool, levels, seeds, **sizes) -> dict:
     """{(level, seed): (train, test)} as ImageSets whose items are indices into the pools."""
     index_pool = _index_set(pool)
     index_test = None if test_pool is None else _index_set(test_pool)
-    return {(level, seed): paper_split(index_pool, contamination=level, test_pool=index_test,
-                                       random_state=seed, **sizes)
-            for level in levels for seed in seeds}
+    return {
+        (level, seed): paper_split(
+            index_pool, contamination=level, test_pool=index_test, random_state=seed, **sizes
+        )
+        for level in levels
+        for seed in seeds
+    }
 
 
-def _prepare_groups(todo, splits, stored, strategies, template, scoring, featurizer,
-                    pool, test_pool, executor=None) -> tuple[list, tuple]:
+def _prepare_groups(
+    todo, splits, stored, strategies, template, scoring, featurizer, pool, test_pool, executor=None
+) -> tuple[list, tuple]:
     """Extract the features of every image the groups in ``todo`` use, once; build tasks.
 
     Returns ``(groups, (pool_features, test_features, test_masks))``; the arrays hold
@@ -472,19 +607,24 @@ def _prepare_groups(todo, splits, stored, strategies, template, scoring, featuri
         test_row = {idx: row for row, idx in enumerate(need_test)}
     test_masks = None
     if hasattr(template, "anomaly_maps"):
-        test_images = (pool.subset(need_pool) if test_pool is None
-                       else test_pool.subset(need_test))
+        test_images = pool.subset(need_pool) if test_pool is None else test_pool.subset(need_test)
         test_masks = view_masks(test_images, featurizer.views.size)
     groups = []
     for level, seed in todo:
         train, test = splits[level, seed]
-        groups.append(_Group(
-            level=level, seed=seed,
-            train_rows=np.array([pool_row[int(i)] for i in train.items], dtype=np.int64),
-            test_rows=np.array([test_row[int(i)] for i in test.items], dtype=np.int64),
-            train_labels=train.labels, test_labels=test.labels,
-            strategies=tuple(s for s in strategies if s not in stored[level, seed]),
-            detector=template, scoring=scoring))
+        groups.append(
+            _Group(
+                level=level,
+                seed=seed,
+                train_rows=np.array([pool_row[int(i)] for i in train.items], dtype=np.int64),
+                test_rows=np.array([test_row[int(i)] for i in test.items], dtype=np.int64),
+                train_labels=train.labels,
+                test_labels=test.labels,
+                strategies=tuple(s for s in strategies if s not in stored[level, seed]),
+                detector=template,
+                scoring=scoring,
+            )
+        )
     return groups, (pool_features, test_features, test_masks)
 
 

@@ -23,8 +23,16 @@ from ..cleaning import describe, parse_strategy
 from .sweep import ROW_COLUMNS, row_from_json
 
 __all__ = [
-    "write_report", "read_rows", "removal_table", "auroc_table", "area_under_curve", "plot_auroc",
-    "format_auroc_table", "format_removal_table", "format_summary", "PAPER_KSDD2",
+    "write_report",
+    "read_rows",
+    "removal_table",
+    "auroc_table",
+    "area_under_curve",
+    "plot_auroc",
+    "format_auroc_table",
+    "format_removal_table",
+    "format_summary",
+    "PAPER_KSDD2",
 ]
 
 #: The paper's KSDD2 AUROC readings (Sec. 4.3, Fig. 3): strategy -> {% defective: AUROC}.
@@ -32,8 +40,13 @@ PAPER_KSDD2 = {
     "none": {0: 0.92, 50: 0.74, 60: 0.63, 100: 0.07},
     "osr_1.5": {0: 0.92, 50: 0.67, 100: 0.42},
 }
-_OUTPUTS = ("cells.csv", "cells.json", "removal_table.md", "auroc_vs_contamination.png",
-            "summary.md")
+_OUTPUTS = (
+    "cells.csv",
+    "cells.json",
+    "removal_table.md",
+    "auroc_vs_contamination.png",
+    "summary.md",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,8 +80,17 @@ def auroc_table(rows) -> list[dict]:
                 continue
             auroc, auroc_std = _mean_std([r["auroc"] for r in cell])
             ap, ap_std = _mean_std([r["ap"] for r in cell])
-            out.append({"level": level, "strategy": strategy, "auroc": auroc,
-                        "auroc_std": auroc_std, "ap": ap, "ap_std": ap_std, "n_seeds": len(cell)})
+            out.append(
+                {
+                    "level": level,
+                    "strategy": strategy,
+                    "auroc": auroc,
+                    "auroc_std": auroc_std,
+                    "ap": ap,
+                    "ap_std": ap_std,
+                    "n_seeds": len(cell),
+                }
+            )
     return out
 
 
@@ -79,8 +101,10 @@ def area_under_curve(rows) -> list[dict]:
     """
     out = []
     for strategy in _order(rows, "strategy"):
-        per_seed = [float(np.mean([r["auroc"] for r in _select(rows, strategy=strategy, seed=s)]))
-                    for s in _order(_select(rows, strategy=strategy), "seed")]
+        per_seed = [
+            float(np.mean([r["auroc"] for r in _select(rows, strategy=strategy, seed=s)]))
+            for s in _order(_select(rows, strategy=strategy), "seed")
+        ]
         mean, std = _mean_std(per_seed)
         out.append({"strategy": strategy, "area": mean, "area_std": std, "n_seeds": len(per_seed)})
     return out
@@ -102,13 +126,19 @@ def removal_table(rows) -> list[dict]:
                 continue
             good = float(np.mean([r["removed_good"] for r in cell]))
             bad = float(np.mean([r["removed_defective"] for r in cell]))
-            out.append({"level": level, "strategy": strategy,
-                        "train_good": float(np.mean([r["train_good"] for r in cell])),
-                        "train_defective": float(np.mean([r["train_defective"] for r in cell])),
-                        "removed_good": good, "removed_defective": bad,
-                        "removed_total": good + bad,
-                        "guard_fired": sum(bool(r["guard_fired"]) for r in cell),
-                        "n_seeds": len(cell)})
+            out.append(
+                {
+                    "level": level,
+                    "strategy": strategy,
+                    "train_good": float(np.mean([r["train_good"] for r in cell])),
+                    "train_defective": float(np.mean([r["train_defective"] for r in cell])),
+                    "removed_good": good,
+                    "removed_defective": bad,
+                    "removed_total": good + bad,
+                    "guard_fired": sum(bool(r["guard_fired"]) for r in cell),
+                    "n_seeds": len(cell),
+                }
+            )
     return out
 
 
@@ -157,17 +187,28 @@ def format_removal_table(rows) -> str:
         line = [_pct(level), fmt_count(first["train_good"]), fmt_count(first["train_defective"])]
         for s in strategies:
             t = by.get((level, s))
-            line += ([fmt_count(t["removed_good"]), fmt_count(t["removed_defective"]),
-                      fmt_count(t["removed_total"])] if t else ["", "", ""])
+            line += (
+                [
+                    fmt_count(t["removed_good"]),
+                    fmt_count(t["removed_defective"]),
+                    fmt_count(t["removed_total"]),
+                ]
+                if t
+                else ["", "", ""]
+            )
         body.append(line)
     n_seeds = max((t["n_seeds"] for t in table), default=0)
-    intro = ("# Removed training images (Table 1)\n\nMean over "
-             f"{n_seeds} seed{'s' if n_seeds != 1 else ''} of the training images each One-Shot "
-             "Removal strategy dropped, by true label.\n\n")
+    intro = (
+        "# Removed training images (Table 1)\n\nMean over "
+        f"{n_seeds} seed{'s' if n_seeds != 1 else ''} of the training images each One-Shot "
+        "Removal strategy dropped, by true label.\n\n"
+    )
     fired = [t for t in table if t["guard_fired"]]
     notes = "".join(
         f"\n- {t['strategy']} at {_pct(t['level'])}: the min_keep guard overrode the rule in "
-        f"{t['guard_fired']} of {t['n_seeds']} seeds" for t in fired)
+        f"{t['guard_fired']} of {t['n_seeds']} seeds"
+        for t in fired
+    )
     return intro + _markdown(header, body) + (f"\nNotes:\n{notes}\n" if notes else "")
 
 
@@ -232,8 +273,17 @@ def plot_auroc(rows, *, title="", reference=None) -> bytes:
         colours[strategy] = line.get_color()
     for i, (strategy, points) in enumerate((reference or {}).items()):
         x, y = zip(*sorted(points.items()))
-        ax.plot(x, y, ls="none", marker="DX*P"[i % 4], ms=8 - 2 * (i % 2), mfc="none", mew=1.5,
-                color=colours.get(strategy, "black"), label=f"paper, KSDD2: {strategy}")
+        ax.plot(
+            x,
+            y,
+            ls="none",
+            marker="DX*P"[i % 4],
+            ms=8 - 2 * (i % 2),
+            mfc="none",
+            mew=1.5,
+            color=colours.get(strategy, "black"),
+            label=f"paper, KSDD2: {strategy}",
+        )
     ax.set_xlabel("defective images in the training set (%)")
     ax.set_ylabel("test AUROC")
     ax.set_xlim(-2, 102)
@@ -264,14 +314,21 @@ def _config_lines(rows, config) -> list[str]:
     lines = []
     data = config.get("data")
     if data:
-        counts = (f" ({data['good']} good + {data['defective']} defective)"
-                  if "good" in data and "defective" in data else "")
+        counts = (
+            f" ({data['good']} good + {data['defective']} defective)"
+            if "good" in data and "defective" in data
+            else ""
+        )
         test = config.get("test_data")
-        lines.append(f"data: {data.get('source', '?')}{counts}"
-                     + (f"; test images from {test.get('source', '?')}" if test else ""))
+        lines.append(
+            f"data: {data.get('source', '?')}{counts}"
+            + (f"; test images from {test.get('source', '?')}" if test else "")
+        )
     if "n_train" in config:
-        lines.append(f"split: {config['n_train']} training images; test "
-                     f"{config['n_test_good']} good + {config['n_test_defective']} defective")
+        lines.append(
+            f"split: {config['n_train']} training images; test "
+            f"{config['n_test_good']} good + {config['n_test_defective']} defective"
+        )
     if config.get("detector"):
         lines.append(f"detector: {config['detector']['class']}")
     if config.get("features"):
@@ -279,8 +336,10 @@ def _config_lines(rows, config) -> list[str]:
     if config.get("scoring"):
         lines.append(f"OSR scoring: {config['scoring']}")
     lines.append(f"strategies: {_describe_strategies(_order(rows, 'strategy'))}")
-    lines.append(f"levels: {', '.join(_pct(lv) for lv in _order(rows, 'level'))}; seeds: "
-                 f"{', '.join(str(s) for s in _order(rows, 'seed'))}")
+    lines.append(
+        f"levels: {', '.join(_pct(lv) for lv in _order(rows, 'level'))}; seeds: "
+        f"{', '.join(str(s) for s in _order(rows, 'seed'))}"
+    )
     if config.get("config_hash"):
         lines.append(f"config hash: `{config['config_hash']}`")
     if config.get("command"):
@@ -292,13 +351,16 @@ def format_summary(rows, config=None, stats=None) -> str:
     """summary.md: the configuration, the area under each curve, the AUROC table."""
     lines = _config_lines(rows, config or {})
     if stats:
-        lines.append(f"groups (level × seed): {stats['groups']} ({stats['computed']} computed, "
-                     f"{stats['reused']} reused); backbone ran on "
-                     f"{stats['features_computed']} images; {stats['seconds']} s")
+        lines.append(
+            f"groups (level × seed): {stats['groups']} ({stats['computed']} computed, "
+            f"{stats['reused']} reused); backbone ran on "
+            f"{stats['features_computed']} images; {stats['seconds']} s"
+        )
     parts = ["# Contamination sweep\n\n", "".join(f"- {line}\n" for line in lines)]
     parts.append("\n## Area under the curve (mean AUROC over levels)\n\n")
-    areas = [[a["strategy"], f"{a['area']:.3f} ± {a['area_std']:.3f}"]
-             for a in area_under_curve(rows)]
+    areas = [
+        [a["strategy"], f"{a['area']:.3f} ± {a['area_std']:.3f}"] for a in area_under_curve(rows)
+    ]
     parts.append(_markdown(["strategy", "area (mean ± std over seeds)"], areas))
     parts.append("\n## Test AUROC (mean ± std over seeds)\n\n")
     parts.append(format_auroc_table(rows))
@@ -306,10 +368,11 @@ def format_summary(rows, config=None, stats=None) -> str:
         parts.append("\n## Pixel AUROC of the anomaly maps (mean ± std over seeds)\n\n")
         parts.append(format_auroc_table(rows, "pixel_auroc"))
     if config and config.get("detector", {}).get("params"):
-        parts.append("\n## Detector parameters\n\n```json\n"
-                     + json.dumps(config["detector"]["params"], indent=1, sort_keys=True,
-                                  default=repr)
-                     + "\n```\n")
+        parts.append(
+            "\n## Detector parameters\n\n```json\n"
+            + json.dumps(config["detector"]["params"], indent=1, sort_keys=True, default=repr)
+            + "\n```\n"
+        )
     return "".join(parts)
 
 
@@ -340,7 +403,9 @@ def write_report(rows, out_dir, *, config=None, stats=None, reference="auto") ->
     atomic_write_bytes(paths["cells.csv"], _rows_csv(rows))
     atomic_write_json(paths["cells.json"], json_safe(rows))
     atomic_write_bytes(paths["removal_table.md"], format_removal_table(rows).encode())
-    atomic_write_bytes(paths["auroc_vs_contamination.png"],
-                       plot_auroc(rows, title=_title(config), reference=reference))
+    atomic_write_bytes(
+        paths["auroc_vs_contamination.png"],
+        plot_auroc(rows, title=_title(config), reference=reference),
+    )
     atomic_write_bytes(paths["summary.md"], format_summary(rows, config, stats).encode())
     return paths

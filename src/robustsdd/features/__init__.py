@@ -5,5 +5,11 @@ from .cache import FeatureCache, default_cache_dir
 from .extract import Featurizer
 from .views import ViewSpec
 
-__all__ = ["FeatureExtractor", "create_classifier", "FeatureCache", "default_cache_dir",
-           "Featurizer", "ViewSpec"]
+__all__ = [
+    "FeatureExtractor",
+    "create_classifier",
+    "FeatureCache",
+    "default_cache_dir",
+    "Featurizer",
+    "ViewSpec",
+]

@@ -14,10 +14,10 @@ accepted with ``weights="imagenet"`` or a local file.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -200,8 +200,9 @@ class FeatureExtractor(nn.Module):
     torch.Size([2, 320])
     """
 
-    def __init__(self, name: str = "efficientnet_lite0", weights="offline",
-                 stages: Sequence[int] = (-1,)):
+    def __init__(
+        self, name: str = "efficientnet_lite0", weights="offline", stages: Sequence[int] = (-1,)
+    ):
         super().__init__()
         self.name = name
         self.weights = weights
@@ -221,7 +222,9 @@ class FeatureExtractor(nn.Module):
             n_stages = len(probe.feature_info)
             resolved = tuple(sorted({s % n_stages for s in stages}))
             if not resolved or any(not -n_stages <= s < n_stages for s in stages):
-                raise ConfigError(f"stages {tuple(stages)} out of range for {name} ({n_stages} stages)")
+                raise ConfigError(
+                    f"stages {tuple(stages)} out of range for {name} ({n_stages} stages)"
+                )
             self.stages = resolved
             self.body = _build_timm(name, kind, features_only=True, out_indices=resolved)
             if path is not None:
@@ -235,7 +238,10 @@ class FeatureExtractor(nn.Module):
             else:
                 cfg = getattr(self.body, "pretrained_cfg", None) or timm.get_pretrained_cfg(name)
                 cfg = cfg if isinstance(cfg, dict) else cfg.to_dict()
-                mean, std = cfg.get("mean", _IMAGENET_MEAN_STD[0]), cfg.get("std", _IMAGENET_MEAN_STD[1])
+                mean, std = (
+                    cfg.get("mean", _IMAGENET_MEAN_STD[0]),
+                    cfg.get("std", _IMAGENET_MEAN_STD[1]),
+                )
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         self.weights_id = _weights_id(kind, path, name)
@@ -275,11 +281,11 @@ class FeatureExtractor(nn.Module):
 
 def _strip_prefix(state: dict, prefix: str) -> dict:
     if all(k.startswith(prefix) for k in state if "classifier" not in k and "features" in k):
-        return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     return state
 
 
-@lru_cache(maxsize=None)
+@cache
 def _file_digest(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -294,6 +300,8 @@ def _weights_id(kind: str, path: Path | None, name: str) -> str:
     if kind == "imagenet":
         import timm
 
-        tag = "torchvision-IMAGENET1K_V1" if name == "alexnet" else timm.get_pretrained_cfg(name).tag
+        tag = (
+            "torchvision-IMAGENET1K_V1" if name == "alexnet" else timm.get_pretrained_cfg(name).tag
+        )
         return f"imagenet:{tag}"
     return "random-seed0"  # see _seeded_init

@@ -25,8 +25,14 @@ from torch import nn
 
 from .._errors import ConfigError
 
-__all__ = ["ENGINES", "MATCH_TOLERANCE", "PooledFeatures", "TorchEngine", "OnnxRuntimeEngine",
-           "make_engine"]
+__all__ = [
+    "ENGINES",
+    "MATCH_TOLERANCE",
+    "PooledFeatures",
+    "TorchEngine",
+    "OnnxRuntimeEngine",
+    "make_engine",
+]
 
 ENGINES = ("auto", "onnxruntime", "torch")
 # Largest |difference| allowed between an engine's features and eager PyTorch's,
@@ -106,8 +112,13 @@ def _export_onnx(module: nn.Module) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
-            _as_module(module).eval(), (probe,), buffer, dynamo=False,
-            input_names=["x"], output_names=["features"], opset_version=17,
+            _as_module(module).eval(),
+            (probe,),
+            buffer,
+            dynamo=False,
+            input_names=["x"],
+            output_names=["features"],
+            opset_version=17,
             dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"}},
         )
     return buffer.getvalue()
@@ -127,13 +138,17 @@ def check_match(engine, reference: TorchEngine, tolerance: float = MATCH_TOLERAN
         ref = reference(x)
         got = engine(x)
         if got.shape != ref.shape or not np.all(np.isfinite(got)):
-            raise ConfigError(f"the {engine.name} engine gave features of shape {got.shape} "
-                              f"(expected {ref.shape}) or non-finite values")
+            raise ConfigError(
+                f"the {engine.name} engine gave features of shape {got.shape} "
+                f"(expected {ref.shape}) or non-finite values"
+            )
         rel = float(np.abs(got - ref).max() / max(1.0, float(np.abs(ref).max())))
         worst = max(worst, rel)
     if worst > tolerance:
-        raise ConfigError(f"the {engine.name} engine's features differ from PyTorch's by "
-                          f"{worst:.2e} (relative), above the tolerance {tolerance:g}")
+        raise ConfigError(
+            f"the {engine.name} engine's features differ from PyTorch's by "
+            f"{worst:.2e} (relative), above the tolerance {tolerance:g}"
+        )
     return worst
 
 

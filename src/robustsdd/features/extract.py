@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .._errors import ConfigError
-from .backbones import FeatureExtractor
 from .._hashing import image_digest
+from .backbones import FeatureExtractor
 from .cache import FeatureCache, default_cache_dir
 from .engines import ENGINES, make_engine
 from .views import ViewSpec, scaled_inputs
@@ -78,7 +78,9 @@ class Featurizer:
         if int(self.batch_size) < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.engine not in ENGINES:
-            raise ConfigError(f"unknown engine {self.engine!r}; choose one of: {', '.join(ENGINES)}")
+            raise ConfigError(
+                f"unknown engine {self.engine!r}; choose one of: {', '.join(ENGINES)}"
+            )
         self._extractor = None
         self._engine = None
         self.notes = []  # e.g. why engine="auto" fell back to PyTorch
@@ -102,8 +104,9 @@ class Featurizer:
     @property
     def _runner(self):
         if self._engine is None:
-            self._engine, note = make_engine(self._backbone_module(), self.engine,
-                                             self.channels_last)
+            self._engine, note = make_engine(
+                self._backbone_module(), self.engine, self.channels_last
+            )
             if note:
                 self.notes.append(note)
         return self._engine
@@ -129,7 +132,9 @@ class Featurizer:
         """The settings needed to recompute the same features (for model configs)."""
         return {
             "backbone": self.backbone,
-            "weights": self.weights if isinstance(self.weights, (str, type(None))) else str(self.weights),
+            "weights": self.weights
+            if isinstance(self.weights, (str, type(None)))
+            else str(self.weights),
             "weights_id": self.extractor.weights_id,
             "stages": list(self.stages),
             "views": self.views.to_dict(),
@@ -161,11 +166,12 @@ class Featurizer:
                 todo.append((i, digest, rgb))
         if not todo:
             return out
-        bar = tqdm(total=len(todo), desc="features", unit="img", disable=not self.progress,
-                   leave=False)
+        bar = tqdm(
+            total=len(todo), desc="features", unit="img", disable=not self.progress, leave=False
+        )
         try:
             for start in range(0, len(todo), self.batch_size):
-                chunk = todo[start: start + self.batch_size]
+                chunk = todo[start : start + self.batch_size]
                 feats = self._compute([rgb for _, _, rgb in chunk])
                 for (i, digest, _), f in zip(chunk, feats):
                     out[i] = f

@@ -41,8 +41,7 @@ DEFAULT_CHUNK = 16
 def featurizer_spec(featurizer) -> tuple:
     """(class, keyword arguments) that rebuild ``featurizer`` in a worker: the same
     settings and resolved engine, no cache, no progress bar."""
-    kwargs = {f.name: getattr(featurizer, f.name) for f in dataclasses.fields(featurizer)
-              if f.init}
+    kwargs = {f.name: getattr(featurizer, f.name) for f in dataclasses.fields(featurizer) if f.init}
     kwargs.update(cache_dir=False, progress=False, engine=featurizer.engine_name)
     return type(featurizer), kwargs
 
@@ -61,8 +60,9 @@ def _extract_chunk(chunk, spec) -> np.ndarray:
         featurizer = _WORKER_FEATURIZERS[key] = cls(**kwargs)
     rgbs = [rgb for _, rgb in chunk]
     size = int(featurizer.batch_size)
-    return np.concatenate([featurizer._compute(rgbs[s: s + size])
-                           for s in range(0, len(rgbs), size)])
+    return np.concatenate(
+        [featurizer._compute(rgbs[s : s + size]) for s in range(0, len(rgbs), size)]
+    )
 
 
 def transform_parallel(featurizer, images, executor, chunk_size: int | None = None) -> np.ndarray:
@@ -85,10 +85,9 @@ def transform_parallel(featurizer, images, executor, chunk_size: int | None = No
     cache = featurizer.cache
     if chunk_size is None:
         chunk_size = max(1, min(DEFAULT_CHUNK, math.ceil(n / (4 * executor.parallelism))))
-    rows: dict = {}   # digest of a miss -> rows of `out` that show that image
+    rows: dict = {}  # digest of a miss -> rows of `out` that show that image
     finished = set()  # digests whose features are in `out`
-    bar = tqdm(total=n, desc="features", unit="img", disable=not featurizer.progress,
-               leave=False)
+    bar = tqdm(total=n, desc="features", unit="img", disable=not featurizer.progress, leave=False)
 
     def chunks():
         # Lazy: under Ray, images are decoded as workers free up, not all held at once.

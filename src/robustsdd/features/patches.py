@@ -11,8 +11,8 @@ row-major within a view, on a grid of ``patch_grid = (h, w)``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,12 +42,19 @@ class PatchFeatures(nn.Module):
             maps = [maps]
         if self.pool > 1:
             # count_include_pad=False: border patches average their real neighbours only.
-            maps = [F.avg_pool2d(m, self.pool, stride=1, padding=self.pool // 2,
-                                 count_include_pad=False) for m in maps]
+            maps = [
+                F.avg_pool2d(
+                    m, self.pool, stride=1, padding=self.pool // 2, count_include_pad=False
+                )
+                for m in maps
+            ]
         size = maps[0].shape[-2:]
-        maps = [m if m.shape[-2:] == size
-                else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-                for m in maps]
+        maps = [
+            m
+            if m.shape[-2:] == size
+            else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+            for m in maps
+        ]
         patches = torch.cat(maps, dim=1)  # (N, C, h, w)
         return patches.flatten(2).transpose(1, 2)
 
@@ -111,5 +118,9 @@ class PatchFeaturizer(Featurizer):
         return f"{super().config_key}|patches|pool={self.pool}"
 
     def to_dict(self) -> dict:
-        return {**super().to_dict(), "kind": "patch", "pool": self.pool,
-                "patch_grid": list(self.patch_grid)}
+        return {
+            **super().to_dict(),
+            "kind": "patch",
+            "pool": self.pool,
+            "patch_grid": list(self.patch_grid),
+        }

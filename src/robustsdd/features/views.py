@@ -9,8 +9,8 @@ which were found harmful on ELPV (docs/design.md §3), so the default uses right
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -62,7 +62,7 @@ class ViewSpec:
             raise ConfigError("at least one rotation angle is needed (0 for none)")
 
     @classmethod
-    def rotations_every(cls, n: int, **kw) -> "ViewSpec":
+    def rotations_every(cls, n: int, **kw) -> ViewSpec:
         """``n`` rotations evenly spaced over 360° (DifferNet tests with ``n=64``)."""
         return cls(rotations=tuple(i * 360.0 / n for i in range(n)), **kw)
 
@@ -90,8 +90,13 @@ class ViewSpec:
         side = crop.shape[0]
         x = torch.from_numpy(crop).permute(2, 0, 1).float().div_(255.0)[None]
         if side != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
-                              align_corners=False, antialias=side > self.size)
+            x = F.interpolate(
+                x,
+                size=(self.size, self.size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=side > self.size,
+            )
         return x[0].clamp_(0.0, 1.0)
 
     def make(self, rgb: np.ndarray) -> torch.Tensor:
@@ -123,6 +128,13 @@ def scaled_inputs(batch: torch.Tensor, spec: ViewSpec) -> Sequence[torch.Tensor]
         if side == batch.shape[-1]:
             out.append(batch)
         else:
-            out.append(F.interpolate(batch, size=(side, side), mode="bilinear",
-                                     align_corners=False, antialias=side < batch.shape[-1]))
+            out.append(
+                F.interpolate(
+                    batch,
+                    size=(side, side),
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=side < batch.shape[-1],
+                )
+            )
     return out

@@ -4,5 +4,11 @@ from .files import BACKBONE_WEIGHTS, MODEL_CONFIG, MODEL_FORMAT
 from .model import Model, as_imageset
 from .predictions import Predictions
 
-__all__ = ["Model", "Predictions", "as_imageset", "MODEL_CONFIG", "MODEL_FORMAT",
-           "BACKBONE_WEIGHTS"]
+__all__ = [
+    "Model",
+    "Predictions",
+    "as_imageset",
+    "MODEL_CONFIG",
+    "MODEL_FORMAT",
+    "BACKBONE_WEIGHTS",
+]

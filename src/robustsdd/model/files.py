@@ -13,7 +13,6 @@ import math
 import platform
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-
 from .._errors import ConfigError, DataError, ModelFileError
 from .._io import atomic_write_bytes, read_json_file
 from .._version import __version__
@@ -22,9 +21,17 @@ from ..features import Featurizer, ViewSpec
 from ..features.backbones import read_state_file
 from ..features.patches import PatchFeaturizer
 
-__all__ = ["MODEL_CONFIG", "MODEL_FORMAT", "BACKBONE_WEIGHTS", "read_model_config",
-           "inside", "featurizer_from_config", "copy_backbone_weights", "weights_id_of_copy",
-           "package_versions"]
+__all__ = [
+    "MODEL_CONFIG",
+    "MODEL_FORMAT",
+    "BACKBONE_WEIGHTS",
+    "read_model_config",
+    "inside",
+    "featurizer_from_config",
+    "copy_backbone_weights",
+    "weights_id_of_copy",
+    "package_versions",
+]
 
 MODEL_CONFIG = "robustsdd.json"
 MODEL_FORMAT = "robustsdd-model"
@@ -40,8 +47,16 @@ def package_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"robustsdd": __version__, "python": platform.python_version()}
-    for name in ("torch", "torchvision", "timm", "numpy", "scikit-learn", "Pillow",
-                 "safetensors", "FrEIA"):
+    for name in (
+        "torch",
+        "torchvision",
+        "timm",
+        "numpy",
+        "scikit-learn",
+        "Pillow",
+        "safetensors",
+        "FrEIA",
+    ):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -52,8 +67,9 @@ def package_versions() -> dict:
 def read_model_config(config_path: Path) -> dict:
     folder = config_path.parent
     if not config_path.is_file():
-        raise ModelFileError(f"{config_path}: missing; is {folder} a model folder written by "
-                             "`robustsdd fit`?")
+        raise ModelFileError(
+            f"{config_path}: missing; is {folder} a model folder written by `robustsdd fit`?"
+        )
     config = read_json_file(config_path)
     if not isinstance(config, dict):
         raise ModelFileError(f"{config_path}: not a robustsdd model config (foreign JSON)")
@@ -62,16 +78,23 @@ def read_model_config(config_path: Path) -> dict:
             raise ModelFileError(
                 f"{config_path}: made by robustsdd {config['robustsdd_version']}, an "
                 f"incompatible version (no model format); this robustsdd reads model format "
-                f"version {MODEL_FORMAT_VERSION}: refit the model")
-        raise ModelFileError(f"{config_path}: not a robustsdd model config (foreign JSON: "
-                             f"'format' is {config.get('format')!r}, not {MODEL_FORMAT!r})")
+                f"version {MODEL_FORMAT_VERSION}: refit the model"
+            )
+        raise ModelFileError(
+            f"{config_path}: not a robustsdd model config (foreign JSON: "
+            f"'format' is {config.get('format')!r}, not {MODEL_FORMAT!r})"
+        )
     if config.get("format_version") != MODEL_FORMAT_VERSION:
-        made_by = (config.get("versions") or {}).get("robustsdd", "?") \
-            if isinstance(config.get("versions"), dict) else "?"
+        made_by = (
+            (config.get("versions") or {}).get("robustsdd", "?")
+            if isinstance(config.get("versions"), dict)
+            else "?"
+        )
         raise ModelFileError(
             f"{config_path}: model format version {config.get('format_version')!r} (made by "
             f"robustsdd {made_by}), an incompatible version; this robustsdd reads version "
-            f"{MODEL_FORMAT_VERSION}: refit the model")
+            f"{MODEL_FORMAT_VERSION}: refit the model"
+        )
     _require(config, config_path, "files", dict)
     _require(config, config_path, "features", dict)
     _require(config, config_path, "decision", dict)
@@ -82,17 +105,20 @@ def read_model_config(config_path: Path) -> dict:
     for key, kind in (("backbone", str), ("weights_id", str), ("stages", list), ("views", dict)):
         _require(features, config_path, key, kind, prefix="features.")
     threshold = config["decision"].get("threshold")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
-            or not math.isfinite(threshold):
-        raise ModelFileError(f"{config_path}: damaged: decision.threshold must be a finite "
-                             f"number, got {threshold!r}")
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not math.isfinite(threshold)
+    ):
+        raise ModelFileError(
+            f"{config_path}: damaged: decision.threshold must be a finite number, got {threshold!r}"
+        )
     return config
 
 
 def _require(d: dict, path: Path, key: str, kind: type, prefix: str = "") -> None:
     if not isinstance(d.get(key), kind):
-        raise ModelFileError(f"{path}: damaged: {prefix}{key} is missing or not a "
-                             f"{kind.__name__}")
+        raise ModelFileError(f"{path}: damaged: {prefix}{key} is missing or not a {kind.__name__}")
 
 
 def inside(folder: Path, rel, config_path: Path, key: str) -> Path:
@@ -100,60 +126,86 @@ def inside(folder: Path, rel, config_path: Path, key: str) -> Path:
     if not isinstance(rel, str) or not rel or "\x00" in rel:
         raise ModelFileError(f"{config_path}: {key} must be a file name, got {rel!r}")
     posix, windows = PurePosixPath(rel), PureWindowsPath(rel)
-    if (posix.is_absolute() or windows.is_absolute() or windows.drive or ".." in posix.parts
-            or ".." in windows.parts):
+    if (
+        posix.is_absolute()
+        or windows.is_absolute()
+        or windows.drive
+        or ".." in posix.parts
+        or ".." in windows.parts
+    ):
         raise ModelFileError(f"{config_path}: {key} = {rel!r} points outside the model folder")
     target = folder / posix
     try:
         target.resolve().relative_to(folder.resolve())
     except ValueError:  # a symbolic link out of the folder
-        raise ModelFileError(f"{config_path}: {key} = {rel!r} points outside the model folder "
-                             "(through a link)") from None
+        raise ModelFileError(
+            f"{config_path}: {key} = {rel!r} points outside the model folder (through a link)"
+        ) from None
     return target
 
 
-def featurizer_from_config(features: dict, files: dict, config_path: Path, *, cache_dir,
-                            batch_size: int, engine, progress: bool) -> Featurizer:
+def featurizer_from_config(
+    features: dict,
+    files: dict,
+    config_path: Path,
+    *,
+    cache_dir,
+    batch_size: int,
+    engine,
+    progress: bool,
+) -> Featurizer:
     kinds = {"pooled": Featurizer, "patch": PatchFeaturizer}
     kind = kinds.get(features.get("kind", "pooled"))
     if kind is None:
-        raise ModelFileError(f"{config_path}: features.kind must be one of "
-                             f"{', '.join(kinds)}, got {features.get('kind')!r}")
+        raise ModelFileError(
+            f"{config_path}: features.kind must be one of "
+            f"{', '.join(kinds)}, got {features.get('kind')!r}"
+        )
     fields = {f.name for f in dataclasses.fields(kind)} - _RUNTIME_FIELDS
     kwargs = {k: v for k, v in features.items() if k in fields}
     weights = features.get("weights")
     if weights == "file":
         if "backbone_weights" not in files:
-            raise ModelFileError(f"{config_path}: damaged: features.weights is 'file' but "
-                                 "files.backbone_weights is missing")
+            raise ModelFileError(
+                f"{config_path}: damaged: features.weights is 'file' but "
+                "files.backbone_weights is missing"
+            )
         kwargs["weights"] = files["backbone_weights"]
         if not files["backbone_weights"].is_file():
-            raise ModelFileError(f"{files['backbone_weights']}: missing; the model folder "
-                                 "is incomplete")
+            raise ModelFileError(
+                f"{files['backbone_weights']}: missing; the model folder is incomplete"
+            )
     elif weights not in (None, "offline", "imagenet"):
-        raise ModelFileError(f"{config_path}: features.weights must be 'offline', 'imagenet', "
-                             f"'file' or null, got {weights!r}")
+        raise ModelFileError(
+            f"{config_path}: features.weights must be 'offline', 'imagenet', "
+            f"'file' or null, got {weights!r}"
+        )
     if int(batch_size) < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
     # Features computed by the engine the model was fitted with reproduce bit for bit.
     kwargs["engine"] = engine or ("torch" if features.get("engine") == "torch" else "auto")
     try:
         kwargs["views"] = ViewSpec(**features["views"])
-        featurizer = kind(**kwargs, cache_dir=cache_dir, batch_size=batch_size,
-                          progress=progress)
+        featurizer = kind(**kwargs, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
         weights_id = featurizer.extractor.weights_id
     except ModelFileError:
         raise
     except ConfigError as exc:
         if engine and "engine" in str(exc):
             raise  # a bad --engine is the user's, not the file's
-        raise ModelFileError(f"{config_path}: the feature settings cannot be used ({exc})") from None
+        raise ModelFileError(
+            f"{config_path}: the feature settings cannot be used ({exc})"
+        ) from None
     except (DataError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"{config_path}: the feature settings cannot be used ({exc})") from None
+        raise ModelFileError(
+            f"{config_path}: the feature settings cannot be used ({exc})"
+        ) from None
     if weights_id != features["weights_id"]:
-        raise ModelFileError(f"{config_path}: the backbone weights found here ({weights_id}) "
-                             f"differ from those the model was trained with "
-                             f"({features['weights_id']})")
+        raise ModelFileError(
+            f"{config_path}: the backbone weights found here ({weights_id}) "
+            f"differ from those the model was trained with "
+            f"({features['weights_id']})"
+        )
     return featurizer
 
 
@@ -161,8 +213,9 @@ def copy_backbone_weights(source, target: Path) -> None:
     """A safetensors copy of a local backbone weights file (no pickle, no outside path)."""
     from safetensors.torch import save as safetensors_bytes
 
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in
-             read_state_file(Path(source)).items()}
+    state = {
+        k: v.detach().cpu().contiguous().clone() for k, v in read_state_file(Path(source)).items()
+    }
     atomic_write_bytes(target, safetensors_bytes(state))
 
 

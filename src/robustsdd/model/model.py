@@ -30,12 +30,25 @@ import numpy as np
 from .._errors import ConfigError, DataError, ModelFileError
 from .._io import atomic_write_bytes, atomic_write_json, json_safe
 from ..data import UNKNOWN, ImageSet, load_unlabeled
-from ..detectors.base import DETECTOR_CONFIG, DETECTOR_STATE, MODEL_FORMAT_VERSION, localizes
-from ..detectors.base import load_detector_files
+from ..detectors.base import (
+    DETECTOR_CONFIG,
+    DETECTOR_STATE,
+    MODEL_FORMAT_VERSION,
+    load_detector_files,
+    localizes,
+)
 from ..features import Featurizer
-from .files import (BACKBONE_WEIGHTS, MODEL_CONFIG, MODEL_FORMAT, copy_backbone_weights,
-                    featurizer_from_config, inside, package_versions, read_model_config,
-                    weights_id_of_copy)
+from .files import (
+    BACKBONE_WEIGHTS,
+    MODEL_CONFIG,
+    MODEL_FORMAT,
+    copy_backbone_weights,
+    featurizer_from_config,
+    inside,
+    package_versions,
+    read_model_config,
+    weights_id_of_copy,
+)
 from .predictions import Predictions, check_output_outside, collect_images
 
 __all__ = ["Model", "MODEL_CONFIG", "MODEL_FORMAT", "as_imageset"]
@@ -75,8 +88,15 @@ class Model:
 
     # -- reading and writing ------------------------------------------------------------
     @classmethod
-    def load(cls, path, *, cache_dir=None, batch_size: int = 1, engine: str | None = None,
-             progress: bool = False) -> "Model":
+    def load(
+        cls,
+        path,
+        *,
+        cache_dir=None,
+        batch_size: int = 1,
+        engine: str | None = None,
+        progress: bool = False,
+    ) -> Model:
         """Read and validate a model folder.
 
         Parameters
@@ -99,14 +119,26 @@ class Model:
             raise ModelFileError(f"{folder}: model folder missing (not found or not a folder)")
         config_path = folder / MODEL_CONFIG
         config = read_model_config(config_path)
-        files = {key: inside(folder, rel, config_path, f"files.{key}")
-                 for key, rel in config["files"].items()}
+        files = {
+            key: inside(folder, rel, config_path, f"files.{key}")
+            for key, rel in config["files"].items()
+        }
         detector = load_detector_files(files["detector_config"], files["detector_state"])
-        featurizer = featurizer_from_config(config["features"], files, config_path,
-                                             cache_dir=cache_dir, batch_size=batch_size,
-                                             engine=engine, progress=progress)
-        model = cls(detector, featurizer, config["decision"],
-                    {k: v for k, v in config.items() if k not in ("decision",)})
+        featurizer = featurizer_from_config(
+            config["features"],
+            files,
+            config_path,
+            cache_dir=cache_dir,
+            batch_size=batch_size,
+            engine=engine,
+            progress=progress,
+        )
+        model = cls(
+            detector,
+            featurizer,
+            config["decision"],
+            {k: v for k, v in config.items() if k not in ("decision",)},
+        )
         model.path, model.config = folder, config
         return model
 
@@ -131,16 +163,21 @@ class Model:
             inside(folder, rel, folder / MODEL_CONFIG, f"files.{key}")
             files[key] = rel
         config = {
-            **{k: v for k, v in self.info.items()
-               if k not in ("format", "format_version", "files", "features", "decision")},
+            **{
+                k: v
+                for k, v in self.info.items()
+                if k not in ("format", "format_version", "files", "features", "decision")
+            },
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,
             "versions": package_versions(),
             "files": files,
             "features": features,
             "preprocessing": self.preprocessing(),
-            "detector": {"name": self.detector.registry_name,
-                         "localizes": localizes(self.detector)},
+            "detector": {
+                "name": self.detector.registry_name,
+                "localizes": localizes(self.detector),
+            },
             "decision": json_safe(self.decision),
         }
         atomic_write_json(folder / MODEL_CONFIG, json_safe(config))
@@ -155,8 +192,10 @@ class Model:
         if weights not in (None, "random", "offline", "imagenet"):
             features["weights"] = "file"
             features["weights_file"] = BACKBONE_WEIGHTS
-            features["weights_origin"] = {"name": Path(str(weights)).name,
-                                          "weights_id": self.featurizer.extractor.weights_id}
+            features["weights_origin"] = {
+                "name": Path(str(weights)).name,
+                "weights_id": self.featurizer.extractor.weights_id,
+            }
         return features
 
     def preprocessing(self) -> dict:
@@ -165,14 +204,15 @@ class Model:
         views = self.featurizer.views
         return {
             "decode": "Pillow; EXIF orientation applied; grayscale, 16-bit, palette, RGBA and "
-                      "CMYK converted to 8-bit RGB (alpha dropped)",
+            "CMYK converted to 8-bit RGB (alpha dropped)",
             "crop": "centre square (side = the shorter image side)",
             "resize": f"bilinear to {views.size}x{views.size} (antialiased when shrinking)",
             "input_range": [0.0, 1.0],
             "normalize_mean": [float(v) for v in fx.mean.flatten()],
             "normalize_std": [float(v) for v in fx.std.flatten()],
             "views": f"{len(views.rotations)} rotation(s)"
-                     + (" x 2 mirror" if views.flips else "") + f" at scales {list(views.scales)}",
+            + (" x 2 mirror" if views.flips else "")
+            + f" at scales {list(views.scales)}",
         }
 
     # -- scoring ------------------------------------------------------------------------
@@ -198,12 +238,21 @@ class Model:
     def anomaly_maps(self, images) -> np.ndarray:
         """Anomaly maps ``(n_images, h, w)`` over each image's centre square crop."""
         if not self.localizes:
-            raise ConfigError(f"the {self.detector.registry_name} detector does not localise "
-                              "anomalies: it gives one score per image, no heat-map")
+            raise ConfigError(
+                f"the {self.detector.registry_name} detector does not localise "
+                "anomalies: it gives one score per image, no heat-map"
+            )
         return np.asarray(self.detector.anomaly_maps(self.features(images)), np.float64)
 
-    def predict(self, paths, *, threshold: float | None = None, batch_size: int = 64,
-                progress: bool = False, heatmap_dir=None) -> Predictions:
+    def predict(
+        self,
+        paths,
+        *,
+        threshold: float | None = None,
+        batch_size: int = 64,
+        progress: bool = False,
+        heatmap_dir=None,
+    ) -> Predictions:
         """Score image files and folders (searched recursively) in batches.
 
         Parameters
@@ -238,8 +287,10 @@ class Model:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         if heatmap_dir is not None:
             if not self.localizes:
-                raise ConfigError(f"--heatmaps: the {self.detector.registry_name} detector does "
-                                  "not localise anomalies (one score per image, no heat-map)")
+                raise ConfigError(
+                    f"--heatmaps: the {self.detector.registry_name} detector does "
+                    "not localise anomalies (one score per image, no heat-map)"
+                )
             check_output_outside(heatmap_dir, paths, what="heat-map folder")
         names, files = collect_images(paths)
         scores = np.empty(len(files))
@@ -248,23 +299,32 @@ class Model:
         try:
             for start in range(0, len(files), int(batch_size)):
                 idx = range(start, min(start + int(batch_size), len(files)))
-                batch = ImageSet([files[i] for i in idx], np.full(len(idx), UNKNOWN),
-                                 [names[i] for i in idx])
+                batch = ImageSet(
+                    [files[i] for i in idx], np.full(len(idx), UNKNOWN), [names[i] for i in idx]
+                )
                 X = self.featurizer.transform(batch)
-                scores[start: start + len(idx)] = self.detector.decision_function(X)
+                scores[start : start + len(idx)] = self.detector.decision_function(X)
                 if heatmaps is not None:
-                    heatmaps += _write_heatmaps(batch, self.detector.anomaly_maps(X),
-                                                Path(heatmap_dir), start)
+                    heatmaps += _write_heatmaps(
+                        batch, self.detector.anomaly_maps(X), Path(heatmap_dir), start
+                    )
                 bar.update(len(idx))
         finally:
             bar.close()
-        return Predictions(paths=names, scores=scores, threshold=threshold,
-                           threshold_source=source, heatmaps=heatmaps)
+        return Predictions(
+            paths=names,
+            scores=scores,
+            threshold=threshold,
+            threshold_source=source,
+            heatmaps=heatmaps,
+        )
 
     def __repr__(self) -> str:
         where = f" from {self.path}" if self.path else ""
-        return (f"Model({self.detector.registry_name}, backbone {self.featurizer.backbone}, "
-                f"threshold {self.threshold:.4g}{where})")
+        return (
+            f"Model({self.detector.registry_name}, backbone {self.featurizer.backbone}, "
+            f"threshold {self.threshold:.4g}{where})"
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -81,10 +81,16 @@ class Predictions:
         return rows.getvalue()
 
     def to_dict(self) -> dict:
-        return {"threshold": float(self.threshold), "threshold_source": self.threshold_source,
-                "n_images": len(self), "n_anomalous": self.n_anomalous,
-                "results": [{**r, "score": r["score"] if np.isfinite(r["score"]) else None}
-                            for r in self.records]}
+        return {
+            "threshold": float(self.threshold),
+            "threshold_source": self.threshold_source,
+            "n_images": len(self),
+            "n_anomalous": self.n_anomalous,
+            "results": [
+                {**r, "score": r["score"] if np.isfinite(r["score"]) else None}
+                for r in self.records
+            ],
+        }
 
     def to_csv(self, path) -> Path:
         """Write ``path,score,label[,heatmap]`` rows (atomically)."""
@@ -134,5 +140,7 @@ def check_output_outside(out, inputs: Sequence, *, what: str) -> None:
         if not folder.is_dir():
             folder = folder.parent
         if target == folder or folder in target.parents:
-            raise ConfigError(f"{what} {out} is inside the input folder {p}; choose a folder "
-                              "outside it (robustsdd never writes into the images it reads)")
+            raise ConfigError(
+                f"{what} {out} is inside the input folder {p}; choose a folder "
+                "outside it (robustsdd never writes into the images it reads)"
+            )

@@ -14,8 +14,16 @@ import re
 import numpy as np
 from PIL import Image
 
-__all__ = ["thumbnail", "square_crop", "heatmap_overlay", "score_histogram_png", "png_bytes",
-           "jpeg_bytes", "data_uri", "safe_stem"]
+__all__ = [
+    "thumbnail",
+    "square_crop",
+    "heatmap_overlay",
+    "score_histogram_png",
+    "png_bytes",
+    "jpeg_bytes",
+    "data_uri",
+    "safe_stem",
+]
 
 
 def square_crop(rgb: np.ndarray) -> np.ndarray:
@@ -23,7 +31,7 @@ def square_crop(rgb: np.ndarray) -> np.ndarray:
     h, w = rgb.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
-    return rgb[top: top + side, left: left + side]
+    return rgb[top : top + side, left : left + side]
 
 
 def thumbnail(rgb: np.ndarray, size: int = 160) -> Image.Image:
@@ -33,8 +41,9 @@ def thumbnail(rgb: np.ndarray, size: int = 160) -> Image.Image:
     return img
 
 
-def heatmap_overlay(rgb: np.ndarray, amap: np.ndarray, size: int = 512,
-                    alpha: float = 0.45) -> Image.Image:
+def heatmap_overlay(
+    rgb: np.ndarray, amap: np.ndarray, size: int = 512, alpha: float = 0.45
+) -> Image.Image:
     """An anomaly map drawn over the image's centre square (at most ``size`` pixels a side).
 
     Colours are relative within the map (its minimum to its maximum); the image's
@@ -84,8 +93,13 @@ def score_histogram_png(scores, keep, *, lines: dict, xlabel: str) -> bytes:
             bins = np.linspace(lo, hi + 1e-12 * max(1.0, abs(hi)), 41)
         groups = [(s[finite & keep], "#4c78a8", "kept"), (s[finite & ~keep], "#e45756", "removed")]
         groups = [g for g in groups if g[0].size]
-        ax.hist([g[0] for g in groups], bins=bins, stacked=True, color=[g[1] for g in groups],
-                label=[g[2] for g in groups])
+        ax.hist(
+            [g[0] for g in groups],
+            bins=bins,
+            stacked=True,
+            color=[g[1] for g in groups],
+            label=[g[2] for g in groups],
+        )
     styles = ["-", "--", ":"]
     for i, (label, value) in enumerate(lines.items()):
         if np.isfinite(value):

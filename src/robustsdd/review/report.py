@@ -12,11 +12,11 @@ outside resources as a second line of defence.
 from __future__ import annotations
 
 import html
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .pictures import (data_uri, heatmap_overlay, jpeg_bytes, score_histogram_png, thumbnail)
+from .pictures import data_uri, heatmap_overlay, jpeg_bytes, score_histogram_png, thumbnail
 
 __all__ = ["render_report"]
 
@@ -46,11 +46,27 @@ def _fmt(x) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.4g}"
 
 
-def render_report(*, names: Sequence[str], load_rgb: Callable[[int], np.ndarray],
-                  final_scores, review_scores, keep, removed_order, decision: dict,
-                  cleaning_text: str, review_label: str, model_text: str, histograms=(), notes=(),
-                  labels=None, anomaly_maps: Callable | None = None, n_near: int = 12,
-                  max_removed: int = 200, thumb: int = 160, title: str = "robustsdd review") -> str:
+def render_report(
+    *,
+    names: Sequence[str],
+    load_rgb: Callable[[int], np.ndarray],
+    final_scores,
+    review_scores,
+    keep,
+    removed_order,
+    decision: dict,
+    cleaning_text: str,
+    review_label: str,
+    model_text: str,
+    histograms=(),
+    notes=(),
+    labels=None,
+    anomaly_maps: Callable | None = None,
+    n_near: int = 12,
+    max_removed: int = 200,
+    thumb: int = 160,
+    title: str = "robustsdd review",
+) -> str:
     """The HTML text of the review report.
 
     Parameters
@@ -76,8 +92,9 @@ def render_report(*, names: Sequence[str], load_rgb: Callable[[int], np.ndarray]
     threshold = float(decision["threshold"])
     removed = [int(i) for i in removed_order]
     kept_idx = np.flatnonzero(keep)
-    near = kept_idx[np.argsort(-np.nan_to_num(review_scores[kept_idx], nan=np.inf),
-                               kind="stable")][:n_near]
+    near = kept_idx[np.argsort(-np.nan_to_num(review_scores[kept_idx], nan=np.inf), kind="stable")][
+        :n_near
+    ]
     shown_removed = removed[:max_removed]
     maps = {}
     if anomaly_maps is not None:
@@ -88,23 +105,29 @@ def render_report(*, names: Sequence[str], load_rgb: Callable[[int], np.ndarray]
     def card(i: int) -> str:
         rgb = load_rgb(i)
         name = _e(names[i])
-        pics = [f'<img src="{data_uri(jpeg_bytes(thumbnail(rgb, thumb)), "image/jpeg")}" '
-                f'alt="{name}">']
+        pics = [
+            f'<img src="{data_uri(jpeg_bytes(thumbnail(rgb, thumb)), "image/jpeg")}" alt="{name}">'
+        ]
         if i in maps:
             overlay = heatmap_overlay(rgb, maps[i], size=thumb)
-            pics.append(f'<img class="heat" src="{data_uri(jpeg_bytes(overlay), "image/jpeg")}"'
-                        f' alt="heat-map of {name}">')
+            pics.append(
+                f'<img class="heat" src="{data_uri(jpeg_bytes(overlay), "image/jpeg")}"'
+                f' alt="heat-map of {name}">'
+            )
         tag = ""
         if labels is not None and labels[i] >= 0:
             tag = f' <span class="tag">[labelled {"defective" if labels[i] else "good"}]</span>'
-        return (f'<figure class="card" data-index="{i}">{"".join(pics)}<figcaption>'
-                f'<div class="name" title="{name}">{name}</div>'
-                f'<div><span class="score">{_e(review_label)} {_fmt(review_scores[i])}</span>'
-                f'{tag}</div><div class="muted">final-model score {_fmt(final_scores[i])}</div>'
-                f'</figcaption></figure>')
+        return (
+            f'<figure class="card" data-index="{i}">{"".join(pics)}<figcaption>'
+            f'<div class="name" title="{name}">{name}</div>'
+            f'<div><span class="score">{_e(review_label)} {_fmt(review_scores[i])}</span>'
+            f'{tag}</div><div class="muted">final-model score {_fmt(final_scores[i])}</div>'
+            f"</figcaption></figure>"
+        )
 
-    plots = [score_histogram_png(s, k, lines=lines, xlabel=label)
-             for s, k, label, lines in histograms]
+    plots = [
+        score_histogram_png(s, k, lines=lines, xlabel=label) for s, k, label, lines in histograms
+    ]
     contamination = n_removed / n if n else 0.0
 
     parts = [
@@ -119,27 +142,37 @@ def render_report(*, names: Sequence[str], load_rgb: Callable[[int], np.ndarray]
         f'<tr><th>removed</th><td><span id="n-removed">{n_removed}</span> '
         f'(kept <span id="n-kept">{n - n_removed}</span>)</td></tr>',
         f'<tr><th>estimated contamination</th><td><span id="contamination">'
-        f'{100 * contamination:.1f}</span> % (the share removed)</td></tr>',
-        f'<tr><th>removal</th><td>{_e(cleaning_text)}</td></tr>',
+        f"{100 * contamination:.1f}</span> % (the share removed)</td></tr>",
+        f"<tr><th>removal</th><td>{_e(cleaning_text)}</td></tr>",
         f'<tr><th>decision threshold</th><td><span id="decision-threshold">{threshold:.6g}'
-        f'</span>: {_e(decision.get("description", ""))}. A new image scoring above it is '
-        f'labelled anomalous by <code>robustsdd predict</code>.</td></tr>',
+        f"</span>: {_e(decision.get('description', ''))}. A new image scoring above it is "
+        f"labelled anomalous by <code>robustsdd predict</code>.</td></tr>",
         "</table>",
     ]
     if notes:
         parts.append('<ul class="notes">' + "".join(f"<li>{_e(t)}</li>" for t in notes) + "</ul>")
     parts += [
         "<h2>Training scores</h2>",
-        *(f'<img class="histogram" src="{data_uri(png, "image/png")}" '
-          f'alt="histogram of training scores" style="max-width:100%">' for png in plots),
-        f'<h2>Removed images ({n_removed}, highest score first)</h2>',
+        *(
+            f'<img class="histogram" src="{data_uri(png, "image/png")}" '
+            f'alt="histogram of training scores" style="max-width:100%">'
+            for png in plots
+        ),
+        f"<h2>Removed images ({n_removed}, highest score first)</h2>",
     ]
     if len(removed) > len(shown_removed):
-        parts.append(f'<p class="muted">showing the first {len(shown_removed)}; all are listed '
-                     f'in train_scores.csv</p>')
-    parts.append('<div class="gallery" id="removed">'
-                 + ("".join(card(i) for i in shown_removed)
-                    or '<p class="muted">none: the rule removed nothing</p>') + "</div>")
+        parts.append(
+            f'<p class="muted">showing the first {len(shown_removed)}; all are listed '
+            f"in train_scores.csv</p>"
+        )
+    parts.append(
+        '<div class="gallery" id="removed">'
+        + (
+            "".join(card(i) for i in shown_removed)
+            or '<p class="muted">none: the rule removed nothing</p>'
+        )
+        + "</div>"
+    )
     parts += [
         f"<h2>Kept images closest to the cut ({len(near)}): worth a second look</h2>",
         '<div class="gallery" id="near">' + "".join(card(int(i)) for i in near) + "</div>",

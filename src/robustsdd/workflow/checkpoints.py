@@ -27,8 +27,8 @@ import json
 import shutil
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -87,12 +87,21 @@ class FitCheckpoints:
         """Fix what every stage depends on: the features ``X``, the image ``names``, the
         ``detector`` (name and parameters) and ``settings`` (JSON-able)."""
         params = result_params(detector)
-        self.base = json_digest({
-            "format": _FORMAT, "robustsdd": __version__, "features": array_digest(X),
-            "names": json_digest(list(map(str, names))),
-            "detector": [type(detector).__module__, type(detector).__qualname__,
-                         getattr(detector, "registry_name", None), params],
-            "settings": settings})
+        self.base = json_digest(
+            {
+                "format": _FORMAT,
+                "robustsdd": __version__,
+                "features": array_digest(X),
+                "names": json_digest(list(map(str, names))),
+                "detector": [
+                    type(detector).__module__,
+                    type(detector).__qualname__,
+                    getattr(detector, "registry_name", None),
+                    params,
+                ],
+                "settings": settings,
+            }
+        )
 
     def key(self, stage: str, **inputs) -> str:
         if self.base is None:
@@ -103,8 +112,15 @@ class FitCheckpoints:
         return self.folder / f"{stage}.ckpt"
 
     # -- writing --------------------------------------------------------------------------
-    def save(self, stage: str, *, detector=None, arrays: dict | None = None,
-             info: dict | None = None, inputs: dict | None = None) -> None:
+    def save(
+        self,
+        stage: str,
+        *,
+        detector=None,
+        arrays: dict | None = None,
+        info: dict | None = None,
+        inputs: dict | None = None,
+    ) -> None:
         """Write the stage's checkpoint atomically."""
         from safetensors.torch import save as safetensors_bytes
 
@@ -114,15 +130,25 @@ class FitCheckpoints:
                 tensors[f"detector.{k}"] = v.detach().cpu().contiguous().clone()
         for k, v in (arrays or {}).items():
             tensors[f"array.{k}"] = torch.from_numpy(np.array(v, copy=True))
-        meta = {"robustsdd_checkpoint": str(_FORMAT), "stage": stage,
-                "key": self.key(stage, **(inputs or {})),
-                "detector": getattr(detector, "registry_name", "") if detector is not None else "",
-                "info": json.dumps(info or {}, default=str)}
+        meta = {
+            "robustsdd_checkpoint": str(_FORMAT),
+            "stage": stage,
+            "key": self.key(stage, **(inputs or {})),
+            "detector": getattr(detector, "registry_name", "") if detector is not None else "",
+            "info": json.dumps(info or {}, default=str),
+        }
         write_checksummed(self.path(stage), safetensors_bytes(tensors, metadata=meta), MAGIC)
 
     # -- reading --------------------------------------------------------------------------
-    def load(self, stage: str, *, detector=None, inputs: dict | None = None,
-             describe: str | None = None, quiet: bool = False) -> Checkpoint | None:
+    def load(
+        self,
+        stage: str,
+        *,
+        detector=None,
+        inputs: dict | None = None,
+        describe: str | None = None,
+        quiet: bool = False,
+    ) -> Checkpoint | None:
         """The stage's checkpoint, or None when there is none, or it is stale or damaged
         (then deleted, with a note). ``detector``: the unfitted detector the stored state is
         loaded into (a clone of it is returned as ``Checkpoint.detector``)."""
@@ -132,12 +158,16 @@ class FitCheckpoints:
         try:
             ckpt = self._read(path, stage, detector, self.key(stage, **(inputs or {})))
         except _Stale:
-            self._discard(path, f"ignoring checkpoint {path.name}: it was made by a different "
-                                f"command or from different images; recomputing {stage}")
+            self._discard(
+                path,
+                f"ignoring checkpoint {path.name}: it was made by a different "
+                f"command or from different images; recomputing {stage}",
+            )
             return None
         except _Damaged as exc:
-            self._discard(path, f"ignoring checkpoint {path.name}: damaged ({exc}); "
-                                f"recomputing {stage}")
+            self._discard(
+                path, f"ignoring checkpoint {path.name}: damaged ({exc}); recomputing {stage}"
+            )
             return None
         self.resumed.append(stage)
         if not quiet:
@@ -147,8 +177,7 @@ class FitCheckpoints:
     def reload(self, stage: str, *, detector=None, inputs: dict | None = None) -> Checkpoint:
         """Read back a checkpoint this run just wrote (so an uninterrupted run continues
         from exactly what a resumed one would)."""
-        return self._read(self.path(stage), stage, detector,
-                          self.key(stage, **(inputs or {})))
+        return self._read(self.path(stage), stage, detector, self.key(stage, **(inputs or {})))
 
     def _read(self, path: Path, stage: str, detector, key: str) -> Checkpoint:
         from safetensors.torch import load as safetensors_load
@@ -170,19 +199,22 @@ class FitCheckpoints:
             info = json.loads(meta.get("info", "{}"))
         except json.JSONDecodeError as exc:
             raise _Damaged(f"unreadable metadata: {exc}") from None
-        arrays = {k[len("array."):]: v.numpy() for k, v in tensors.items()
-                  if k.startswith("array.")}
+        arrays = {
+            k[len("array.") :]: v.numpy() for k, v in tensors.items() if k.startswith("array.")
+        }
         fitted = None
         if detector is not None:
             if meta.get("detector") != getattr(detector, "registry_name", ""):
                 raise _Stale()
-            state = {k[len("detector."):]: v for k, v in tensors.items()
-                     if k.startswith("detector.")}
+            state = {
+                k[len("detector.") :]: v for k, v in tensors.items() if k.startswith("detector.")
+            }
             try:
                 fitted = fitted_from_state(detector, state)
             except Exception as exc:  # state that does not fit the detector
-                raise _Damaged(f"detector state does not load: {type(exc).__name__}: "
-                               f"{exc}") from None
+                raise _Damaged(
+                    f"detector state does not load: {type(exc).__name__}: {exc}"
+                ) from None
         return Checkpoint(stage, fitted, arrays, info)
 
     def _discard(self, path: Path, message: str) -> None:
@@ -199,7 +231,7 @@ class FitCheckpoints:
 
 def _safetensors_metadata(payload: bytes) -> dict:
     (n,) = struct.unpack("<Q", payload[:8])
-    header = json.loads(payload[8:8 + n])
+    header = json.loads(payload[8 : 8 + n])
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict):
         raise ValueError("metadata is not a mapping")

@@ -14,8 +14,8 @@ import csv
 import io
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -68,20 +68,46 @@ def fit_folder(images_dir, out_dir, **settings) -> Model:
     return fit_images(load_unlabeled(images_dir), out_dir, **settings)
 
 
-def fit_images(images: ImageSet, out_dir, *, detector="differnet", preset: str = "cpu",
-               detector_params: dict | None = None, featurizer: Featurizer | None = None,
-               backbone: str | None = None, weights=None, stages=None,
-               image_size: int | None = None, scales=None, rotations=None,
-               n_rotations: int | None = None, flips: bool | None = None, cache_dir=None,
-               batch_size: int = 1, engine: str = "auto", rule: str | None = None,
-               threshold: float | None = None, fraction: float | None = None,
-               min_size: float | None = None, z: float | None = None,
-               scoring: str | None = None, n_folds: int = 5, min_keep: float = 0.5,
-               n_members: int = 5, rounds: int = 1, decision_quantile: float | None = None,
-               decision_scores: str | None = None, on_bad_image: str = "skip",
-               n_train: int | None = None, contamination: float = 0.2, seed: int = 0,
-               progress: bool = True, report: bool = True, resume: bool = True,
-               log: Callable[[str], None] | None = None) -> Model:
+def fit_images(
+    images: ImageSet,
+    out_dir,
+    *,
+    detector="differnet",
+    preset: str = "cpu",
+    detector_params: dict | None = None,
+    featurizer: Featurizer | None = None,
+    backbone: str | None = None,
+    weights=None,
+    stages=None,
+    image_size: int | None = None,
+    scales=None,
+    rotations=None,
+    n_rotations: int | None = None,
+    flips: bool | None = None,
+    cache_dir=None,
+    batch_size: int = 1,
+    engine: str = "auto",
+    rule: str | None = None,
+    threshold: float | None = None,
+    fraction: float | None = None,
+    min_size: float | None = None,
+    z: float | None = None,
+    scoring: str | None = None,
+    n_folds: int = 5,
+    min_keep: float = 0.5,
+    n_members: int = 5,
+    rounds: int = 1,
+    decision_quantile: float | None = None,
+    decision_scores: str | None = None,
+    on_bad_image: str = "skip",
+    n_train: int | None = None,
+    contamination: float = 0.2,
+    seed: int = 0,
+    progress: bool = True,
+    report: bool = True,
+    resume: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> Model:
     """Screen ``images``, fit with cleaning, and write the model folder ``out_dir``.
 
     Every setting left at None takes the detector's recipe default
@@ -130,31 +156,80 @@ def fit_images(images: ImageSet, out_dir, *, detector="differnet", preset: str =
     """
     log = log or _to_stderr
     parts = make_components(
-        detector, preset=preset, detector_params=detector_params, featurizer=featurizer,
-        backbone=backbone, weights=weights, stages=stages, image_size=image_size,
-        scales=scales, rotations=rotations, n_rotations=n_rotations, flips=flips,
-        cache_dir=cache_dir, batch_size=batch_size, engine=engine, rule=rule,
-        threshold=threshold, fraction=fraction, min_size=min_size, z=z, scoring=scoring,
-        n_folds=n_folds, min_keep=min_keep, n_members=n_members, rounds=rounds,
-        decision_quantile=decision_quantile, decision_scores=decision_scores, seed=seed,
-        progress=progress, log=log)
+        detector,
+        preset=preset,
+        detector_params=detector_params,
+        featurizer=featurizer,
+        backbone=backbone,
+        weights=weights,
+        stages=stages,
+        image_size=image_size,
+        scales=scales,
+        rotations=rotations,
+        n_rotations=n_rotations,
+        flips=flips,
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+        engine=engine,
+        rule=rule,
+        threshold=threshold,
+        fraction=fraction,
+        min_size=min_size,
+        z=z,
+        scoring=scoring,
+        n_folds=n_folds,
+        min_keep=min_keep,
+        n_members=n_members,
+        rounds=rounds,
+        decision_quantile=decision_quantile,
+        decision_scores=decision_scores,
+        seed=seed,
+        progress=progress,
+        log=log,
+    )
     check_model_dir(Path(out_dir), images)  # before any image is decoded
     screen = screen_images(images, on_bad_image, progress=progress)
     for line in screen.notes():
         log(f"note: {line}")
     images = screen.images
     if n_train:
-        images, _ = paper_split(images, n_train=n_train, contamination=contamination,
-                                n_test_good=0, n_test_defective=0, random_state=seed)
-    return fit_model(images, out_dir, featurizer=parts.featurizer, detector=parts.detector,
-                     cleaning=parts.cleaning, decision=parts.decision, seed=seed,
-                     screen=screen, report=report, resume=resume, log=log)
+        images, _ = paper_split(
+            images,
+            n_train=n_train,
+            contamination=contamination,
+            n_test_good=0,
+            n_test_defective=0,
+            random_state=seed,
+        )
+    return fit_model(
+        images,
+        out_dir,
+        featurizer=parts.featurizer,
+        detector=parts.detector,
+        cleaning=parts.cleaning,
+        decision=parts.decision,
+        seed=seed,
+        screen=screen,
+        report=report,
+        resume=resume,
+        log=log,
+    )
 
 
-def fit_model(images: ImageSet, out_dir, *, featurizer: Featurizer, detector,
-              cleaning: dict | None, decision: dict, seed: int = 0,
-              screen: ScreenResult | None = None, report: bool = True, resume: bool = True,
-              log: Callable[[str], None] | None = None) -> Model:
+def fit_model(
+    images: ImageSet,
+    out_dir,
+    *,
+    featurizer: Featurizer,
+    detector,
+    cleaning: dict | None,
+    decision: dict,
+    seed: int = 0,
+    screen: ScreenResult | None = None,
+    report: bool = True,
+    resume: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> Model:
     """Fit built pieces on ``images`` and write the model folder (see :func:`fit_images`).
 
     ``cleaning``: :class:`~robustsdd.OneShotRemoval` keywords, or None (no cleaning);
@@ -194,12 +269,28 @@ def fit_model(images: ImageSet, out_dir, *, featurizer: Featurizer, detector,
         stages, removed_order = dict(osr.stage_scores_), osr.removed_indices_
         review_label = f"{SCORING_WORDS[osr.scoring]} removal score"
         cleaning_text, removal_threshold = _describe_cleaning(osr), osr.cut_
-    decided, calibration = decide(decision, detector=detector, X=X, keep=keep, final=final,
-                                  removal=removal, scoring=(cleaning or {}).get("scoring"),
-                                  seed=seed, checkpoints=checkpoints,
-                                  skipped_steps=fold_skipped)
-    histograms = _histograms(cleaning is not None, removal_threshold, review, review_label,
-                             keep, decided, calibration, final)
+    decided, calibration = decide(
+        decision,
+        detector=detector,
+        X=X,
+        keep=keep,
+        final=final,
+        removal=removal,
+        scoring=(cleaning or {}).get("scoring"),
+        seed=seed,
+        checkpoints=checkpoints,
+        skipped_steps=fold_skipped,
+    )
+    histograms = _histograms(
+        cleaning is not None,
+        removal_threshold,
+        review,
+        review_label,
+        keep,
+        decided,
+        calibration,
+        final,
+    )
     if calibration is not None:
         stages["calibration"] = calibration
         if cleaning is None:  # the galleries then sort by the scores of unseen images
@@ -208,13 +299,19 @@ def fit_model(images: ImageSet, out_dir, *, featurizer: Featurizer, detector,
     if skipped:
         notes.append(skipped)
     if decided["in_sample"]:
-        notes.append("the decision threshold comes from in-sample scores (the model has seen "
-                     "those images), so it is likely too low for new images; prefer "
-                     "decision scores 'out_of_fold'")
+        notes.append(
+            "the decision threshold comes from in-sample scores (the model has seen "
+            "those images), so it is likely too low for new images; prefer "
+            "decision scores 'out_of_fold'"
+        )
     info = {
-        "training": {"source": images.source, "n_images": len(images),
-                     "n_removed": int((~keep).sum()), "seed": seed,
-                     "score_summary": score_summary(final)},
+        "training": {
+            "source": images.source,
+            "n_images": len(images),
+            "n_removed": int((~keep).sum()),
+            "seed": seed,
+            "score_summary": score_summary(final),
+        },
         "cleaning": dict(cleaning) if cleaning is not None else {"rule": "none"},
         "notes": notes,
     }
@@ -225,12 +322,29 @@ def fit_model(images: ImageSet, out_dir, *, featurizer: Featurizer, detector,
     target = _swap_target(out)
     staging = staging_folder(target)
     try:
-        _write_model_folder(staging, fitted, images, X, keep, stages, final, report, screen,
-                            dict(final_scores=final, review_scores=review, keep=keep,
-                                 removed_order=removed_order, decision=decided,
-                                 cleaning_text=cleaning_text, review_label=review_label,
-                                 histograms=histograms,
-                                 model_text=_describe_model(model, featurizer), notes=notes))
+        _write_model_folder(
+            staging,
+            fitted,
+            images,
+            X,
+            keep,
+            stages,
+            final,
+            report,
+            screen,
+            dict(
+                final_scores=final,
+                review_scores=review,
+                keep=keep,
+                removed_order=removed_order,
+                decision=decided,
+                cleaning_text=cleaning_text,
+                review_label=review_label,
+                histograms=histograms,
+                model_text=_describe_model(model, featurizer),
+                notes=notes,
+            ),
+        )
         swap_in_folder(staging, target)  # the checkpoints go with the folder replaced
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -246,35 +360,54 @@ def _fit_plain(checkpoints: FitCheckpoints, detector, X, seed: int) -> tuple:
     ckpt = checkpoints.load("model", describe="training on every image (no cleaning)", **what)
     if ckpt is None:
         model = fit_cleaned(detector, X, None, seed=seed).model
-        checkpoints.save("model", detector=model, arrays={
-            "scores": np.asarray(model.decision_function(X), np.float64)}, inputs={})
+        checkpoints.save(
+            "model",
+            detector=model,
+            arrays={"scores": np.asarray(model.decision_function(X), np.float64)},
+            inputs={},
+        )
         ckpt = checkpoints.reload("model", **what)
     return ckpt.detector, ckpt.arrays["scores"]
 
 
-def _fit_osr(checkpoints: FitCheckpoints, detector, X, cleaning: dict,
-             seed: int) -> OneShotRemoval:
+def _fit_osr(checkpoints: FitCheckpoints, detector, X, cleaning: dict, seed: int) -> OneShotRemoval:
     """One-Shot Removal in two checkpointed steps: stage 1 (train, removal scores), then
     removal + fine-tune (the shared :func:`~robustsdd.cleaning.fit_cleaned`, reusing stage
     1). Resumes from the later of the two found; both paths, fresh and resumed, continue
     from the state read back, so they give the same model."""
     cleaning = {**cleaning, "keep_baseline": False}  # fit never compares with stage 1
     osr = OneShotRemoval(seeded_clone(detector, seed), random_state=seed, **cleaning)
-    s1_inputs = {"scoring": osr.scoring, "n_folds": osr.n_folds, "n_members": osr.n_members,
-                 "seed": seed}
-    s3_inputs = {"stage1": checkpoints.key("stage1", **s1_inputs),
-                 "osr": {k: v for k, v in osr.get_params(deep=False).items()
-                         if k != "detector"}}
-    s3 = checkpoints.load("stage3", inputs=s3_inputs,
-                          describe=f"stage 3 (removal by {osr.rule}, fine-tuned)")
+    s1_inputs = {
+        "scoring": osr.scoring,
+        "n_folds": osr.n_folds,
+        "n_members": osr.n_members,
+        "seed": seed,
+    }
+    s3_inputs = {
+        "stage1": checkpoints.key("stage1", **s1_inputs),
+        "osr": {k: v for k, v in osr.get_params(deep=False).items() if k != "detector"},
+    }
+    s3 = checkpoints.load(
+        "stage3", inputs=s3_inputs, describe=f"stage 3 (removal by {osr.rule}, fine-tuned)"
+    )
     if s3 is None:
-        s1 = checkpoints.load("stage1", detector=detector, inputs=s1_inputs,
-                              describe=f"stage 1 (trained on {len(X)} images, removal scores)")
+        s1 = checkpoints.load(
+            "stage1",
+            detector=detector,
+            inputs=s1_inputs,
+            describe=f"stage 1 (trained on {len(X)} images, removal scores)",
+        )
         if s1 is None:
             model, stage1_scores, removal_scores = osr.fit_stage1(X)  # checks settings first
-            checkpoints.save("stage1", detector=model, inputs=s1_inputs, arrays={
-                "stage1": np.asarray(stage1_scores, np.float64),
-                "removal": np.asarray(removal_scores, np.float64)})
+            checkpoints.save(
+                "stage1",
+                detector=model,
+                inputs=s1_inputs,
+                arrays={
+                    "stage1": np.asarray(stage1_scores, np.float64),
+                    "removal": np.asarray(removal_scores, np.float64),
+                },
+            )
             s1 = checkpoints.reload("stage1", detector=detector, inputs=s1_inputs)
         stage1 = osr.as_stage1(s1.detector, s1.arrays["stage1"], s1.arrays["removal"])
         fitted = fit_cleaned(detector, X, cleaning, seed=seed, stage1=stage1).osr
@@ -290,20 +423,26 @@ def _skipped_steps_note(model, fold_skipped: list) -> str | None:
     folds = int(sum(fold_skipped))
     if not final + folds:
         return None
-    return (f"training skipped {final + folds} step(s) with a non-finite (NaN/Inf) loss or "
-            f"gradient, halving the learning rate each time ({final} in the final model, "
-            f"{folds} in the decision-threshold fits); if the scores look wrong, lower the "
-            "learning rate (--param lr=...)")
+    return (
+        f"training skipped {final + folds} step(s) with a non-finite (NaN/Inf) loss or "
+        f"gradient, halving the learning rate each time ({final} in the final model, "
+        f"{folds} in the decision-threshold fits); if the scores look wrong, lower the "
+        "learning rate (--param lr=...)"
+    )
 
 
-def _histograms(cleaned: bool, removal_threshold, review, review_label, keep, decision,
-                calibration, final) -> list:
+def _histograms(
+    cleaned: bool, removal_threshold, review, review_label, keep, decision, calibration, final
+) -> list:
     """The report's plots: (scores, keep, x label, {line label: value})."""
     line = {f"decision threshold {decision['threshold']:.4g}": decision["threshold"]}
     plots = []
     if cleaned:
-        lines = ({f"removal threshold {removal_threshold:.4g}": removal_threshold}
-                 if removal_threshold is not None else {})  # score_threshold, auto
+        lines = (
+            {f"removal threshold {removal_threshold:.4g}": removal_threshold}
+            if removal_threshold is not None
+            else {}
+        )  # score_threshold, auto
         if decision["scores"] == "removal":
             lines.update(line)
         plots.append((review, keep, review_label, lines))
@@ -314,12 +453,23 @@ def _histograms(cleaned: bool, removal_threshold, review, review_label, keep, de
     return plots
 
 
-def _write_model_folder(folder: Path, fitted: Model, images: ImageSet, X, keep, stages, final,
-                        report: bool, screen: ScreenResult | None, report_args: dict) -> None:
+def _write_model_folder(
+    folder: Path,
+    fitted: Model,
+    images: ImageSet,
+    X,
+    keep,
+    stages,
+    final,
+    report: bool,
+    screen: ScreenResult | None,
+    report_args: dict,
+) -> None:
     model = fitted.detector
     files = {"train_scores": TRAIN_SCORES}
-    atomic_write_bytes(folder / TRAIN_SCORES,
-                       _train_scores_csv(images, keep, stages, final).encode())
+    atomic_write_bytes(
+        folder / TRAIN_SCORES, _train_scores_csv(images, keep, stages, final).encode()
+    )
     if screen is not None:
         write_skip_list(screen, folder / SKIPPED)
         files["skipped"] = SKIPPED
@@ -327,10 +477,13 @@ def _write_model_folder(folder: Path, fitted: Model, images: ImageSet, X, keep, 
         from ..review import render_report
 
         text = render_report(
-            names=images.names, load_rgb=images.rgb, **report_args,
+            names=images.names,
+            load_rgb=images.rgb,
+            **report_args,
             labels=images.labels if (images.labels >= 0).any() else None,
             anomaly_maps=(lambda idx: model.anomaly_maps(X[idx])) if localizes(model) else None,
-            title=f"robustsdd review: {_source_name(images)}")
+            title=f"robustsdd review: {_source_name(images)}",
+        )
         atomic_write_bytes(folder / REPORT, text.encode("utf-8"))
         files["report"] = REPORT
     fitted.save(folder, extra_files=files)  # robustsdd.json last
@@ -350,16 +503,23 @@ def check_model_dir(out: Path, images: ImageSet | None = None) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
     # A folder holding only the checkpoints of an interrupted fit is as good as empty.
-    if out.is_dir() and any(p.name != CHECKPOINT_DIR for p in out.iterdir()) and not (
-            (out / MODEL_CONFIG).is_file() or (out / DETECTOR_STATE).is_file()):
-        raise ConfigError(f"--out {out} is a non-empty folder that is not a robustsdd model; "
-                          "choose a new or empty folder")
+    if (
+        out.is_dir()
+        and any(p.name != CHECKPOINT_DIR for p in out.iterdir())
+        and not ((out / MODEL_CONFIG).is_file() or (out / DETECTOR_STATE).is_file())
+    ):
+        raise ConfigError(
+            f"--out {out} is a non-empty folder that is not a robustsdd model; "
+            "choose a new or empty folder"
+        )
     root = (images.meta or {}).get("root") if images is not None else None
     if root:
         target, root = out.resolve(), Path(root).resolve()
         if target == root or root in target.parents:
-            raise ConfigError(f"--out {out} is inside the training images folder {root}; "
-                              "choose a folder outside it")
+            raise ConfigError(
+                f"--out {out} is inside the training images folder {root}; "
+                "choose a folder outside it"
+            )
 
 
 def _train_scores_csv(images: ImageSet, keep, stages: dict, final) -> str:
@@ -371,8 +531,16 @@ def _train_scores_csv(images: ImageSet, keep, stages: dict, final) -> str:
     rank = np.empty(len(final), int)
     rank[order] = np.arange(1, len(final) + 1)
     for i, name in enumerate(images.names):
-        writer.writerow([name, int(images.labels[i]), int(keep[i]), int(rank[i]),
-                         *(fmt_score(stages[s][i]) for s in stage_names), fmt_score(final[i])])
+        writer.writerow(
+            [
+                name,
+                int(images.labels[i]),
+                int(keep[i]),
+                int(rank[i]),
+                *(fmt_score(stages[s][i]) for s in stage_names),
+                fmt_score(final[i]),
+            ]
+        )
     return rows.getvalue()
 
 
@@ -389,11 +557,16 @@ def _describe_cleaning(osr: OneShotRemoval) -> str:
 
 def _describe_model(model, featurizer: Featurizer) -> str:
     views = featurizer.views
-    weights = featurizer.weights if isinstance(featurizer.weights, str) or \
-        featurizer.weights is None else "file"
-    return (f"{model.registry_name} detector on {featurizer.backbone} features "
-            f"(weights {weights or 'random'}), {views.size} px, {views.n_views} views x "
-            f"{len(views.scales)} scales; robustsdd {__version__}")
+    weights = (
+        featurizer.weights
+        if isinstance(featurizer.weights, str) or featurizer.weights is None
+        else "file"
+    )
+    return (
+        f"{model.registry_name} detector on {featurizer.backbone} features "
+        f"(weights {weights or 'random'}), {views.size} px, {views.n_views} views x "
+        f"{len(views.scales)} scales; robustsdd {__version__}"
+    )
 
 
 def _source_name(images: ImageSet) -> str:

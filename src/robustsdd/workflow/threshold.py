@@ -29,9 +29,19 @@ from .checkpoints import FitCheckpoints
 __all__ = ["decide", "out_of_fold_scores", "choose_decision_threshold"]
 
 
-def decide(decision: dict, *, detector, X, keep, final, removal, scoring, seed,
-           checkpoints: FitCheckpoints | None = None,
-           skipped_steps: list | None = None) -> tuple:
+def decide(
+    decision: dict,
+    *,
+    detector,
+    X,
+    keep,
+    final,
+    removal,
+    scoring,
+    seed,
+    checkpoints: FitCheckpoints | None = None,
+    skipped_steps: list | None = None,
+) -> tuple:
     """(the decision dict, the out-of-fold calibration scores or None).
 
     ``decision``: ``scores`` ("out_of_fold" or "removal"), ``quantile``, ``n_folds``;
@@ -39,18 +49,31 @@ def decide(decision: dict, *, detector, X, keep, final, removal, scoring, seed,
     """
     kind, quantile = decision["scores"], decision["quantile"]
     if kind == "out_of_fold":
-        calibration = out_of_fold_scores(detector, X, keep, decision["n_folds"], seed,
-                                         checkpoints=checkpoints, skipped_steps=skipped_steps)
+        calibration = out_of_fold_scores(
+            detector,
+            X,
+            keep,
+            decision["n_folds"],
+            seed,
+            checkpoints=checkpoints,
+            skipped_steps=skipped_steps,
+        )
         return choose_decision_threshold(calibration, keep, quantile, kind=kind), calibration
     if removal is None:  # no cleaning: the final model's own training scores
         return choose_decision_threshold(final, keep, quantile, kind="final_in_sample"), None
-    return choose_decision_threshold(removal, keep, quantile, kind="removal",
-                                     regime=scoring), None
+    return choose_decision_threshold(removal, keep, quantile, kind="removal", regime=scoring), None
 
 
-def out_of_fold_scores(detector, X, keep, n_folds: int, seed: int, *,
-                       checkpoints: FitCheckpoints | None = None,
-                       skipped_steps: list | None = None) -> np.ndarray:
+def out_of_fold_scores(
+    detector,
+    X,
+    keep,
+    n_folds: int,
+    seed: int,
+    *,
+    checkpoints: FitCheckpoints | None = None,
+    skipped_steps: list | None = None,
+) -> np.ndarray:
     """Scores of the kept images, each by a copy of ``detector`` trained on the other kept
     images (``n_folds`` folds); NaN for removed images. With ``checkpoints``, each fold's
     scores are saved when computed and read back instead of refitting. ``skipped_steps``,
@@ -65,15 +88,24 @@ def out_of_fold_scores(detector, X, keep, n_folds: int, seed: int, *,
     inputs = {"keep": array_digest(keep), "n_folds": n_folds, "seed": seed}
     for i, (train, test) in enumerate(folds.split(kept)):
         stage = f"decision_fold{i + 1}of{n_folds}"
-        ckpt = checkpoints.load(stage, inputs=inputs, describe=f"decision-threshold fit "
-                                f"{i + 1} of {n_folds}") if checkpoints else None
+        ckpt = (
+            checkpoints.load(
+                stage, inputs=inputs, describe=f"decision-threshold fit {i + 1} of {n_folds}"
+            )
+            if checkpoints
+            else None
+        )
         if ckpt is None:
             fold_model = clone(detector).fit(X[kept[train]])
             fold_scores = np.asarray(fold_model.decision_function(X[kept[test]]), np.float64)
             skipped = int(getattr(fold_model, "n_skipped_steps_", 0) or 0)
             if checkpoints:
-                checkpoints.save(stage, arrays={"scores": fold_scores}, inputs=inputs,
-                                 info={"skipped_steps": skipped})
+                checkpoints.save(
+                    stage,
+                    arrays={"scores": fold_scores},
+                    inputs=inputs,
+                    info={"skipped_steps": skipped},
+                )
         else:
             fold_scores, skipped = ckpt.arrays["scores"], int(ckpt.info.get("skipped_steps", 0))
         scores[kept[test]] = fold_scores
@@ -82,8 +114,9 @@ def out_of_fold_scores(detector, X, keep, n_folds: int, seed: int, *,
     return scores
 
 
-def choose_decision_threshold(scores, keep, quantile: float, *, kind: str,
-                              regime: str | None = None) -> dict:
+def choose_decision_threshold(
+    scores, keep, quantile: float, *, kind: str, regime: str | None = None
+) -> dict:
     """The decision threshold: ``quantile`` of the kept images' ``scores``, and how it was
     chosen. ``kind``: "removal" (removal-stage scores under ``regime``), "out_of_fold" or
     "final_in_sample".
@@ -100,18 +133,28 @@ def choose_decision_threshold(scores, keep, quantile: float, *, kind: str,
     value = float(np.quantile(s, float(quantile)))
     q = f"{quantile:g} quantile of"
     if kind == "out_of_fold":
-        what = (f"{q} the out-of-fold scores of the {s.size} kept training images (each "
-                f"scored by a copy of the detector trained on the other kept images)")
+        what = (
+            f"{q} the out-of-fold scores of the {s.size} kept training images (each "
+            f"scored by a copy of the detector trained on the other kept images)"
+        )
         in_sample = False
     elif kind == "final_in_sample":
         what = f"{q} the final model's (in-sample) scores of the {s.size} training images"
         in_sample = True
     elif kind == "removal":
-        what = (f"{q} the {SCORING_WORDS.get(regime, regime)} removal-stage scores of the "
-                f"{s.size} kept training images")
+        what = (
+            f"{q} the {SCORING_WORDS.get(regime, regime)} removal-stage scores of the "
+            f"{s.size} kept training images"
+        )
         in_sample = regime == "in_sample"
     else:
         raise ConfigError(f"unknown kind of decision scores {kind!r}")
-    return {"threshold": value, "method": "quantile", "quantile": float(quantile),
-            "scores": kind, "n_scores": int(s.size), "in_sample": in_sample,
-            "description": what}
+    return {
+        "threshold": value,
+        "method": "quantile",
+        "quantile": float(quantile),
+        "scores": kind,
+        "n_scores": int(s.size),
+        "in_sample": in_sample,
+        "description": what,
+    }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict, List
 
 import numpy as np
 import torch
@@ -271,7 +270,7 @@ class DifferNet(BaseDetector):
         flow.train()
         for _ in epoch_iter:
             order = torch.randperm(n, generator=gen).to(device)
-            losses: List[float] = []
+            losses: list[float] = []
             for start in range(0, n, batch):
                 x = x_all[order[start : start + batch]]
                 if noise_std > 0:
@@ -386,7 +385,7 @@ class DifferNet(BaseDetector):
             raise ConfigError(f"score must be one of {_SCORES}, got {self.score!r}")
 
     # -- model files -------------------------------------------------------------------
-    def _get_state(self) -> Dict[str, torch.Tensor]:
+    def _get_state(self) -> dict[str, torch.Tensor]:
         state = {f"flow.{k}": v for k, v in self.flow_.state_dict().items()}
         state["mean"] = torch.from_numpy(self.mean_)
         state["std"] = torch.from_numpy(self.std_)
@@ -396,7 +395,7 @@ class DifferNet(BaseDetector):
         state["n_partial_fits"] = torch.tensor(self.n_partial_fits_, dtype=torch.int64)
         return state
 
-    def _set_state(self, state: Dict[str, torch.Tensor]) -> None:
+    def _set_state(self, state: dict[str, torch.Tensor]) -> None:
         self._check_params()
         self.n_features_ = int(state["n_features"])
         self.mean_ = state["mean"].to(torch.float32).numpy().copy()

@@ -32,7 +32,7 @@ Differences from the original code, all deliberate:
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -169,9 +169,9 @@ def build_flow(
     subnet = make_subnet_constructor(hidden, n_hidden_layers, zero_init)
     activation = functools.partial(soft_clamp_activation, alpha=float(clamp))
 
-    def build() -> "SequenceINN":
+    def build() -> SequenceINN:
         flow = SequenceINN(n_features)
-        np_state = np.random.get_state()  # PermuteRandom reseeds numpy's global RNG
+        np_state = np.random.get_state()  # noqa: NPY002 (PermuteRandom reseeds the global RNG)
         try:
             for k in range(int(n_blocks)):
                 flow.append(PermuteRandom, seed=k)
@@ -183,7 +183,7 @@ def build_flow(
                     split_len=n_features // 2,  # DifferNet's split, see module docstring
                 )
         finally:
-            np.random.set_state(np_state)
+            np.random.set_state(np_state)  # noqa: NPY002 (restored as it was)
         return flow
 
     if seed is None:
