@@ -136,6 +136,7 @@ def test_no_test_only_detector_is_left_registered():
     assert detector_names() == NAMES
 
 
+@pytest.mark.slow
 def test_a_fresh_session_that_imports_the_test_modules_registers_nothing():
     code = (
         "import json, sys; sys.path.insert(0, sys.argv[1]); import test_osr, test_report; "

@@ -118,6 +118,7 @@ def assert_every_cell_once(out):
 
 
 # -- configuration ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_executor_choice_is_checked_without_importing_ray(monkeypatch):
     with pytest.raises(ConfigError, match="unknown executor"):
         make_executor("dask")
@@ -174,6 +175,7 @@ def test_sweep_verb_has_executor_flags(tmp_path):
 
 
 # -- local processes ----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_local_parallel_extraction_equals_serial_and_the_driver_owns_the_cache(
     pool, serial_features, tmp_path
 ):
@@ -210,6 +212,7 @@ def _always_die(item, shared):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_killed_local_worker_is_replaced_and_nothing_is_lost(
     pool, local_rows, warm_cache, tmp_path
 ):
@@ -249,6 +252,7 @@ def ray(tmp_path_factory):
         ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_sweep_equals_local_and_resumes(pool, local_rows, ray, tmp_path):
     assert ray.cluster_resources()["CPU"] == 2
     assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")  # loopback only
@@ -285,6 +289,7 @@ def test_ray_sweep_equals_local_and_resumes(pool, local_rows, ray, tmp_path):
         assert comparable(again) == comparable(local_rows)
 
 
+@pytest.mark.slow
 def test_killed_ray_worker_is_retried_and_nothing_is_lost(
     pool, local_rows, warm_cache, ray, tmp_path
 ):
@@ -309,6 +314,7 @@ def _divide(item, shared):
     return shared / item
 
 
+@pytest.mark.slow
 def test_ray_extraction_equals_serial(pool, serial_features, ray, tmp_path):
     import torch
 

@@ -158,6 +158,7 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_interrupted_fit_resumes_and_matches_an_uninterrupted_one(
     images, tmp_path, capsys, monkeypatch, one_thread
 ):
@@ -442,6 +443,7 @@ def test_folder_swap_is_repaired_after_a_kill_between_the_renames(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
+@pytest.mark.slow
 def test_signals_wait_for_the_end_of_a_deferred_block():
     reached = []
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal

@@ -81,6 +81,7 @@ def open_report(browser, path):
     return page, requests, errors
 
 
+@pytest.mark.slow
 def test_report_renders_offline_with_every_image_and_the_csv_counts(browser, model_dir):
     rows = read_rows(model_dir / "train_scores.csv")
     removed = sorted((r for r in rows if r["kept"] == "0"), key=lambda r: -float(r["removal"]))
@@ -107,6 +108,7 @@ def test_report_renders_offline_with_every_image_and_the_csv_counts(browser, mod
         page.close()
 
 
+@pytest.mark.slow
 def test_file_names_cannot_inject_script_or_markup(browser, model_dir):
     html = (model_dir / "report.html").read_text()
     assert "<script" not in html and "onerror=window" not in html.replace(
@@ -169,6 +171,7 @@ def test_report_shows_heat_maps_when_the_detector_localises(localizing_model, mo
     assert 'class="heat"' not in (model_dir / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_heat_maps_render_in_the_browser(browser, localizing_model):
     page, _, _ = open_report(browser, localizing_model / "report.html")
     try:

@@ -253,6 +253,7 @@ def test_paper_reference_only_for_ksdd2(first, tmp_path):
 
 
 # -- determinism and resume ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_jobs_do_not_change_the_numbers(first, pool, cache_dir, tmp_path):
     rows, out, _ = first
     fz = featurizer(cache_dir)
@@ -502,6 +503,7 @@ def _slow_for_level_zero(group):
     return [{"level": group.level}]
 
 
+@pytest.mark.slow
 def test_parallel_groups_are_yielded_as_they_finish():
     # A finished group must reach the caller (and so its cell file) while a slow one still
     # runs; otherwise an interrupted parallel sweep would lose every finished group.

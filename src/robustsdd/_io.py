@@ -10,9 +10,9 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeAlias
 
 __all__ = [
     "atomic_write",
@@ -29,8 +29,11 @@ __all__ = [
     "deferred_signals",
 ]
 
+#: A path argument: a string or an ``os.PathLike`` such as :class:`~pathlib.Path`.
+StrPath: TypeAlias = "str | os.PathLike[str]"
 
-def atomic_write(target, write: Callable[[BinaryIO], None]) -> Path:
+
+def atomic_write(target: StrPath, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(f)`` on a temporary file beside ``target``, then rename it into place."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -50,15 +53,15 @@ def atomic_write(target, write: Callable[[BinaryIO], None]) -> Path:
     return target
 
 
-def atomic_write_bytes(target, data: bytes) -> Path:
+def atomic_write_bytes(target: StrPath, data: bytes) -> Path:
     return atomic_write(target, lambda f: f.write(data))
 
 
-def atomic_write_json(target, obj) -> Path:
+def atomic_write_json(target: StrPath, obj: Any) -> Path:
     return atomic_write_bytes(target, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def json_safe(obj):
+def json_safe(obj: Any) -> Any:
     """``obj`` with numpy numbers and arrays, tuples and paths made plain JSON values;
     non-finite floats become None (JSON has no NaN).
 
@@ -93,12 +96,12 @@ class ChecksumError(ValueError):
     """A checksummed file is damaged (checksum mismatch) or not of the expected kind."""
 
 
-def write_checksummed(target, payload: bytes, magic: bytes = b"") -> Path:
+def write_checksummed(target: StrPath, payload: bytes, magic: bytes = b"") -> Path:
     """Write ``magic + sha256(payload) + payload`` to ``target`` atomically."""
     return atomic_write_bytes(target, magic + hashlib.sha256(payload).digest() + payload)
 
 
-def read_checksummed(path, magic: bytes = b"") -> bytes:
+def read_checksummed(path: StrPath, magic: bytes = b"") -> bytes:
     """The payload of a file written by :func:`write_checksummed`.
 
     Raises OSError when the file cannot be read and :class:`ChecksumError` when it is
@@ -114,7 +117,7 @@ def read_checksummed(path, magic: bytes = b"") -> bytes:
     return payload
 
 
-def read_json_file(path: Path):
+def read_json_file(path: StrPath) -> Any:
     """The JSON value in ``path``; ModelFileError naming the file if it cannot be read or
     parsed (model folders are where robustsdd reads its own JSON back)."""
     from ._errors import ModelFileError
@@ -137,7 +140,7 @@ def _sibling(target: Path, tag: str) -> Path:
     return target.parent / f".{target.name}.robustsdd-{tag}"
 
 
-def staging_folder(target) -> Path:
+def staging_folder(target: StrPath) -> Path:
     """A new, empty folder beside ``target`` to build its replacement in (an earlier,
     unfinished one is deleted)."""
     staging = _sibling(Path(target), "new")
@@ -149,7 +152,7 @@ def staging_folder(target) -> Path:
     return staging
 
 
-def swap_in_folder(staging, target) -> None:
+def swap_in_folder(staging: StrPath, target: StrPath) -> None:
     """Put the complete folder ``staging`` at ``target``, replacing what was there."""
     staging, target = Path(staging), Path(target)
     old = _sibling(target, "old")
@@ -169,7 +172,7 @@ def swap_in_folder(staging, target) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def recover_folder_swap(target) -> str | None:
+def recover_folder_swap(target: StrPath) -> str | None:
     """Repair what an interrupted :func:`swap_in_folder` left; say what was done, or None."""
     target = Path(target)
     old, staging = _sibling(target, "old"), _sibling(target, "new")
@@ -199,13 +202,16 @@ def _fsync_dir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def deferred_signals(signums=(signal.SIGINT, signal.SIGTERM)):
+def deferred_signals(
+    signums: Iterable[int] = (signal.SIGINT, signal.SIGTERM),
+) -> Iterator[None]:
     """Hold SIGINT/SIGTERM until the block is done, then deliver them (main thread only;
     elsewhere, or for signals with no Python handler to restore, a plain block)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    received, previous = [], {}
+    received: list[int] = []
+    previous = {}
     for signum in signums:
         if signal.getsignal(signum) is None:  # set outside Python: cannot be restored
             continue
