@@ -10,8 +10,9 @@ images, 100 + 100 test) and writes the usual sweep report to
 benchmarks/results/beyond_<detector>_<cell type>/. PatchCore gets patch features
 (EfficientNet-Lite0 stages 2+3, 3x3 average pooling, one view at 224², a 28x28 grid)
 and a 1 % greedy coreset; kNN (k=5) and the Gaussian get the default pooled features
-(8 views, 3 scales). Cleaning: ``auto_3`` (median + 3 robust SD of log scores, no
-hand-set number) on out-of-fold scores (5 folds) or held-out views.
+(8 views, 3 scales) — each detector's recipe (:func:`robustsdd.recipes.make_components`),
+with the options below as overrides. Cleaning: ``auto_3`` (median + 3 robust SD of log
+scores, no hand-set number) on out-of-fold scores (5 folds) or held-out views.
 
 The PatchCore options (coreset, bank share, SoftPatch-style patch denoising) default to
 the detector's defaults; when any is given, the output folder gets a suffix naming the
@@ -24,12 +25,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from robustsdd import Featurizer, GaussianDetector, ViewSpec
 from robustsdd.data import open_source
-from robustsdd.detectors import KNNDetector, PatchCore
 from robustsdd.experiments.sweep import run_sweep
 from robustsdd.experiments.sweep_report import write_report
-from robustsdd.features.patches import PatchFeaturizer
+from robustsdd.recipes import make_components, make_detector, make_featurizer
 
 DEFAULT_STRATEGIES = {
     "patchcore": "none,auto_3@out_of_fold",
@@ -50,8 +49,8 @@ def main():
     pc.add_argument(
         "--size",
         type=int,
-        default=224,
-        help="view size in pixels (default 224; ELPV cells are 300x300)",
+        default=None,
+        help="view size in pixels (default: the recipe's, 224; ELPV cells are 300x300)",
     )
     pc.add_argument(
         "--coreset",
@@ -92,24 +91,19 @@ def main():
         "denoise_k": args.denoise_k,
     }
     options = {k: v for k, v in options.items() if v is not None}
-    if (options or args.size != 224) and args.detector != "patchcore":
+    if (options or args.size is not None) and args.detector != "patchcore":
         ap.error(
             "--size, --coreset, --coreset-ratio and --denoise* apply to --detector patchcore only"
         )
     if options.get("denoise") == "none":
         options["denoise"] = None
     pool, test_pool = open_source("elpv", None, cell_type=args.cell_type)
-    if args.detector == "patchcore":
-        views = ViewSpec(size=args.size, scales=(1,), rotations=(0,), flips=False)
-        featurizer = PatchFeaturizer(views=views)
-        detector = PatchCore(grid=featurizer.patch_grid, **options)
-    else:
-        featurizer = Featurizer()
-        detector = KNNDetector() if args.detector == "knn" else GaussianDetector()
+    parts = make_components(args.detector, image_size=args.size, detector_params=options)
+    featurizer, detector = parts.featurizer, parts.detector
     out = Path("benchmarks/results") / f"beyond_{args.detector}_{args.cell_type}"
     if options:
         out = out.with_name(out.name + _suffix(detector))
-    if args.size != 224:
+    if args.size not in (None, make_featurizer("patchcore", cache_dir=False).views.size):
         out = out.with_name(out.name + f"_size{args.size}")
     result = run_sweep(
         pool,
@@ -143,7 +137,7 @@ def _suffix(detector) -> str:
     suffix = f"_{bank}"
     if p["denoise"] is not None:
         suffix += f"_{p['denoise']}{_pct(p['denoise_fraction'])}"
-        if p["denoise_k"] != PatchCore().denoise_k:
+        if p["denoise_k"] != make_detector("patchcore").denoise_k:
             suffix += f"_k{p['denoise_k']}"
     return suffix
 

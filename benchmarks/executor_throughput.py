@@ -5,9 +5,9 @@ Usage: OMP_NUM_THREADS=1 python benchmarks/executor_throughput.py [--n-images 96
            [--out benchmarks/results/executor_throughput.json]
 
 Real ELPV mono images (the first ``--n-images``), robustsdd's default features
-(offline EfficientNet-Lite0, 8 views x 3 scales at 224 px, ONNX Runtime), no
-cache. For each configuration, ``--repeats`` timed calls of
-``Featurizer(cache_dir=False).transform(images, executor=...)``, each on a fresh
+(``robustsdd.recipes.make_featurizer()``: offline EfficientNet-Lite0, 8 views x 3
+scales at 224 px, ONNX Runtime), no cache. For each configuration, ``--repeats``
+timed calls of ``make_featurizer(cache_dir=False).transform(images, executor=...)``, each on a fresh
 featurizer (the driver's engine is built before the clock starts); the median
 images/s is reported.
 
@@ -36,10 +36,10 @@ from pathlib import Path
 
 import torch
 
-from robustsdd import Featurizer
 from robustsdd._hashing import image_digest
 from robustsdd.data import load_elpv
 from robustsdd.executors import make_executor, start_ray
+from robustsdd.recipes import make_featurizer
 
 
 class _Timed:
@@ -74,7 +74,7 @@ def run_config(kind, jobs, images, repeats, notes):
         result["ray_init_s"] = round(time.perf_counter() - t, 2)
     try:
         for _ in range(repeats):
-            fz = Featurizer(cache_dir=False, progress=False)
+            fz = make_featurizer(cache_dir=False, progress=False)
             fz.config_key  # build the driver's engine outside the clock
             timed = None if executor.serial else _Timed(executor)
             t = time.perf_counter()

@@ -1,8 +1,8 @@
 """Feature-extraction throughput: one image per backbone pass vs batches of several images.
 
 Usage: python benchmarks/extract_batching.py [--images 24] [--repeats 3]
-ELPV mono images, default views (224 px, 3 scales, 8 views), offline EfficientNet-Lite0,
-channels-last, no cache. Prints the median images/s per batch size over the repeats
+ELPV mono images, the default pipeline's features (:func:`robustsdd.recipes.make_featurizer`:
+224 px, 3 scales, 8 views, offline EfficientNet-Lite0, channels-last), no cache. Prints the median images/s per batch size over the repeats
 (alternating, after one warm-up pass each) and whether the features are bit-identical.
 """
 
@@ -13,8 +13,8 @@ import time
 import numpy as np
 import torch
 
-from robustsdd import Featurizer, ViewSpec
 from robustsdd.data import load_elpv
+from robustsdd.recipes import make_featurizer
 
 
 def main():
@@ -25,10 +25,7 @@ def main():
     args = ap.parse_args()
     images = load_elpv("mono").subset(range(args.images))
     sizes = [int(b) for b in args.batch_sizes.split(",")]
-    featurizers = {
-        b: Featurizer(views=ViewSpec(), cache_dir=False, batch_size=b, progress=False)
-        for b in sizes
-    }
+    featurizers = {b: make_featurizer(cache_dir=False, batch_size=b, progress=False) for b in sizes}
     for fz in featurizers.values():
         fz.transform(images.subset(range(2)))  # warm-up
     rates = {b: [] for b in sizes}

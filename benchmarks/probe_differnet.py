@@ -19,12 +19,11 @@ import time
 
 import numpy as np
 
-from robustsdd import Featurizer, ViewSpec
 from robustsdd.cleaning import OneShotRemoval
 from robustsdd.data import load_elpv, paper_split
 from robustsdd.detectors.differnet import DifferNet
-from robustsdd.detectors.gaussian import GaussianDetector
 from robustsdd.metrics import detection_metrics, removal_metrics
+from robustsdd.recipes import make_detector, make_featurizer
 
 
 def pct(a):
@@ -39,7 +38,7 @@ def main():
     ap.add_argument("--seeds", default="0")
     args = ap.parse_args()
     pool = load_elpv(args.cell_type)
-    featurizer = Featurizer(views=ViewSpec(), progress=True)
+    featurizer = make_featurizer("differnet", progress=True)  # DifferNet's default features
     for cfg in json.loads(args.configs):
         det_name = cfg.pop("det", "differnet")
         scoring = cfg.pop("scoring", "held_out_views")
@@ -50,9 +49,10 @@ def main():
             train, test = paper_split(pool, contamination=level, random_state=seed)
             X_train, X_test = featurizer.transform(train), featurizer.transform(test)
             det = (
+                # Not the recipe: a probe is DifferNet's class defaults + cfg (it chose the preset).
                 DifferNet(random_state=seed, **cfg)
                 if det_name == "differnet"
-                else GaussianDetector(**cfg)
+                else make_detector("gaussian", params=cfg)
             )
             t = time.perf_counter()
             osr = OneShotRemoval(det, scoring=scoring, threshold=threshold, random_state=seed).fit(

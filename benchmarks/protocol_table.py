@@ -4,8 +4,10 @@ Usage (the BENCHMARKS.md tables):
     python benchmarks/protocol_table.py --detector differnet --levels 0,0.2,0.5 --seeds 0,1,2
     python benchmarks/protocol_table.py --detector gaussian  --levels 0,0.2,0.5 --seeds 0,1,2
 
-Features come from the shared cache, so only the first run pays for the backbone. Prints a
-markdown table (per level: mean ± std over seeds) and writes every cell to --out as JSON.
+The detector and its features are the detector's recipe (:mod:`robustsdd.recipes`; DifferNet:
+the CPU preset), ``--param`` overriding detector keywords. Features come from the shared cache,
+so only the first run pays for the backbone. Prints a markdown table (per level: mean ± std
+over seeds) and writes every cell to --out as JSON.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ import time
 import numpy as np
 import torch
 
-from robustsdd import Featurizer, ViewSpec, create_detector, differnet_cpu
 from robustsdd.data import open_source
 from robustsdd.experiments.protocol import run_protocol_cell, strip_arrays
+from robustsdd.recipes import make_detector, make_featurizer
 
 
 def main():
@@ -40,13 +42,9 @@ def main():
     args = ap.parse_args()
 
     params = {k: json.loads(v) for k, _, v in (p.partition("=") for p in args.param)}
-    detector = (
-        differnet_cpu(**params)
-        if args.detector == "differnet"
-        else create_detector(args.detector, **params)
-    )
+    detector = make_detector(args.detector, progress=False, params=params)
     pool, test_pool = open_source(args.source, args.root, cell_type=args.cell_type)
-    featurizer = Featurizer(views=ViewSpec(), progress=True)
+    featurizer = make_featurizer(detector, progress=True)
     osr = dict(
         rule=args.rule, threshold=args.threshold, fraction=args.fraction, scoring=args.scoring
     )

@@ -468,6 +468,7 @@ def requests_table(run: Runner, on_bad_image_flag: bool, jobs: int):
     pool = load_folder(tpl["labelled"])
 
     def featurizer(backbone):
+        # Not the recipe: asks the Featurizer class itself for a backbone (e.g. an unknown one).
         fz = Featurizer(
             backbone=backbone,
             weights=None,

@@ -9,8 +9,10 @@ Usage:
 floor-vs-sweep, repeated ``--repeats`` times, alternating, each run in a fresh
 process with a fresh (empty) feature cache:
   * floor: the time to extract the features of the unique images the default sweep
-    uses (its 11 levels x 3 seeds draw them), every view, with the default engine,
-    measured around ``Featurizer.transform`` (no start-up, no data loading);
+    uses (its 11 levels x 3 seeds draw them), every view, with the features and the
+    default engine of the detector's recipe (``robustsdd.recipes.make_featurizer``, as
+    the sweep uses), measured around ``Featurizer.transform`` (no start-up, no data
+    loading);
   * sweep: the wall time of ``robustsdd sweep --detector D --cell-type C --jobs J``
     from process start to exit (start-up, loading ELPV, extraction, every fit, the
     report), and the peak resident memory of its process tree (sampled /proc
@@ -59,13 +61,13 @@ def _needed_images(cell_type: str):
     return pool.subset(need)
 
 
-def floor_once(cell_type: str) -> dict:
+def floor_once(cell_type: str, detector: str) -> dict:
     """In this process: extract the sweep's unique images into an empty cache."""
-    from robustsdd import Featurizer
+    from robustsdd.recipes import make_featurizer
 
     images = _needed_images(cell_type)
     with tempfile.TemporaryDirectory() as cache:
-        fz = Featurizer(cache_dir=cache, progress=False)
+        fz = make_featurizer(detector, cache_dir=cache, progress=False)
         fz.engine_name  # build the engine (export, probe check) outside the timing
         t = time.perf_counter()
         fz.transform(images)
@@ -130,7 +132,15 @@ def floor_vs_sweep(args) -> dict:
         with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
             env = {**os.environ, "ROBUSTSDD_CACHE_DIR": cache}
             floor = subprocess.run(
-                [sys.executable, __file__, "_floor", "--cell-type", args.cell_type],
+                [
+                    sys.executable,
+                    __file__,
+                    "_floor",
+                    "--cell-type",
+                    args.cell_type,
+                    "--detector",
+                    args.detector,
+                ],
                 env=env,
                 check=True,
                 capture_output=True,
@@ -179,19 +189,22 @@ def _flow_epoch_seconds(model, X) -> float:
 
 
 def naive(args) -> dict:
-    from robustsdd import Featurizer, differnet_cpu
     from robustsdd.data import open_source, paper_split
+    from robustsdd.recipes import make_detector, make_featurizer
 
     pool, _ = open_source("elpv", None, cell_type=args.cell_type)
     train, _ = paper_split(pool, contamination=0.2, random_state=0)
-    cached_fz = Featurizer(progress=False)  # the default cache: warm after the first call
+    # DifferNet's recipe (CPU preset, its features); the default cache: warm after the first call
+    cached_fz = make_featurizer("differnet", progress=False)
     X = cached_fz.transform(train)
-    model = differnet_cpu(epochs=1, finetune_epochs=1, random_state=0).fit(X)
+    model = make_detector(
+        "differnet", seed=0, progress=False, params={"epochs": 1, "finetune_epochs": 1}
+    ).fit(X)
     cached, naive_ = [], []
     for _ in range(args.epochs):
         cached.append(_flow_epoch_seconds(model, X))
         t = time.perf_counter()
-        fresh = Featurizer(cache_dir=False, progress=False)  # the backbone runs again
+        fresh = make_featurizer("differnet", cache_dir=False, progress=False)  # backbone again
         X_epoch = fresh.transform(train)
         naive_.append(time.perf_counter() - t + _flow_epoch_seconds(model, X_epoch))
         print(f"epoch: cached {cached[-1]:.2f} s, naive {naive_[-1]:.2f} s", flush=True)
@@ -227,7 +240,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     args = ap.parse_args()
     if args.mode == "_floor":
-        print(json.dumps(floor_once(args.cell_type)))
+        print(json.dumps(floor_once(args.cell_type, args.detector)))
         return
     result = floor_vs_sweep(args) if args.mode == "floor-vs-sweep" else naive(args)
     result["command"] = "python benchmarks/sweep_speed.py " + " ".join(sys.argv[1:])

@@ -173,3 +173,16 @@ def test_bad_settings_fail_before_any_work():
         make_components("gaussian", weights="random", decision_quantile=1.5)
     with pytest.raises(ConfigError, match="instance"):
         make_components(PatchCore(), detector_params={"k": 2})
+
+
+def test_paper_preset_adds_no_noise_and_the_cpu_preset_does():
+    """The paper trains DifferNet on raw features; the noise is the CPU preset's own."""
+    paper = make_components("differnet", preset="paper", weights="random").detector
+    cpu = make_components("differnet", weights="random").detector
+    assert (paper.noise_std, paper.standardize, paper.n_blocks, paper.hidden) == (
+        0.0,
+        False,
+        8,
+        2048,
+    )
+    assert (cpu.noise_std, cpu.standardize) == (0.3, True)

@@ -49,7 +49,7 @@ class PatchCore(BaseDetector):
         patch distribution), a uniform random subset, or every patch.
     coreset_ratio : float in (0, 1]
         Share of training patches kept in the bank (PatchCore: 1–10 %; default
-        1 %: greedy selection of 10 % of 78,400 patches took minutes on 2 cores).
+        1 %: greedy selection is quadratic in the bank, see BENCHMARKS.md §7).
         A share of *all* training patches, also with ``denoise``: a denoised
         bank is as large as a plain one (at most the patches left).
     projection_dim : int or None
@@ -79,8 +79,7 @@ class PatchCore(BaseDetector):
         covariance estimate — with ~100 patches in 152 channels (EfficientNet-
         Lite0 stages 2+3) a per-position covariance is singular and LOF's density
         ratios are noisy — and it is exact and cheap (one ``n × n`` distance
-        matrix per position: 0.35 s for 784 positions × 100 images on one
-        core).
+        matrix per position).
 
         ``"hard"``: at every position the ``floor(denoise_fraction × rows)``
         patches with the highest scores are dropped; the coreset is then chosen

@@ -39,11 +39,11 @@ class Featurizer:
         Images per backbone pass (each brings ``views.n_views`` tensors). The
         default 1 makes an image's features independent of which other images
         were computed with it (batched kernels can differ in the last float
-        bits), so a cold and a warm cache give bit-identical features; on this
-        2-core CPU it is also the fastest (BENCHMARKS.md).
+        bits), so a cold and a warm cache give bit-identical features; on the
+        CPUs measured it was also no slower than larger batches (BENCHMARKS.md).
     engine : "auto", "onnxruntime" or "torch"
         What runs the backbone (:mod:`robustsdd.features.engines`): ``"auto"``
-        uses ONNX Runtime (1.9× faster here) when it is installed and matches
+        uses ONNX Runtime (faster on CPUs, BENCHMARKS.md §5) when it is installed and matches
         PyTorch on a probe batch, else PyTorch. The resolved name is
         :attr:`engine_name` and is part of the cache key.
     channels_last : bool

@@ -35,7 +35,7 @@ class DifferNet(BaseDetector):
     views.
 
     The defaults are :func:`~robustsdd.detectors.differnet.presets.differnet_cpu`'s:
-    a small, noise-regularised flow that trains in about a minute on a CPU; use
+    a small, noise-regularised flow meant for a CPU (BENCHMARKS.md §3); use
     :func:`~robustsdd.detectors.differnet.presets.differnet_paper` for the
     paper's 172 M-parameter configuration.
 
