@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["image_digest", "array_digest", "json_digest"]
 
@@ -22,7 +24,7 @@ def image_digest(rgb: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def array_digest(*arrays) -> str:
+def array_digest(*arrays: ArrayLike) -> str:
     """SHA-256 (hex) of arrays' dtypes, shapes and bytes."""
     h = hashlib.sha256()
     for a in arrays:
@@ -32,6 +34,6 @@ def array_digest(*arrays) -> str:
     return h.hexdigest()
 
 
-def json_digest(obj) -> str:
+def json_digest(obj: Any) -> str:
     """SHA-256 (hex) of ``obj`` as canonical JSON (sorted keys; other types by ``str``)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()

@@ -22,7 +22,7 @@ from ._errors import ConfigError
 __all__ = ["check_positive_int", "check_float_range"]
 
 
-def check_positive_int(value, name: str, *, minimum: int = 1) -> int:
+def check_positive_int(value: object, name: str, *, minimum: int = 1) -> int:
     """Return ``value`` as an ``int`` if it is an integer ``>= minimum``, else raise.
 
     Python and numpy integers are accepted; ``bool`` (``numpy.bool_`` too), floats
@@ -57,7 +57,7 @@ def check_positive_int(value, name: str, *, minimum: int = 1) -> int:
 
 
 def check_float_range(
-    value,
+    value: object,
     name: str,
     *,
     low: float | None = None,
@@ -83,13 +83,13 @@ def check_float_range(
     ...
     robustsdd._errors.ConfigError: denoise_fraction must be in [0, 1), got '0.5'
     """
-    ok = (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, (bool, np.bool_))
-        and not math.isnan(float(value))
+    x = (
+        float(value)
+        if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+        else math.nan
     )
+    ok = not math.isnan(x)
     if ok:
-        x = float(value)
         if low is not None:
             ok = x >= low if low_inclusive else x > low
         if ok and high is not None:
@@ -99,7 +99,7 @@ def check_float_range(
             f"{name} must be {_describe_range(low, high, low_inclusive, high_inclusive)}, "
             f"got {value!r}"
         )
-    return float(value)
+    return x
 
 
 def _describe_range(low, high, low_inclusive, high_inclusive) -> str:

@@ -37,6 +37,7 @@ Importing this module does not import ray.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import multiprocessing
 import os
 import sys
@@ -44,6 +45,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 from ._errors import ConfigError, RobustSDDError
 
@@ -96,7 +98,9 @@ class Executor:
         """How many tasks run at once."""
         return self.jobs
 
-    def map_unordered(self, fn: Callable, items: Iterable, shared=None) -> Iterator[tuple]:
+    def map_unordered(
+        self, fn: Callable[[Any, Any], Any], items: Iterable, shared: Any = None
+    ) -> Iterator[tuple[Any, Any]]:
         """Yield ``(item, fn(item, shared))`` for every item, in the order tasks finish.
 
         ``fn`` must be picklable (a module-level function, or a ``functools.partial``
@@ -119,7 +123,10 @@ class Executor:
 
 
 def make_executor(
-    executor="local", jobs: int = 1, address: str | None = None, max_retries: int = DEFAULT_RETRIES
+    executor: str | Executor = "local",
+    jobs: int = 1,
+    address: str | None = None,
+    max_retries: int = DEFAULT_RETRIES,
 ) -> Executor:
     """The executor named ``executor`` (``"local"`` or ``"ray"``), or ``executor`` itself.
 
@@ -208,7 +215,9 @@ class LocalExecutor(Executor):
     def serial(self) -> bool:
         return self.jobs == 1
 
-    def map_unordered(self, fn, items, shared=None):
+    def map_unordered(
+        self, fn: Callable[[Any, Any], Any], items: Iterable, shared: Any = None
+    ) -> Iterator[tuple[Any, Any]]:
         if self.jobs == 1:
             for item in items:
                 yield item, fn(item, shared)
@@ -298,12 +307,17 @@ def start_ray(jobs: int = 1, address: str | None = None) -> bool:
 
     if ray.is_initialized():
         return False
-    quiet = dict(log_to_driver=False, logging_level="ERROR")
     if address:
-        ray.init(address=address, **quiet)
+        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
     else:
         # address="local": a new instance even if RAY_ADDRESS names a cluster.
-        ray.init(address="local", num_cpus=int(jobs), include_dashboard=False, **quiet)
+        ray.init(
+            address="local",
+            num_cpus=int(jobs),
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+        )
     return True
 
 
@@ -325,7 +339,7 @@ class RayExecutor(Executor):
         super().__init__(jobs, max_retries)
         self.address = address or None
         self._owns_ray = False
-        self._task = None
+        self._task: Any = None  # the Ray remote function, once Ray is started
 
     def _start(self):
         if self._task is None:
@@ -347,7 +361,9 @@ class RayExecutor(Executor):
             return max(1, int(ray.cluster_resources().get("CPU", self.jobs)))
         return self.jobs
 
-    def map_unordered(self, fn, items, shared=None):
+    def map_unordered(
+        self, fn: Callable[[Any, Any], Any], items: Iterable, shared: Any = None
+    ) -> Iterator[tuple[Any, Any]]:
         items = iter(items)
         first = next(items, _END)
         if first is _END:
@@ -379,7 +395,7 @@ class RayExecutor(Executor):
                 except Exception:  # noqa: BLE001 - best effort
                     pass
 
-    def close(self):
+    def close(self) -> None:
         if self._owns_ray:
             import ray
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from .data import DEFECTIVE, GOOD, removal_counts
@@ -10,7 +11,7 @@ from .data import DEFECTIVE, GOOD, removal_counts
 __all__ = ["detection_metrics", "pixel_auroc", "removal_metrics", "score_summary"]
 
 
-def detection_metrics(labels, scores) -> dict:
+def detection_metrics(labels: ArrayLike, scores: ArrayLike) -> dict[str, float]:
     """Image-level AUROC and average precision (defective = positive class)."""
     labels = np.asarray(labels)
     scores = np.asarray(scores, dtype=np.float64)
@@ -23,7 +24,7 @@ def detection_metrics(labels, scores) -> dict:
     return {"auroc": float(roc_auc_score(y, s)), "ap": float(average_precision_score(y, s))}
 
 
-def pixel_auroc(masks, maps) -> float:
+def pixel_auroc(masks: ArrayLike, maps: ArrayLike) -> float:
     """Pixel-level AUROC: every pixel of every image is one sample (defect pixels positive).
 
     ``masks`` (bool) and ``maps`` (anomaly scores) have the same shape, e.g.
@@ -40,7 +41,7 @@ def pixel_auroc(masks, maps) -> float:
     return float(roc_auc_score(y, s))
 
 
-def removal_metrics(labels, keep_mask) -> dict:
+def removal_metrics(labels: ArrayLike, keep_mask: ArrayLike) -> dict[str, float]:
     """Table 1's columns plus precision/recall of removal (defective = should be removed)."""
     counts = removal_counts(np.asarray(labels), np.asarray(keep_mask, dtype=bool))
     n_removed = counts["removed_good"] + counts["removed_defective"]
@@ -54,7 +55,7 @@ def removal_metrics(labels, keep_mask) -> dict:
     }
 
 
-def score_summary(scores, labels=None) -> dict:
+def score_summary(scores: ArrayLike, labels: ArrayLike | None = None) -> dict:
     """Percentiles (10/50/90) and min/max of scores, overall and per label where known."""
 
     def summary(s):

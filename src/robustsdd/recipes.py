@@ -32,8 +32,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from ._errors import ConfigError, RobustSDDError
+from ._io import StrPath
 from .cleaning.registry import RULES, SCORING_REGIMES
 from .detectors import BaseDetector, create_detector, differnet_cpu, differnet_paper
 from .detectors.base import detector_class
@@ -57,7 +59,7 @@ DEFAULT_DETECTOR = "differnet"
 PRESETS = ("cpu", "paper")
 DECISION_SCORES = ("out_of_fold", "removal")
 #: How every recipe chooses the decision threshold (see robustsdd.workflow.threshold).
-DEFAULT_DECISION = {"scores": "out_of_fold", "quantile": 0.99, "n_folds": 5}
+DEFAULT_DECISION: dict[str, Any] = {"scores": "out_of_fold", "quantile": 0.99, "n_folds": 5}
 # The paper preset's views: AlexNet at 448 px, 64 rotations, no mirror.
 _PAPER_SIZE, _PAPER_ROTATIONS = 448, 64
 
@@ -75,7 +77,7 @@ def _is_paper(detector, preset: str) -> bool:
     return preset == "paper" and name == "differnet"
 
 
-def default_cleaning(detector=DEFAULT_DETECTOR) -> dict:
+def default_cleaning(detector: str | BaseDetector = DEFAULT_DETECTOR) -> dict[str, str]:
     """The cleaning a detector gets when none is asked for: ``{"rule", "scoring"}``.
 
     >>> default_cleaning("differnet")
@@ -89,7 +91,7 @@ def default_cleaning(detector=DEFAULT_DETECTOR) -> dict:
 
 
 def cleaning_settings(
-    detector=DEFAULT_DETECTOR,
+    detector: str | BaseDetector = DEFAULT_DETECTOR,
     *,
     rule: str | None = None,
     scoring: str | None = None,
@@ -97,7 +99,7 @@ def cleaning_settings(
     min_keep: float = 0.5,
     n_members: int = 5,
     rounds: int = 1,
-    **rule_params,
+    **rule_params: float | str | None,
 ) -> dict | None:
     """:class:`~robustsdd.OneShotRemoval` keywords for a detector; None for ``rule="none"``.
 
@@ -163,18 +165,18 @@ def _note(message: str) -> None:
 
 
 def make_featurizer(
-    detector=DEFAULT_DETECTOR,
+    detector: str | BaseDetector = DEFAULT_DETECTOR,
     *,
     preset: str = "cpu",
     backbone: str | None = None,
-    weights=None,
+    weights: StrPath | None = None,
     stages: Sequence[int] | None = None,
     image_size: int | None = None,
     scales: Sequence[float] | None = None,
     rotations: Sequence[float] | None = None,
     n_rotations: int | None = None,
     flips: bool | None = None,
-    cache_dir=None,
+    cache_dir: StrPath | Literal[False] | None = None,
     batch_size: int = 1,
     engine: str = "auto",
     progress: bool = True,
@@ -236,7 +238,7 @@ def make_featurizer(
 
 
 def make_detector(
-    detector=DEFAULT_DETECTOR,
+    detector: str | BaseDetector = DEFAULT_DETECTOR,
     *,
     preset: str = "cpu",
     seed: int = 0,
@@ -280,27 +282,27 @@ class Components:
 
 
 def make_components(
-    detector=DEFAULT_DETECTOR,
+    detector: str | BaseDetector = DEFAULT_DETECTOR,
     *,
     preset: str = "cpu",
     detector_params: Mapping | None = None,
     featurizer: Featurizer | None = None,
     backbone: str | None = None,
-    weights=None,
+    weights: StrPath | None = None,
     stages: Sequence[int] | None = None,
     image_size: int | None = None,
     scales: Sequence[float] | None = None,
     rotations: Sequence[float] | None = None,
     n_rotations: int | None = None,
     flips: bool | None = None,
-    cache_dir=None,
+    cache_dir: StrPath | Literal[False] | None = None,
     batch_size: int = 1,
     engine: str = "auto",
     rule: str | None = None,
-    threshold=None,
-    fraction=None,
-    min_size=None,
-    z=None,
+    threshold: float | None = None,
+    fraction: float | None = None,
+    min_size: float | None = None,
+    z: float | None = None,
     scoring: str | None = None,
     n_folds: int = 5,
     min_keep: float = 0.5,

@@ -50,12 +50,13 @@ import copy
 import warnings
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, clone
 from sklearn.model_selection import KFold
 
 from .._errors import ConfigError, DataError
 from .._validation import check_positive_int
-from ..detectors.base import check_features
+from ..detectors.base import BaseDetector, check_features
 from .registry import RULES, SCORING_REGIMES
 from .rules import apply_guard, resolve_count
 
@@ -156,22 +157,38 @@ class OneShotRemoval(BaseEstimator):
     [0, 1, 2]
     """
 
+    # The fitted attributes (see "Attributes" above), declared for the type checker.
+    detector_: BaseDetector
+    baseline_detector_: BaseDetector
+    keep_mask_: np.ndarray
+    removed_indices_: np.ndarray
+    removal_scores_: np.ndarray
+    estimated_contamination_: float
+    train_scores_: np.ndarray
+    stage_scores_: dict[str, np.ndarray]
+    stage1_removal_scores_: np.ndarray
+    cut_: float | None
+    p_normal_: np.ndarray | None
+    rounds_run_: int
+    guard_fired_: bool
+    notes_: list[str]
+
     def __init__(
         self,
-        detector,
+        detector: BaseDetector | None,
         *,
-        rule="score_threshold",
-        threshold=1.5,
-        fraction=0.1,
-        min_size=0.8,
-        scoring="in_sample",
-        n_folds=5,
-        min_keep=0.5,
-        keep_baseline=True,
-        random_state=0,
-        z=3.0,
-        n_members=5,
-        rounds=1,
+        rule: str = "score_threshold",
+        threshold: float = 1.5,
+        fraction: float = 0.1,
+        min_size: float = 0.8,
+        scoring: str = "in_sample",
+        n_folds: int = 5,
+        min_keep: float = 0.5,
+        keep_baseline: bool = True,
+        random_state: int = 0,
+        z: float = 3.0,
+        n_members: int = 5,
+        rounds: int = 1,
     ):
         self.detector = detector
         self.rule = rule
@@ -271,7 +288,9 @@ class OneShotRemoval(BaseEstimator):
         return min_keep
 
     # -- the pipeline -----------------------------------------------------------------
-    def fit(self, X, y=None, *, stage1=None):
+    def fit(
+        self, X: ArrayLike, y: object = None, *, stage1: OneShotRemoval | None = None
+    ) -> OneShotRemoval:
         """Run the three stages on training features ``X`` (n_images, n_views, n_features).
 
         Parameters
@@ -363,7 +382,7 @@ class OneShotRemoval(BaseEstimator):
         model = clone(self.detector).fit(self._training_views(X))
         return model, model.decision_function(X), self._removal_scores(model, X)
 
-    def fit_stage1(self, X):
+    def fit_stage1(self, X: ArrayLike) -> tuple[BaseDetector, np.ndarray, np.ndarray]:
         """Stage 1 alone: ``(model, stage1_scores, removal_scores)`` for training features X.
 
         What :meth:`fit` does before removing anything, for callers that store it (``fit``
@@ -374,7 +393,9 @@ class OneShotRemoval(BaseEstimator):
         self._validate(len(X))
         return self._stage1(X)
 
-    def as_stage1(self, model, stage1_scores, removal_scores) -> OneShotRemoval:
+    def as_stage1(
+        self, model: BaseDetector, stage1_scores: ArrayLike, removal_scores: ArrayLike
+    ) -> OneShotRemoval:
         """A stand-in fitted stage 1 (from :meth:`fit_stage1`) to pass as ``fit(X, stage1=…)``."""
         stand_in = clone(self).set_params(keep_baseline=True)
         stand_in.baseline_detector_ = model
@@ -459,7 +480,7 @@ class OneShotRemoval(BaseEstimator):
         if self.rounds_run_ > 1:
             self.notes_.append(f"{self.rounds_run_} removal rounds ran (at most {self.rounds})")
 
-    def decision_function(self, X) -> np.ndarray:
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         """Scores of the fine-tuned detector (higher = more anomalous)."""
         return self.detector_.decision_function(X)
 
@@ -525,6 +546,7 @@ class OneShotRemoval(BaseEstimator):
                 if k.startswith(attr + ".")
             }
             if state:
+                assert self.detector is not None, "the stored detectors are clones of `detector`"
                 setattr(self, attr, fitted_from_state(self.detector, state))
         for attr in (
             "keep_mask_",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.base import clone
@@ -21,10 +22,15 @@ from .._errors import ConfigError
 from ..data import GOOD
 from .osr import OneShotRemoval
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from ..detectors.base import BaseDetector
+
 __all__ = ["CleanedFit", "fit_cleaned", "fit_settings", "seeded_clone"]
 
 
-def seeded_clone(detector, seed: int):
+def seeded_clone(detector: BaseDetector, seed: int) -> BaseDetector:
     """An unfitted copy of ``detector`` whose ``random_state`` (if it has one) is ``seed``.
 
     A split and its model share one seed, so every fit is reproducible from the seed alone.
@@ -41,23 +47,23 @@ class CleanedFit:
     the training images, whether the min-keep guard fired, the fitted ``osr`` (None
     without One-Shot Removal) and the wall time of the fit."""
 
-    model: object
+    model: BaseDetector
     keep: np.ndarray
     guard_fired: bool
     osr: OneShotRemoval | None
     seconds: float
 
-    def decision_function(self, X) -> np.ndarray:
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         return self.model.decision_function(X)
 
 
 def fit_cleaned(
-    detector,
-    X,
+    detector: BaseDetector,
+    X: np.ndarray,
     cleaning: Mapping | None,
     *,
     seed: int,
-    labels=None,
+    labels: ArrayLike | None = None,
     stage1: OneShotRemoval | None = None,
 ) -> CleanedFit:
     """Train a seeded copy of ``detector`` on ``X`` with one cleaning setting.
@@ -97,14 +103,19 @@ def fit_cleaned(
 
 
 def fit_settings(
-    detector, X, settings: Mapping[str, Mapping | None], *, seed: int, labels=None
+    detector: BaseDetector,
+    X: np.ndarray,
+    settings: Mapping[str, Mapping | None],
+    *,
+    seed: int,
+    labels: ArrayLike | None = None,
 ) -> Iterator[tuple[str, CleanedFit]]:
     """:func:`fit_cleaned` for each named setting, in order, yielding ``(name, fit)``.
 
     One-Shot Removal settings with the same scoring regime, folds and ensemble size share
     the first one's stage-1 model, so thresholds 1.0, 1.5 and 2.0 cost one stage-1 fit.
     """
-    stage1 = {}
+    stage1: dict[tuple | None, OneShotRemoval | None] = {}
     for name, cleaning in settings.items():
         shared = None
         if cleaning is not None and cleaning.get("rule") != "oracle":

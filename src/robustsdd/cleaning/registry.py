@@ -83,7 +83,7 @@ class RuleParam:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
-    def value(self, raw, where: str):
+    def value(self, raw: str | float, where: str) -> int | float:
         """``raw`` (text or number) as a valid value of this parameter, else ConfigError."""
         try:
             value = float(raw)
@@ -262,9 +262,9 @@ def parse_strategy(spec: str) -> dict | None:
                 f"strategy {spec!r}: {name!r} scores no training image and takes no scoring"
             )
         return None if name == "none" else {"rule": "oracle"}
-    rounds = re.fullmatch(r"(.+)_r(\d+)", name)
-    if rounds:
-        name, rounds = rounds.group(1), int(rounds.group(2))
+    rounds = 0
+    if match := re.fullmatch(r"(.+)_r(\d+)", name):
+        name, rounds = match.group(1), int(match.group(2))
         if rounds < 1:
             raise ConfigError(f"strategy {spec!r}: the number of rounds must be >= 1")
     params = _rule_params(name, spec)
@@ -284,16 +284,24 @@ def parse_strategy(spec: str) -> dict | None:
     return params
 
 
+def _spelling(rule: Rule) -> str:
+    """How a strategy names ``rule``: ``'<prefix>_<number>'``, or its name alone."""
+    if not rule.prefix:
+        return f"'{rule.name}'"
+    assert rule.param is not None, "a rule spelt with a prefix takes a number"
+    return f"'{rule.prefix}_<{rule.param.name}>'"
+
+
 def _rule_params(name: str, spec: str) -> dict:
     for rule in RULES.values():
         if rule.prefix is None and name == rule.name:
             return {"rule": rule.name}
         if rule.prefix is not None and name.startswith(rule.prefix + "_"):
-            value = rule.param.value(name[len(rule.prefix) + 1 :], f"strategy {spec!r}")
-            return {"rule": rule.name, rule.param.name: value}
-    spellings = ", ".join(
-        f"'{r.prefix}_<{r.param.name}>'" if r.prefix else f"'{r.name}'" for r in RULES.values()
-    )
+            param = rule.param
+            assert param is not None, "a rule spelt with a prefix takes a number"
+            value = param.value(name[len(rule.prefix) + 1 :], f"strategy {spec!r}")
+            return {"rule": rule.name, param.name: value}
+    spellings = ", ".join(_spelling(r) for r in RULES.values())
     raise ConfigError(
         f"unknown strategy {spec!r}; use 'none', 'oracle', {spellings} "
         "(optionally '_r<rounds>' and '@<scoring>')"

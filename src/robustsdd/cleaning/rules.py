@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.mixture import GaussianMixture
 
 from .._errors import ConfigError
@@ -28,14 +29,14 @@ __all__ = [
 _MAD_TO_SD = 1.482602218505602
 
 
-def _scores(scores) -> np.ndarray:
+def _scores(scores: ArrayLike) -> np.ndarray:
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 1:
         raise ValueError(f"scores must be 1-D, got shape {s.shape}")
     return s
 
 
-def threshold_rule(scores, threshold: float) -> np.ndarray:
+def threshold_rule(scores: ArrayLike, threshold: float) -> np.ndarray:
     """Keep images scoring at most ``threshold`` (the paper's OSR: drop those above 1.5).
 
     NaN scores count as above any threshold: an image the model cannot score is
@@ -48,7 +49,7 @@ def threshold_rule(scores, threshold: float) -> np.ndarray:
         return s <= threshold
 
 
-def auto_cut(scores, z: float = 3.0) -> float:
+def auto_cut(scores: ArrayLike, z: float = 3.0) -> float:
     """A threshold read off the scores themselves: median + z · robust SD.
 
     The robust SD is the median absolute deviation scaled to a normal's SD, so
@@ -102,7 +103,7 @@ class ConfidentCut:
 _MIN_SCORES_FOR_MIXTURE = 8
 
 
-def confident_cut(scores, random_state: int = 0) -> ConfidentCut:
+def confident_cut(scores: ArrayLike, random_state: int = 0) -> ConfidentCut:
     """Confident-learning-style cut: keep the images confidently normal, by a per-data threshold.
 
     Confident learning (Northcutt et al., JAIR 2021) prunes an example labelled *j*
@@ -158,7 +159,7 @@ def confident_cut(scores, random_state: int = 0) -> ConfidentCut:
     )
 
 
-def resolve_count(value, n: int, what: str) -> int:
+def resolve_count(value: float | None, n: int, what: str) -> int:
     """An int is a count; a float in (0, 1) is a share of ``n`` (rounded half up)."""
     if isinstance(value, bool) or value is None:
         raise ConfigError(f"{what} must be a count or a share in (0, 1), got {value!r}")
@@ -169,7 +170,7 @@ def resolve_count(value, n: int, what: str) -> int:
     raise ConfigError(f"{what} must be a count ≥ 0 or a share in (0, 1), got {value!r}")
 
 
-def fraction_rule(scores, fraction: float) -> np.ndarray:
+def fraction_rule(scores: ArrayLike, fraction: float) -> np.ndarray:
     """Drop the ``round(fraction · n)`` highest-scoring images."""
     s = _scores(scores)
     if not 0 <= fraction < 1:
@@ -182,7 +183,7 @@ def fraction_rule(scores, fraction: float) -> np.ndarray:
     return keep
 
 
-def apply_guard(scores, keep, min_keep: int):
+def apply_guard(scores: ArrayLike, keep: ArrayLike, min_keep: int) -> tuple[np.ndarray, bool]:
     """Never keep fewer than ``min_keep`` images: if the rule did, keep the lowest-scoring ones.
 
     Returns ``(keep, fired)``; ``fired`` says whether the guard overrode the rule.

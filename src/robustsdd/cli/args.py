@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any, TextIO
 
 from .._errors import ConfigError
+from .._io import StrPath
 from ..cleaning.registry import RULES, SCORING_REGIMES
 from ..data import (
     ELPV_CELL_TYPES,
     ON_BAD_IMAGE,
     SOURCE_KINDS,
+    ImageSet,
     load_ksdd2,
     load_mvtec,
     load_unlabeled,
@@ -43,20 +46,20 @@ __all__ = [
 ]
 
 
-def note(message: str, file=None) -> None:
+def note(message: str, file: TextIO | None = None) -> None:
     print(f"note: {message}", file=file or sys.stdout, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
 # argument groups
 def add_data_args(
-    p,
+    p: argparse.ArgumentParser,
     *,
     protocol: bool,
     single_split: bool = True,
-    source_default="elpv",
-    source_help="data source (default: elpv, the built-in real data set)",
-):
+    source_default: str | None = "elpv",
+    source_help: str = "data source (default: elpv, the built-in real data set)",
+) -> None:
     """--source, --root, --cell-type, --category, --seed; with ``protocol`` the split's
     sizes too. ``single_split=False`` (sweep): --contamination and --seed are accepted only
     to say which list flag replaces them (hidden, default None)."""
@@ -96,7 +99,7 @@ def add_data_args(
     )
 
 
-def add_feature_args(p):
+def add_feature_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("features (default: the detector's recipe)")
     g.add_argument(
         "--backbone",
@@ -159,7 +162,7 @@ def add_feature_args(p):
     )
 
 
-def add_engine_arg(p):
+def add_engine_arg(p: argparse.ArgumentParser) -> None:
     """--engine for verbs that load a model: default None = the engine it was fitted with."""
     p.add_argument(
         "--engine",
@@ -170,7 +173,7 @@ def add_engine_arg(p):
     )
 
 
-def add_detector_args(p):
+def add_detector_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("detector")
     g.add_argument(
         "--detector",
@@ -201,7 +204,7 @@ def add_detector_args(p):
     )
 
 
-def add_cleaning_args(p, *, rule: bool = True):
+def add_cleaning_args(p: argparse.ArgumentParser, *, rule: bool = True) -> None:
     """The cleaning flags; ``rule=False`` (sweep) leaves out --rule and the rules' numbers,
     which a sweep names in its strategies."""
     g = p.add_argument_group("cleaning (One-Shot Removal; default: the detector's recipe)")
@@ -261,7 +264,7 @@ def add_cleaning_args(p, *, rule: bool = True):
     )
 
 
-def add_decision_args(p):
+def add_decision_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--decision-quantile",
         type=float,
@@ -283,7 +286,7 @@ def add_decision_args(p):
     )
 
 
-def add_bad_image_arg(p):
+def add_bad_image_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--on-bad-image",
         choices=ON_BAD_IMAGE,
@@ -330,7 +333,7 @@ def _detector_params(args) -> dict:
     return params
 
 
-def settings(args) -> dict:
+def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The keywords of :func:`robustsdd.recipes.make_components` (and of
     :func:`robustsdd.fit_images`) that the parsed arguments stand for."""
     out = dict(
@@ -371,7 +374,7 @@ def settings(args) -> dict:
     return out
 
 
-def train_images(args):
+def train_images(args: argparse.Namespace) -> ImageSet:
     """The training images a data source names (KSDD2/MVTec: their train split)."""
     if args.source == "unlabeled":
         if not args.root:
@@ -386,7 +389,7 @@ def train_images(args):
     return open_source(args.source, args.root, cell_type=args.cell_type, category=args.category)[0]
 
 
-def test_images(args):
+def test_images(args: argparse.Namespace) -> ImageSet:
     """The images ``score`` scores (KSDD2/MVTec: their test split; others: every image)."""
     if args.source == "ksdd2" and args.root:
         return load_ksdd2(args.root, "test")
@@ -395,7 +398,12 @@ def test_images(args):
     return train_images(args)
 
 
-def screen(args, images, skip_list, notes_to=None):
+def screen(
+    args: argparse.Namespace,
+    images: ImageSet,
+    skip_list: StrPath | None,
+    notes_to: TextIO | None = None,
+) -> ImageSet:
     """Decode every image once: skip (listed in ``skip_list``) or fail on unreadable ones."""
     result = screen_images(images, args.on_bad_image, skip_list=skip_list, progress=not args.quiet)
     for line in result.notes():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import threading
@@ -13,7 +14,9 @@ from . import args as common
 __all__ = ["add_fit_parser", "cmd_fit"]
 
 
-def add_fit_parser(sub):
+def add_fit_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "fit",
         help="train (with cleaning) on an image folder and save a model folder",
@@ -76,7 +79,7 @@ def _raise_terminated(signum, frame):
     raise _Terminated()
 
 
-def cmd_fit(args) -> int:
+def cmd_fit(args: argparse.Namespace) -> int:
     previous = signal.getsignal(signal.SIGTERM)
     settable = previous is not None and threading.current_thread() is threading.main_thread()
     if settable:

@@ -5,6 +5,7 @@ Thin: parse, call :meth:`robustsdd.Model.predict`, write the results, print a su
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from .args import add_engine_arg
 __all__ = ["add_predict_parser", "cmd_predict"]
 
 
-def add_predict_parser(sub):
+def add_predict_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "predict",
         help="score new images or folders with a model folder",
@@ -60,7 +63,7 @@ def add_predict_parser(sub):
     return p
 
 
-def cmd_predict(args) -> int:
+def cmd_predict(args: argparse.Namespace) -> int:
     from ..model import Model
 
     if args.out:

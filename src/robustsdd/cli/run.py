@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from . import args as common
 __all__ = ["add_run_parser", "cmd_run"]
 
 
-def add_run_parser(sub):
+def add_run_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run",
         help="the paper's protocol on one split: baseline vs One-Shot Removal",
@@ -54,7 +57,7 @@ def _print_stage_table(train_scores, scoring):
         print(f"  {labels.get(stage, stage):<28} " + "   ".join(parts))
 
 
-def cmd_run(args) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     from ..experiments.protocol import run_protocol_cell, strip_arrays
 
     if args.rule == "none":
@@ -72,6 +75,7 @@ def cmd_run(args) -> int:
     if test_pool is not None:
         test_pool = common.screen(args, test_pool, out / "skipped_test.csv")
     featurizer, cleaning = parts.featurizer, parts.cleaning
+    assert cleaning is not None, "rule 'none' was refused above"
     t0 = time.perf_counter()
     result = run_protocol_cell(
         pool,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import sys
@@ -17,7 +18,9 @@ from . import args as common
 __all__ = ["add_score_parser", "cmd_score"]
 
 
-def add_score_parser(sub):
+def add_score_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "score",
         help="score images with a saved model",
@@ -43,7 +46,7 @@ def add_score_parser(sub):
     return p
 
 
-def cmd_score(args) -> int:
+def cmd_score(args: argparse.Namespace) -> int:
     from ..model import Model
 
     if args.out and args.root:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from .._errors import ConfigError
@@ -30,7 +31,9 @@ def _csv(values) -> str:
     return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
-def add_sweep_parser(subparsers):
+def add_sweep_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     """Define the ``sweep`` verb on ``subparsers``."""
     p = subparsers.add_parser(
         "sweep",
@@ -91,7 +94,7 @@ def add_sweep_parser(subparsers):
     return p
 
 
-def cmd_sweep(args) -> int:
+def cmd_sweep(args: argparse.Namespace) -> int:
     """Run the sweep described by ``args``, write its report, print the tables."""
     for dest, flag in _REPLACED.items():
         if getattr(args, dest, None) is not None:

@@ -23,6 +23,7 @@ import math
 import numbers
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .._errors import ConfigError, DataError
 from ._imageset import DEFECTIVE, GOOD, ImageSet
@@ -44,7 +45,7 @@ def paper_split(
     n_test_good: int = 100,
     n_test_defective: int = 100,
     test_pool: ImageSet | None = None,
-    random_state=0,
+    random_state: int | np.random.Generator | None = 0,
 ) -> tuple[ImageSet, ImageSet]:
     """Draw a contaminated training set and a disjoint test set, as in the paper.
 
@@ -140,7 +141,7 @@ def paper_split(
     return train, test
 
 
-def removal_counts(labels, keep_mask) -> dict[str, int]:
+def removal_counts(labels: ArrayLike, keep_mask: ArrayLike) -> dict[str, int]:
     """Table 1's columns: good and defective training images removed and kept.
 
     Parameters

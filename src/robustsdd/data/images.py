@@ -124,8 +124,8 @@ def _load_file(path: Path, name: str | None) -> np.ndarray:
                 )
             # load() forces the full decode here, so a truncated file fails now, not later.
             img.load()
-            img = ImageOps.exif_transpose(img)
-            return _pil_to_rgb(img, label)
+            upright = ImageOps.exif_transpose(img)
+            return _pil_to_rgb(upright, label)
     except DataError:
         raise
     except Image.DecompressionBombError as e:

@@ -41,7 +41,7 @@ def view_mask(item: str | os.PathLike | np.ndarray | None, size: int) -> np.ndar
         )
     square = np.ascontiguousarray(centre_square(mask) > 0)
     if square.shape[0] != size:
-        square = np.asarray(Image.fromarray(square).resize((size, size), Image.NEAREST))
+        square = np.asarray(Image.fromarray(square).resize((size, size), Image.Resampling.NEAREST))
     return square.astype(bool)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 __all__ = ["knn_distances", "knn_search", "grouped_knn_distances", "greedy_coreset"]
 
@@ -21,7 +22,9 @@ _CHUNK = 8192
 _PAIR_BUDGET = 2**25
 
 
-def knn_distances(queries, bank, k: int = 1, *, exclude_self: bool = False) -> np.ndarray:
+def knn_distances(
+    queries: ArrayLike, bank: ArrayLike, k: int = 1, *, exclude_self: bool = False
+) -> np.ndarray:
     """Euclidean distance from each query to its ``k`` nearest bank vectors, averaged.
 
     Parameters
@@ -63,7 +66,7 @@ def knn_distances(queries, bank, k: int = 1, *, exclude_self: bool = False) -> n
     return out.numpy()
 
 
-def knn_search(queries, bank, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def knn_search(queries: ArrayLike, bank: ArrayLike, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest bank vectors of each query: their distances and indices.
 
     Same exact chunked search as :func:`knn_distances`, but nothing is averaged, so
@@ -98,7 +101,7 @@ def knn_search(queries, bank, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return dist.numpy(), index.numpy()
 
 
-def grouped_knn_distances(groups, k: int) -> np.ndarray:
+def grouped_knn_distances(groups: ArrayLike, k: int) -> np.ndarray:
     """Mean distance of every vector to its ``k`` nearest *other* vectors of its group.
 
     Parameters
@@ -141,7 +144,7 @@ def grouped_knn_distances(groups, k: int) -> np.ndarray:
 
 
 def greedy_coreset(
-    vectors, size: int, *, projection_dim: int | None = 128, random_state: int = 0
+    vectors: ArrayLike, size: int, *, projection_dim: int | None = 128, random_state: int = 0
 ) -> tuple[np.ndarray, float]:
     """Indices of ``size`` vectors chosen by greedy k-centre (farthest-point) selection.
 

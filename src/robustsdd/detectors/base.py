@@ -23,16 +23,21 @@ and ``robustsdd predict --heatmaps`` use it when present; see :func:`localizes`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator
 
 from .._errors import ConfigError, DataError, ModelFileError
-from .._io import atomic_write_bytes, atomic_write_json, json_safe, read_json_file
+from .._io import StrPath, atomic_write_bytes, atomic_write_json, json_safe, read_json_file
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = [
     "BaseDetector",
@@ -57,13 +62,14 @@ __all__ = [
 #: Version 2: state in safetensors (version 1 used ``state.pt``, a torch pickle).
 MODEL_FORMAT_VERSION = 2
 DETECTOR_CONFIG, DETECTOR_STATE = "config.json", "state.safetensors"
-_REGISTRY: dict[str, type] = {}
+_REGISTRY: dict[str, type[BaseDetector]] = {}
+_D = TypeVar("_D", bound="type[BaseDetector]")
 
 
-def register_detector(name: str) -> Callable[[type], type]:
+def register_detector(name: str) -> Callable[[_D], _D]:
     """Class decorator: make a detector available as ``create_detector(name)``."""
 
-    def wrap(cls: type) -> type:
+    def wrap(cls: _D) -> _D:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"detector name {name!r} is already registered")
         _REGISTRY[name] = cls
@@ -73,7 +79,7 @@ def register_detector(name: str) -> Callable[[type], type]:
     return wrap
 
 
-def unregister_detector(name: str) -> type:
+def unregister_detector(name: str) -> type[BaseDetector]:
     """Remove ``name`` from the registry and return the class it named.
 
     The class itself is untouched (its ``registry_name`` stays). Raises
@@ -88,7 +94,7 @@ _MISSING = object()
 
 
 @contextmanager
-def registered_detector(name: str, cls: type) -> Iterator[type]:
+def registered_detector(name: str, cls: _D) -> Iterator[_D]:
     """Register ``cls`` as ``name`` for the duration of a ``with`` block only.
 
     On leaving the block the registry is as it was before: ``name`` is removed
@@ -111,13 +117,13 @@ def registered_detector(name: str, cls: type) -> Iterator[type]:
     >>> "_constant_example" in detector_names()
     False
     """
-    previous = _REGISTRY.get(name, _MISSING)
+    previous = _REGISTRY.get(name)  # None: the name was free
     own_name = cls.__dict__.get("registry_name", _MISSING)
     register_detector(name)(cls)
     try:
         yield cls
     finally:
-        if previous is _MISSING:
+        if previous is None:
             _REGISTRY.pop(name, None)
         else:
             _REGISTRY[name] = previous
@@ -125,12 +131,12 @@ def registered_detector(name: str, cls: type) -> Iterator[type]:
             cls.registry_name = own_name
 
 
-def detector_names() -> list:
+def detector_names() -> list[str]:
     """The names accepted by :func:`create_detector`, sorted."""
     return sorted(_REGISTRY)
 
 
-def detector_class(name: str) -> type:
+def detector_class(name: str) -> type[BaseDetector]:
     """The class registered as ``name`` (ConfigError naming the choices if none is)."""
     if name not in _REGISTRY:
         raise ConfigError(
@@ -139,7 +145,7 @@ def detector_class(name: str) -> type:
     return _REGISTRY[name]
 
 
-def create_detector(name: str, **params) -> BaseDetector:
+def create_detector(name: str, **params: Any) -> BaseDetector:
     """Build a registered detector by name, e.g. ``create_detector("gaussian")``."""
     return detector_class(name)(**params)
 
@@ -148,19 +154,19 @@ def create_detector(name: str, **params) -> BaseDetector:
 RUNTIME_PARAMS = ("progress",)
 
 
-def result_params(detector, *, ignore=()) -> dict:
+def result_params(detector: BaseDetector, *, ignore: Container[str] = ()) -> dict[str, Any]:
     """The parameters that determine ``detector``'s results (sorted by name): what a cache
     key or a checkpoint is keyed by. ``ignore`` names more to leave out."""
     params = detector.get_params(deep=False)
     return {k: v for k, v in sorted(params.items()) if k not in RUNTIME_PARAMS and k not in ignore}
 
 
-def localizes(detector) -> bool:
+def localizes(detector: object) -> bool:
     """Whether ``detector`` produces anomaly maps (defines ``anomaly_maps(X)``)."""
     return callable(getattr(detector, "anomaly_maps", None))
 
 
-def check_features(X, *, n_features: int | None = None, what: str = "X") -> np.ndarray:
+def check_features(X: ArrayLike, *, n_features: int | None = None, what: str = "X") -> np.ndarray:
     """Validate features and return them as float32 ``(n_images, n_views, n_features)``."""
     # Contiguous: views such as X[::-1] have negative strides, which torch cannot wrap.
     X = np.ascontiguousarray(X, dtype=np.float32)
@@ -188,10 +194,10 @@ class BaseDetector(BaseEstimator):
     registry_name = "base"
 
     # -- the interface each detector implements -------------------------------------------
-    def fit(self, X, y=None):  # pragma: no cover - abstract
+    def fit(self, X: ArrayLike, y: object = None) -> Self:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def partial_fit(self, X, y=None):
+    def partial_fit(self, X: ArrayLike, y: object = None) -> Self:
         """Continue training from the current state on ``X`` (fine-tuning).
 
         Detectors without an iterative state refit from scratch, which is their
@@ -199,7 +205,7 @@ class BaseDetector(BaseEstimator):
         """
         return self.fit(X)
 
-    def decision_function(self, X) -> np.ndarray:  # pragma: no cover - abstract
+    def decision_function(self, X: ArrayLike) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _get_state(self) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
@@ -209,7 +215,7 @@ class BaseDetector(BaseEstimator):
         raise NotImplementedError
 
     # -- shared behaviour ---------------------------------------------------------------
-    def score_samples(self, X) -> np.ndarray:
+    def score_samples(self, X: ArrayLike) -> np.ndarray:
         """scikit-learn's direction: higher means more normal (``-decision_function``)."""
         return -self.decision_function(X)
 
@@ -217,7 +223,7 @@ class BaseDetector(BaseEstimator):
         if not getattr(self, "is_fitted_", False):
             raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit(X) first")
 
-    def save(self, path) -> Path:
+    def save(self, path: StrPath) -> Path:
         """Write the fitted model into folder ``path`` (created; files replaced atomically)."""
         self._check_is_fitted()
         folder = Path(path)
@@ -245,7 +251,7 @@ class BaseDetector(BaseEstimator):
         return folder
 
     @classmethod
-    def load(cls, path) -> BaseDetector:
+    def load(cls, path: StrPath) -> BaseDetector:
         """Read a model folder written by :meth:`save`."""
         detector = load_detector(path)
         if cls is not BaseDetector and not isinstance(detector, cls):
@@ -253,7 +259,7 @@ class BaseDetector(BaseEstimator):
         return detector
 
 
-def load_detector(path) -> BaseDetector:
+def load_detector(path: StrPath) -> BaseDetector:
     """Load any registered detector from a folder written by ``save``."""
     folder = Path(path)
     if not folder.is_dir():
@@ -261,7 +267,7 @@ def load_detector(path) -> BaseDetector:
     return load_detector_files(folder / DETECTOR_CONFIG, folder / DETECTOR_STATE)
 
 
-def load_detector_files(config_path, state_path) -> BaseDetector:
+def load_detector_files(config_path: StrPath, state_path: StrPath) -> BaseDetector:
     """Load a detector from its config JSON and its safetensors state, validating both.
 
     Every problem (missing, garbled or foreign file, another format version, tensors

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 import torch
+from numpy.typing import ArrayLike
 from sklearn.covariance import LedoitWolf, ShrunkCovariance
 
 from .._errors import ConfigError
@@ -41,10 +42,10 @@ class GaussianDetector(BaseDetector):
     True
     """
 
-    def __init__(self, shrinkage="ledoit_wolf"):
+    def __init__(self, shrinkage: str | float = "ledoit_wolf"):
         self.shrinkage = shrinkage
 
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike, y: object = None) -> GaussianDetector:
         if isinstance(self.shrinkage, str) and self.shrinkage == "ledoit_wolf":
             estimator = LedoitWolf(assume_centered=False)
         else:
@@ -64,7 +65,7 @@ class GaussianDetector(BaseDetector):
         self.is_fitted_ = True
         return self
 
-    def decision_function(self, X) -> np.ndarray:
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         self._check_is_fitted()
         X = check_features(X, n_features=self.n_features_)
         centred = X.astype(np.float64) - self.mean_

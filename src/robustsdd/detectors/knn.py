@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from .._errors import ConfigError
 from .._validation import check_positive_int
@@ -40,10 +41,10 @@ class KNNDetector(BaseDetector):
     True
     """
 
-    def __init__(self, k=5):
+    def __init__(self, k: int = 5):
         self.k = k
 
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike, y: object = None) -> KNNDetector:
         check_positive_int(self.k, "k")
         X = check_features(X)
         bank = X.reshape(-1, X.shape[2])
@@ -58,7 +59,7 @@ class KNNDetector(BaseDetector):
         self.is_fitted_ = True
         return self
 
-    def decision_function(self, X) -> np.ndarray:
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         self._check_is_fitted()
         X = check_features(X, n_features=self.n_features_)
         n, v, d = X.shape

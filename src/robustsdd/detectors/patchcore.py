@@ -23,9 +23,12 @@ are weighted by how outlying they are). See :class:`PatchCore`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import ArrayLike
 
 from .._errors import ConfigError, DataError
 from .._validation import check_float_range, check_positive_int
@@ -148,18 +151,19 @@ class PatchCore(BaseDetector):
 
     #: Axis 1 of ``X`` holds patches, not views: cleaning cannot hold views out.
     feature_layout = "patches"
+    coverage_radius_: float | None  # set by fit (None: a random coreset)
 
     def __init__(
         self,
-        coreset="greedy",
-        coreset_ratio=0.01,
-        projection_dim=128,
-        k=1,
-        grid=None,
-        denoise=None,
-        denoise_fraction=0.1,
-        denoise_k=10,
-        random_state=0,
+        coreset: str = "greedy",
+        coreset_ratio: float = 0.01,
+        projection_dim: int | None = 128,
+        k: int = 1,
+        grid: Sequence[int] | None = None,
+        denoise: str | None = None,
+        denoise_fraction: float = 0.1,
+        denoise_k: int = 10,
+        random_state: int = 0,
     ):
         self.coreset = coreset
         self.coreset_ratio = coreset_ratio
@@ -171,7 +175,7 @@ class PatchCore(BaseDetector):
         self.denoise_k = denoise_k
         self.random_state = random_state
 
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike, y: object = None) -> PatchCore:
         self._check_params()
         X = check_features(X)
         patches = X.reshape(-1, X.shape[2])
@@ -262,7 +266,7 @@ class PatchCore(BaseDetector):
         side = int(round(np.sqrt(n_patches)))
         return (side, side) if side * side == n_patches else None
 
-    def patch_scores(self, X) -> np.ndarray:
+    def patch_scores(self, X: ArrayLike) -> np.ndarray:
         """Distance of every patch to its nearest bank patch(es): (n_images, n_patches)."""
         self._check_is_fitted()
         X = check_features(X, n_features=self.n_features_)
@@ -274,11 +278,11 @@ class PatchCore(BaseDetector):
         dist, index = knn_search(X.reshape(-1, d), self.bank_, int(self.k))
         return (dist * weights[index]).mean(1).reshape(n, p)
 
-    def decision_function(self, X) -> np.ndarray:
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         """Image score: the highest patch score."""
         return self.patch_scores(X).max(axis=1)
 
-    def anomaly_maps(self, X, size=None) -> np.ndarray:
+    def anomaly_maps(self, X: ArrayLike, size: Sequence[int] | None = None) -> np.ndarray:
         """Patch scores on the grid, (n_images, h, w); bilinearly resized to ``size``
         (h', w') if given (e.g. the image's size, for overlays)."""
         self._check_is_fitted()
@@ -291,8 +295,8 @@ class PatchCore(BaseDetector):
         maps = scores[:, : h * w].reshape(-1, h, w)
         if size is not None:
             t = torch.from_numpy(maps)[:, None].float()
-            maps = F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
-            maps = maps.double().numpy()
+            resized = F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)
+            maps = resized[:, 0].double().numpy()
         return maps
 
     def _check_params(self):

@@ -11,20 +11,26 @@ fit theirs.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from ..cleaning import fit_settings
 from ..data import paper_split
 from ..metrics import detection_metrics, removal_metrics, score_summary
 
+if TYPE_CHECKING:
+    from ..data import ImageSet
+    from ..detectors.base import BaseDetector
+    from ..features import Featurizer
+
 __all__ = ["run_protocol_cell", "strip_arrays"]
 
 
 def run_protocol_cell(
-    pool,
-    test_pool,
+    pool: ImageSet,
+    test_pool: ImageSet | None,
     *,
-    featurizer,
-    detector,
+    featurizer: Featurizer,
+    detector: BaseDetector,
     osr_params: dict,
     n_train: int = 100,
     contamination: float = 0.2,
@@ -65,6 +71,7 @@ def run_protocol_cell(
         )
     )
     baseline, osr = fits["baseline"], fits["osr"].osr
+    assert osr is not None, "osr_params is a One-Shot Removal setting"
     baseline_test = baseline.decision_function(X_test)
     osr_test = osr.decision_function(X_test)
     removed = [train.names[i] for i in osr.removed_indices_]

@@ -40,16 +40,18 @@ import hashlib
 import json
 import time
 import warnings
+from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import clone
 from tqdm.auto import tqdm
 
 from .._errors import ConfigError
-from .._io import atomic_write_json, json_safe
+from .._io import StrPath, atomic_write_json, json_safe
 from .._version import __version__
 from ..cleaning import SCORING_REGIMES, OneShotRemoval, fit_settings, parse_strategy
 from ..data import DEFECTIVE, GOOD, ImageSet, paper_split
@@ -58,6 +60,11 @@ from ..detectors.base import result_params
 from ..executors import make_executor
 from ..metrics import detection_metrics, pixel_auroc, removal_metrics
 from ..recipes import default_cleaning
+
+if TYPE_CHECKING:
+    from ..detectors.base import BaseDetector
+    from ..executors import Executor
+    from ..features import Featurizer
 
 __all__ = [
     "parse_strategy",
@@ -106,7 +113,7 @@ CELL_FORMAT = 2  # 2: pixel_auroc
 
 # ---------------------------------------------------------------------------------------------
 # parsing
-def parse_strategies(specs) -> tuple[str, ...]:
+def parse_strategies(specs: str | Iterable[str]) -> tuple[str, ...]:
     """Validate strategy specs (a comma-separated string or a sequence); keep their order."""
     names = _split(specs)
     for name in names:
@@ -115,7 +122,7 @@ def parse_strategies(specs) -> tuple[str, ...]:
     return names
 
 
-def parse_levels(levels) -> tuple[float, ...]:
+def parse_levels(levels: str | Iterable[float | str]) -> tuple[float, ...]:
     """Contamination levels as shares in [0, 1] (a comma-separated string or a sequence).
 
     Levels are rounded to 6 decimals, so ``0.1 * 3`` and ``0.3`` name the same level
@@ -137,7 +144,7 @@ def parse_levels(levels) -> tuple[float, ...]:
     return tuple(out)
 
 
-def parse_seeds(seeds) -> tuple[int, ...]:
+def parse_seeds(seeds: str | Iterable[int | str]) -> tuple[int, ...]:
     """Seeds as non-negative integers (a comma-separated string or a sequence)."""
     out = []
     for item in _split(seeds):
@@ -190,15 +197,15 @@ def _data_id(images: ImageSet | None):
 
 
 def sweep_config(
-    pool,
-    test_pool,
+    pool: ImageSet,
+    test_pool: ImageSet | None,
     *,
-    featurizer,
-    detector,
-    scoring="held_out_views",
-    n_train=100,
-    n_test_good=100,
-    n_test_defective=100,
+    featurizer: Featurizer,
+    detector: BaseDetector,
+    scoring: str = "held_out_views",
+    n_train: int = 100,
+    n_test_good: int = 100,
+    n_test_defective: int = 100,
 ) -> dict:
     """Everything that determines a group's numbers, except its level, seed and strategies.
 
@@ -255,7 +262,7 @@ class _Group:
     train_labels: np.ndarray
     test_labels: np.ndarray
     strategies: tuple  # names still to compute
-    detector: object
+    detector: BaseDetector
     scoring: str
 
 
@@ -338,7 +345,7 @@ def _call_run(run, group, features):
 
 # ---------------------------------------------------------------------------------------------
 # cell files
-def cell_path(out_dir, level: float, seed: int) -> Path:
+def cell_path(out_dir: StrPath, level: float, seed: int) -> Path:
     """Where the rows of group (level, seed) are stored."""
     return Path(out_dir) / "cells" / f"level={level:g}_seed={seed}.json"
 
@@ -392,7 +399,7 @@ class SweepResult(list):
     :func:`sweep_config` dict plus ``config_hash``, ``levels``, ``strategies`` and ``seeds``.
     """
 
-    def __init__(self, rows, stats, config):
+    def __init__(self, rows: Iterable[dict], stats: dict[str, Any], config: dict[str, Any]):
         super().__init__(rows)
         self.stats = stats
         self.config = config
@@ -409,23 +416,23 @@ def _index_set(images: ImageSet) -> ImageSet:
 
 
 def run_sweep(
-    pool,
-    test_pool=None,
+    pool: ImageSet,
+    test_pool: ImageSet | None = None,
     *,
-    featurizer,
-    detector,
-    levels=DEFAULT_LEVELS,
-    strategies=DEFAULT_STRATEGIES,
-    seeds=DEFAULT_SEEDS,
-    out_dir,
-    scoring="held_out_views",
-    n_train=100,
-    n_test_good=100,
-    n_test_defective=100,
-    jobs=1,
-    executor="local",
-    address=None,
-    progress=True,
+    featurizer: Featurizer,
+    detector: BaseDetector,
+    levels: str | Iterable[float | str] = DEFAULT_LEVELS,
+    strategies: str | Iterable[str] = DEFAULT_STRATEGIES,
+    seeds: str | Iterable[int | str] = DEFAULT_SEEDS,
+    out_dir: StrPath,
+    scoring: str | None = "held_out_views",
+    n_train: int = 100,
+    n_test_good: int = 100,
+    n_test_defective: int = 100,
+    jobs: int = 1,
+    executor: str | Executor = "local",
+    address: str | None = None,
+    progress: bool = True,
 ) -> SweepResult:
     """Run every (level, strategy, seed) of the paper's protocol; return tidy rows.
 
@@ -593,10 +600,10 @@ def _prepare_groups(
     """
     if not todo:
         return [], (None, None, None)
-    need_pool = {int(i) for key in todo for i in splits[key][0].items}
+    wanted = {int(i) for key in todo for i in splits[key][0].items}
     if test_pool is None:  # the test images come from the pool too
-        need_pool |= {int(i) for key in todo for i in splits[key][1].items}
-    need_pool = sorted(need_pool)
+        wanted |= {int(i) for key in todo for i in splits[key][1].items}
+    need_pool = sorted(wanted)
     pool_features = featurizer.transform(pool.subset(need_pool), executor=executor)
     pool_row = {idx: row for row, idx in enumerate(need_pool)}
     if test_pool is None:

@@ -13,12 +13,14 @@ import csv
 import io
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
 from .._format import fmt_count
-from .._io import atomic_write_bytes, atomic_write_json, json_safe
+from .._io import StrPath, atomic_write_bytes, atomic_write_json, json_safe
 from ..cleaning import describe, parse_strategy
 from .sweep import ROW_COLUMNS, row_from_json
 
@@ -36,7 +38,7 @@ __all__ = [
 ]
 
 #: The paper's KSDD2 AUROC readings (Sec. 4.3, Fig. 3): strategy -> {% defective: AUROC}.
-PAPER_KSDD2 = {
+PAPER_KSDD2: dict[str, dict[float, float]] = {
     "none": {0: 0.92, 50: 0.74, 60: 0.63, 100: 0.07},
     "osr_1.5": {0: 0.92, 50: 0.67, 100: 0.42},
 }
@@ -53,7 +55,7 @@ _OUTPUTS = (
 # aggregation
 def _order(rows, key) -> list:
     """Distinct values of ``key`` in order of first appearance (the sweep's own order)."""
-    seen = {}
+    seen: dict[Any, None] = {}
     for row in rows:
         seen.setdefault(row[key], None)
     return list(seen)
@@ -70,7 +72,7 @@ def _mean_std(values) -> tuple[float, float]:
     return float(a.mean()), (float(a.std(ddof=1)) if a.size > 1 else 0.0)
 
 
-def auroc_table(rows) -> list[dict]:
+def auroc_table(rows: Sequence[Mapping[str, Any]]) -> list[dict]:
     """Mean and std over seeds of AUROC and AP per (level, strategy), tidy."""
     out = []
     for level in _order(rows, "level"):
@@ -94,7 +96,7 @@ def auroc_table(rows) -> list[dict]:
     return out
 
 
-def area_under_curve(rows) -> list[dict]:
+def area_under_curve(rows: Sequence[Mapping[str, Any]]) -> list[dict]:
     """Per strategy, the mean AUROC over levels (area under Fig. 3's curve, x scaled to 1).
 
     Computed per seed, then mean and std over seeds; levels are weighted equally.
@@ -110,7 +112,7 @@ def area_under_curve(rows) -> list[dict]:
     return out
 
 
-def removal_table(rows) -> list[dict]:
+def removal_table(rows: Sequence[Mapping[str, Any]]) -> list[dict]:
     """Table 1: per level and OSR strategy, mean removed good / defective / total over seeds.
 
     ``train_good`` and ``train_defective`` are the training set's composition at that level.
@@ -154,7 +156,7 @@ def _markdown(header, body) -> str:
     return "\n".join(lines) + "\n"
 
 
-def format_auroc_table(rows, metric="auroc") -> str:
+def format_auroc_table(rows: Sequence[Mapping[str, Any]], metric: str = "auroc") -> str:
     """AUROC (mean ± std over seeds) as a markdown table, levels × strategies.
 
     ``metric``: any numeric row column, e.g. ``"pixel_auroc"``.
@@ -171,7 +173,7 @@ def format_auroc_table(rows, metric="auroc") -> str:
     return _markdown(["% defective"] + strategies, body)
 
 
-def format_removal_table(rows) -> str:
+def format_removal_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Table 1 as markdown: one row per level, three columns per OSR strategy."""
     table = removal_table(rows)
     strategies = _order(table, "strategy") if table else []
@@ -232,7 +234,7 @@ def _rows_csv(rows) -> bytes:
     return buf.getvalue().encode()
 
 
-def read_rows(path) -> list[dict]:
+def read_rows(path: StrPath) -> list[dict]:
     """The rows of a ``cells.json`` written by :func:`write_report` (null → NaN again).
 
     Redraw a report without recomputing: ``write_report(read_rows(p), out_dir)``.
@@ -246,7 +248,12 @@ def _reference(config) -> dict | None:
     return PAPER_KSDD2 if str(data.get("source", "")).startswith("ksdd2") else None
 
 
-def plot_auroc(rows, *, title="", reference=None) -> bytes:
+def plot_auroc(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    title: str = "",
+    reference: Mapping[str, Mapping[float, float]] | None = None,
+) -> bytes:
     """Fig. 3 as PNG bytes: AUROC against % defective, mean ± std band per strategy.
 
     ``reference`` (strategy -> {percent: AUROC}) is drawn as hollow markers, e.g.
@@ -272,10 +279,10 @@ def plot_auroc(rows, *, title="", reference=None) -> bytes:
         ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.18, lw=0)
         colours[strategy] = line.get_color()
     for i, (strategy, points) in enumerate((reference or {}).items()):
-        x, y = zip(*sorted(points.items()))
+        percents, aurocs = zip(*sorted(points.items()))
         ax.plot(
-            x,
-            y,
+            percents,
+            aurocs,
             ls="none",
             marker="DX*P"[i % 4],
             ms=8 - 2 * (i % 2),
@@ -347,7 +354,11 @@ def _config_lines(rows, config) -> list[str]:
     return lines
 
 
-def format_summary(rows, config=None, stats=None) -> str:
+def format_summary(
+    rows: Sequence[Mapping[str, Any]],
+    config: Mapping[str, Any] | None = None,
+    stats: Mapping[str, Any] | None = None,
+) -> str:
     """summary.md: the configuration, the area under each curve, the AUROC table."""
     lines = _config_lines(rows, config or {})
     if stats:
@@ -376,7 +387,14 @@ def format_summary(rows, config=None, stats=None) -> str:
     return "".join(parts)
 
 
-def write_report(rows, out_dir, *, config=None, stats=None, reference="auto") -> dict:
+def write_report(
+    rows: Sequence[Mapping[str, Any]],
+    out_dir: StrPath,
+    *,
+    config: Mapping[str, Any] | None = None,
+    stats: Mapping[str, Any] | None = None,
+    reference: Mapping[str, Mapping[float, float]] | Literal["auto"] | None = "auto",
+) -> dict[str, Path]:
     """Write the sweep's tables and figure into ``out_dir``; return {name: path}.
 
     Parameters

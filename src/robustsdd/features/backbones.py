@@ -18,11 +18,16 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
 
 from .._errors import ConfigError, DataError
+from .._io import StrPath
+
+if TYPE_CHECKING:
+    from timm.models import FeatureInfo
 
 __all__ = [
     "FeatureExtractor",
@@ -171,7 +176,9 @@ def _build_alexnet(kind: str) -> nn.Module:
     return model
 
 
-def create_classifier(name: str = "efficientnet_lite0", weights="offline") -> nn.Module:
+def create_classifier(
+    name: str = "efficientnet_lite0", weights: StrPath | None = "offline"
+) -> nn.Module:
     """The whole ImageNet classifier (with head), for checking that weights are real."""
     kind, path = _resolve_weights(name, weights)
     model = _build_timm(name, kind)
@@ -200,26 +207,35 @@ class FeatureExtractor(nn.Module):
     torch.Size([2, 320])
     """
 
+    # Declared for the type checker: nn.Module's __getattr__ types its children and
+    # buffers as ``Tensor | Module``.
+    body: nn.Module
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(
-        self, name: str = "efficientnet_lite0", weights="offline", stages: Sequence[int] = (-1,)
-    ):
+        self,
+        name: str = "efficientnet_lite0",
+        weights: StrPath | None = "offline",
+        stages: Sequence[int] = (-1,),
+    ) -> None:
         super().__init__()
         self.name = name
         self.weights = weights
         kind, path = _resolve_weights(name, weights)
         self.weights_kind = kind
         if name == "alexnet":
-            self.body = _build_alexnet(kind).features
+            self.body = cast(nn.Module, _build_alexnet(kind).features)
             if path is not None:
                 _load_state(self.body, _strip_prefix(read_state_file(path), "features."), str(path))
-            self.stages = (0,)
+            self.stages: tuple[int, ...] = (0,)
             self.channels = [256]
             mean, std = _IMAGENET_MEAN_STD
         else:
             import timm
 
             probe = _build_timm(name, "random", features_only=True)
-            n_stages = len(probe.feature_info)
+            n_stages = len(cast("FeatureInfo", probe.feature_info))
             resolved = tuple(sorted({s % n_stages for s in stages}))
             if not resolved or any(not -n_stages <= s < n_stages for s in stages):
                 raise ConfigError(
@@ -232,11 +248,12 @@ class FeatureExtractor(nn.Module):
                 full = _build_timm(name, "random")
                 _load_state(full, read_state_file(path), str(path))
                 self.body.load_state_dict(full.state_dict(), strict=False)
-            self.channels = list(self.body.feature_info.channels())
+            self.channels = list(cast("FeatureInfo", self.body.feature_info).channels())
             if kind == "offline":
                 mean, std = _LUKEMELAS_MEAN_STD
             else:
                 cfg = getattr(self.body, "pretrained_cfg", None) or timm.get_pretrained_cfg(name)
+                assert cfg is not None, "timm gives every model it builds a pretrained config"
                 cfg = cfg if isinstance(cfg, dict) else cfg.to_dict()
                 mean, std = (
                     cfg.get("mean", _IMAGENET_MEAN_STD[0]),
@@ -258,7 +275,7 @@ class FeatureExtractor(nn.Module):
         """Identity of what this extractor computes, for the feature cache."""
         return f"{self.name}|{self.weights_id}|stages={','.join(map(str, self.stages))}|avgpool"
 
-    def train(self, mode: bool = True):
+    def train(self, mode: bool = True) -> FeatureExtractor:
         # Frozen: batch-norm statistics must never update, whatever a caller asks.
         return super().train(False)
 
@@ -300,8 +317,12 @@ def _weights_id(kind: str, path: Path | None, name: str) -> str:
     if kind == "imagenet":
         import timm
 
-        tag = (
-            "torchvision-IMAGENET1K_V1" if name == "alexnet" else timm.get_pretrained_cfg(name).tag
-        )
+        tag: str | None
+        if name == "alexnet":
+            tag = "torchvision-IMAGENET1K_V1"
+        else:
+            cfg = timm.get_pretrained_cfg(name)
+            assert cfg is not None, "the model was built, so timm knows its pretrained config"
+            tag = cfg.tag
         return f"imagenet:{tag}"
     return "random-seed0"  # see _seeded_init

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import read_checksummed, write_checksummed
+from .._io import StrPath, read_checksummed, write_checksummed
 
 __all__ = ["FeatureCache", "default_cache_dir"]
 
@@ -53,7 +53,7 @@ class FeatureCache:
     ((2, 3), 1)
     """
 
-    def __init__(self, root):
+    def __init__(self, root: StrPath):
         self.root = Path(root)
         self.hits = 0
         self.misses = 0
@@ -63,7 +63,7 @@ class FeatureCache:
         config_hash = hashlib.sha256(config_key.encode()).hexdigest()[:16]
         return self.root / config_hash / image_key[:2] / f"{image_key}.feat"
 
-    def get(self, image_key: str, config_key: str):
+    def get(self, image_key: str, config_key: str) -> np.ndarray | None:
         """The cached array, or None (a miss; damaged entries count in ``corrupt`` too)."""
         path = self.path_for(image_key, config_key)
         try:

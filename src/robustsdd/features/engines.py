@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import torch
@@ -49,8 +51,10 @@ class PooledFeatures(nn.Module):
         super().__init__()
         self.extractor = extractor
 
-    def forward(self, x):
-        return self.extractor.forward_normalized(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # nn.Module's __getattr__ is typed Tensor | Module; this is the extractor's method.
+        pooled = cast("Callable[[torch.Tensor], torch.Tensor]", self.extractor.forward_normalized)
+        return pooled(x)
 
 
 def _as_module(backbone: nn.Module) -> nn.Module:
@@ -114,7 +118,7 @@ def _export_onnx(module: nn.Module) -> bytes:
         torch.onnx.export(
             _as_module(module).eval(),
             (probe,),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes to file objects
             dynamo=False,
             input_names=["x"],
             output_names=["features"],
@@ -152,7 +156,9 @@ def check_match(engine, reference: TorchEngine, tolerance: float = MATCH_TOLERAN
     return worst
 
 
-def make_engine(module: nn.Module, engine: str = "auto", channels_last: bool = True):
+def make_engine(
+    module: nn.Module, engine: str = "auto", channels_last: bool = True
+) -> tuple[TorchEngine | OnnxRuntimeEngine, str | None]:
     """Build the engine named by ``engine`` that runs ``module`` (a
     :class:`FeatureExtractor`, for its pooled features, or any module of a
     normalised image batch, e.g. :class:`~robustsdd.features.patches.PatchFeatures`).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -11,10 +12,15 @@ from tqdm.auto import tqdm
 
 from .._errors import ConfigError
 from .._hashing import image_digest
+from .._io import StrPath
 from .backbones import FeatureExtractor
 from .cache import FeatureCache, default_cache_dir
 from .engines import ENGINES, make_engine
 from .views import ViewSpec, scaled_inputs
+
+if TYPE_CHECKING:
+    from ..data import ImageSet
+    from ..executors import Executor
 
 __all__ = ["Featurizer"]
 
@@ -64,10 +70,10 @@ class Featurizer:
     """
 
     backbone: str = "efficientnet_lite0"
-    weights: object = "offline"
+    weights: StrPath | None = "offline"
     stages: Sequence[int] = (-1,)
     views: ViewSpec = field(default_factory=ViewSpec)
-    cache_dir: object = None
+    cache_dir: StrPath | Literal[False] | None = None
     batch_size: int = 1
     engine: str = "auto"
     channels_last: bool = True
@@ -141,7 +147,7 @@ class Featurizer:
             "engine": self.engine_name,
         }
 
-    def transform(self, images, executor=None) -> np.ndarray:
+    def transform(self, images: ImageSet, executor: Executor | None = None) -> np.ndarray:
         """Features of every image of an :class:`ImageSet`: float32 (n, n_views, n_features).
 
         ``executor`` (a :class:`robustsdd.executors.Executor`; None: this process)

@@ -25,11 +25,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from .._hashing import image_digest
+
+if TYPE_CHECKING:
+    from ..data import ImageSet
+    from ..executors import Executor
+    from .extract import Featurizer
 
 __all__ = ["transform_parallel", "featurizer_spec", "DEFAULT_CHUNK"]
 
@@ -38,7 +44,7 @@ __all__ = ["transform_parallel", "featurizer_spec", "DEFAULT_CHUNK"]
 DEFAULT_CHUNK = 16
 
 
-def featurizer_spec(featurizer) -> tuple:
+def featurizer_spec(featurizer: Featurizer) -> tuple[type[Featurizer], dict[str, Any]]:
     """(class, keyword arguments) that rebuild ``featurizer`` in a worker: the same
     settings and resolved engine, no cache, no progress bar."""
     kwargs = {f.name: getattr(featurizer, f.name) for f in dataclasses.fields(featurizer) if f.init}
@@ -65,7 +71,9 @@ def _extract_chunk(chunk, spec) -> np.ndarray:
     )
 
 
-def transform_parallel(featurizer, images, executor, chunk_size: int | None = None) -> np.ndarray:
+def transform_parallel(
+    featurizer: Featurizer, images: ImageSet, executor: Executor, chunk_size: int | None = None
+) -> np.ndarray:
     """What ``featurizer.transform(images, executor=executor)`` returns, computed there.
 
     Parameters

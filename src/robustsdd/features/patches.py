@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._errors import ConfigError
+from .backbones import FeatureExtractor
 from .extract import Featurizer
 
 __all__ = ["PatchFeatures", "PatchFeaturizer"]
@@ -31,12 +32,12 @@ class PatchFeatures(nn.Module):
     give the maps; ``pool`` is the side of the local averaging window (odd).
     """
 
-    def __init__(self, extractor: nn.Module, pool: int = 3):
+    def __init__(self, extractor: FeatureExtractor, pool: int = 3):
         super().__init__()
         self.body = extractor.body
         self.pool = int(pool)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         maps = self.body(x)
         if isinstance(maps, torch.Tensor):
             maps = [maps]

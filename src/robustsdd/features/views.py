@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,7 +63,7 @@ class ViewSpec:
             raise ConfigError("at least one rotation angle is needed (0 for none)")
 
     @classmethod
-    def rotations_every(cls, n: int, **kw) -> ViewSpec:
+    def rotations_every(cls, n: int, **kw: Any) -> ViewSpec:
         """``n`` rotations evenly spaced over 360° (DifferNet tests with ``n=64``)."""
         return cls(rotations=tuple(i * 360.0 / n for i in range(n)), **kw)
 

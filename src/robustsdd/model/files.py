@@ -12,9 +12,10 @@ import dataclasses
 import math
 import platform
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Literal
 
 from .._errors import ConfigError, DataError, ModelFileError
-from .._io import atomic_write_bytes, read_json_file
+from .._io import StrPath, atomic_write_bytes, read_json_file
 from .._version import __version__
 from ..detectors.base import MODEL_FORMAT_VERSION
 from ..features import Featurizer, ViewSpec
@@ -43,10 +44,13 @@ _REQUIRED_FILES = ("detector_config", "detector_state")
 _RUNTIME_FIELDS = {"cache_dir", "batch_size", "progress", "engine"}
 
 
-def package_versions() -> dict:
+def package_versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"robustsdd": __version__, "python": platform.python_version()}
+    out: dict[str, str | None] = {
+        "robustsdd": __version__,
+        "python": platform.python_version(),
+    }
     for name in (
         "torch",
         "torchvision",
@@ -121,7 +125,7 @@ def _require(d: dict, path: Path, key: str, kind: type, prefix: str = "") -> Non
         raise ModelFileError(f"{path}: damaged: {prefix}{key} is missing or not a {kind.__name__}")
 
 
-def inside(folder: Path, rel, config_path: Path, key: str) -> Path:
+def inside(folder: Path, rel: object, config_path: Path, key: str) -> Path:
     """``folder / rel``, refusing anything that could leave ``folder``."""
     if not isinstance(rel, str) or not rel or "\x00" in rel:
         raise ModelFileError(f"{config_path}: {key} must be a file name, got {rel!r}")
@@ -149,9 +153,9 @@ def featurizer_from_config(
     files: dict,
     config_path: Path,
     *,
-    cache_dir,
+    cache_dir: StrPath | Literal[False] | None,
     batch_size: int,
-    engine,
+    engine: str | None,
     progress: bool,
 ) -> Featurizer:
     kinds = {"pooled": Featurizer, "patch": PatchFeaturizer}
@@ -209,7 +213,7 @@ def featurizer_from_config(
     return featurizer
 
 
-def copy_backbone_weights(source, target: Path) -> None:
+def copy_backbone_weights(source: StrPath, target: Path) -> None:
     """A safetensors copy of a local backbone weights file (no pickle, no outside path)."""
     from safetensors.torch import save as safetensors_bytes
 

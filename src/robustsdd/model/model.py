@@ -23,17 +23,20 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Literal, TypeAlias
 
 import numpy as np
 
 from .._errors import ConfigError, DataError, ModelFileError
-from .._io import atomic_write_bytes, atomic_write_json, json_safe
+from .._io import StrPath, atomic_write_bytes, atomic_write_json, json_safe
 from ..data import UNKNOWN, ImageSet, load_unlabeled
 from ..detectors.base import (
     DETECTOR_CONFIG,
     DETECTOR_STATE,
     MODEL_FORMAT_VERSION,
+    BaseDetector,
     load_detector_files,
     localizes,
 )
@@ -52,6 +55,9 @@ from .files import (
 from .predictions import Predictions, check_output_outside, collect_images
 
 __all__ = ["Model", "MODEL_CONFIG", "MODEL_FORMAT", "as_imageset"]
+
+#: Images to score: an ImageSet, a folder, or image paths and decoded arrays.
+Images: TypeAlias = "ImageSet | StrPath | Iterable[StrPath | np.ndarray]"
 
 
 class Model:
@@ -78,7 +84,13 @@ class Model:
     >>> result.to_csv("results.csv"); result.n_anomalous          # doctest: +SKIP
     """
 
-    def __init__(self, detector, featurizer: Featurizer, decision: dict, info: dict | None = None):
+    def __init__(
+        self,
+        detector: BaseDetector,
+        featurizer: Featurizer,
+        decision: dict,
+        info: dict | None = None,
+    ):
         self.detector = detector
         self.featurizer = featurizer
         self.decision = dict(decision)
@@ -90,9 +102,9 @@ class Model:
     @classmethod
     def load(
         cls,
-        path,
+        path: StrPath,
         *,
-        cache_dir=None,
+        cache_dir: StrPath | Literal[False] | None = None,
         batch_size: int = 1,
         engine: str | None = None,
         progress: bool = False,
@@ -142,7 +154,7 @@ class Model:
         model.path, model.config = folder, config
         return model
 
-    def save(self, path, *, extra_files: dict | None = None) -> Path:
+    def save(self, path: StrPath, *, extra_files: dict | None = None) -> Path:
         """Write the detector, a backbone-weights copy if needed, and ``robustsdd.json`` (last).
 
         ``extra_files`` maps names (e.g. ``"report"``) to files already written inside
@@ -154,7 +166,9 @@ class Model:
         files = {"detector_config": DETECTOR_CONFIG, "detector_state": DETECTOR_STATE}
         features = self.feature_config()
         if features["weights"] == "file":
-            copy_backbone_weights(self.featurizer.weights, folder / BACKBONE_WEIGHTS)
+            weights = self.featurizer.weights
+            assert weights is not None, "feature_config says 'file' for a weights path only"
+            copy_backbone_weights(weights, folder / BACKBONE_WEIGHTS)
             files["backbone_weights"] = BACKBONE_WEIGHTS
             features["weights_id"] = weights_id_of_copy(self.featurizer, folder / BACKBONE_WEIGHTS)
         elif (folder / BACKBONE_WEIGHTS).is_file():
@@ -226,16 +240,16 @@ class Model:
         """Whether the detector produces anomaly maps (heat-maps)."""
         return localizes(self.detector)
 
-    def features(self, images) -> np.ndarray:
+    def features(self, images: Images) -> np.ndarray:
         """Backbone features ``(n_images, n_views, n_features)`` of ``images``."""
         return self.featurizer.transform(as_imageset(images))
 
-    def score(self, images) -> np.ndarray:
+    def score(self, images: Images) -> np.ndarray:
         """Anomaly scores (higher = more anomalous) of an ImageSet, a folder, or a list of
         image paths or arrays."""
         return np.asarray(self.detector.decision_function(self.features(images)), np.float64)
 
-    def anomaly_maps(self, images) -> np.ndarray:
+    def anomaly_maps(self, images: Images) -> np.ndarray:
         """Anomaly maps ``(n_images, h, w)`` over each image's centre square crop."""
         if not self.localizes:
             raise ConfigError(
@@ -246,12 +260,12 @@ class Model:
 
     def predict(
         self,
-        paths,
+        paths: StrPath | Sequence[StrPath],
         *,
         threshold: float | None = None,
         batch_size: int = 64,
         progress: bool = False,
-        heatmap_dir=None,
+        heatmap_dir: StrPath | None = None,
     ) -> Predictions:
         """Score image files and folders (searched recursively) in batches.
 
@@ -294,7 +308,7 @@ class Model:
             check_output_outside(heatmap_dir, paths, what="heat-map folder")
         names, files = collect_images(paths)
         scores = np.empty(len(files))
-        heatmaps = [] if heatmap_dir is not None else None
+        heatmaps: list[str] | None = [] if heatmap_dir is not None else None
         bar = tqdm(total=len(files), desc="scoring", unit="img", disable=not progress)
         try:
             for start in range(0, len(files), int(batch_size)):
@@ -305,6 +319,7 @@ class Model:
                 X = self.featurizer.transform(batch)
                 scores[start : start + len(idx)] = self.detector.decision_function(X)
                 if heatmaps is not None:
+                    assert heatmap_dir is not None, "heatmaps is a list only with a folder"
                     heatmaps += _write_heatmaps(
                         batch, self.detector.anomaly_maps(X), Path(heatmap_dir), start
                     )
@@ -328,7 +343,7 @@ class Model:
 
 
 # ---------------------------------------------------------------------------------------------
-def as_imageset(images) -> ImageSet:
+def as_imageset(images: Images) -> ImageSet:
     """An ImageSet from an ImageSet, a folder, or a list of image paths or arrays."""
     if isinstance(images, ImageSet):
         return images

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import ConfigError, DataError
-from .._io import atomic_write_bytes
+from .._io import StrPath, atomic_write_bytes
 from ..data import list_images
 
 __all__ = ["Predictions", "collect_images", "check_output_outside", "ANOMALOUS", "NORMAL"]
@@ -92,16 +92,16 @@ class Predictions:
             ],
         }
 
-    def to_csv(self, path) -> Path:
+    def to_csv(self, path: StrPath) -> Path:
         """Write ``path,score,label[,heatmap]`` rows (atomically)."""
         return atomic_write_bytes(path, self.csv_text().encode())
 
-    def to_json(self, path) -> Path:
+    def to_json(self, path: StrPath) -> Path:
         """Write the threshold and one record per image (atomically)."""
         text = json.dumps(self.to_dict(), indent=2) + "\n"
         return atomic_write_bytes(path, text.encode())
 
-    def write(self, path) -> Path:
+    def write(self, path: StrPath) -> Path:
         """Write CSV or JSON, by the file's extension."""
         suffix = Path(path).suffix.lower()
         if suffix == ".csv":
@@ -132,7 +132,7 @@ def collect_images(paths: Sequence) -> tuple[list, list]:
     return names, files
 
 
-def check_output_outside(out, inputs: Sequence, *, what: str) -> None:
+def check_output_outside(out: StrPath, inputs: Sequence[StrPath], *, what: str) -> None:
     """Refuse an output folder inside an input folder (never write into the user's data)."""
     target = Path(out).resolve()
     for p in inputs:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import io
 import re
+from collections.abc import Mapping
 
 import numpy as np
+from numpy.typing import ArrayLike
 from PIL import Image
 
 __all__ = [
@@ -67,7 +69,9 @@ def heatmap_overlay(
     return Image.fromarray(blended.round().clip(0, 255).astype(np.uint8))
 
 
-def score_histogram_png(scores, keep, *, lines: dict, xlabel: str) -> bytes:
+def score_histogram_png(
+    scores: ArrayLike, keep: ArrayLike, *, lines: Mapping[str, float], xlabel: str
+) -> bytes:
     """A histogram of training scores, kept and removed stacked, with labelled vertical lines.
 
     ``lines`` maps a label (e.g. ``"decision threshold 1.23"``) to its score.
@@ -95,7 +99,7 @@ def score_histogram_png(scores, keep, *, lines: dict, xlabel: str) -> bytes:
         groups = [g for g in groups if g[0].size]
         ax.hist(
             [g[0] for g in groups],
-            bins=bins,
+            bins=bins,  # type: ignore[arg-type]  # matplotlib takes an array of bin edges
             stacked=True,
             color=[g[1] for g in groups],
             label=[g[2] for g in groups],

@@ -12,9 +12,10 @@ outside resources as a second line of defence.
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .pictures import data_uri, heatmap_overlay, jpeg_bytes, score_histogram_png, thumbnail
 
@@ -50,17 +51,17 @@ def render_report(
     *,
     names: Sequence[str],
     load_rgb: Callable[[int], np.ndarray],
-    final_scores,
-    review_scores,
-    keep,
-    removed_order,
-    decision: dict,
+    final_scores: ArrayLike,
+    review_scores: ArrayLike,
+    keep: ArrayLike,
+    removed_order: Iterable[int],
+    decision: Mapping,
     cleaning_text: str,
     review_label: str,
     model_text: str,
-    histograms=(),
-    notes=(),
-    labels=None,
+    histograms: Iterable[tuple[ArrayLike, ArrayLike, str, Mapping[str, float]]] = (),
+    notes: Iterable[str] = (),
+    labels: Sequence[int] | np.ndarray | None = None,
     anomaly_maps: Callable | None = None,
     n_near: int = 12,
     max_removed: int = 200,

@@ -27,16 +27,18 @@ import json
 import shutil
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from .._hashing import array_digest, json_digest
-from .._io import ChecksumError, read_checksummed, write_checksummed
+from .._io import ChecksumError, StrPath, read_checksummed, write_checksummed
 from .._version import __version__
-from ..detectors.base import fitted_from_state, result_params
+from ..detectors.base import BaseDetector, fitted_from_state, result_params
 
 __all__ = ["FitCheckpoints", "Checkpoint", "CHECKPOINT_DIR"]
 
@@ -48,7 +50,7 @@ _FORMAT = 2  # 2: stage 3 holds the whole fitted OneShotRemoval
 class Checkpoint:
     """One stage read back: ``detector`` (or None), ``arrays`` (name → ndarray), ``info``."""
 
-    def __init__(self, stage: str, detector, arrays: dict, info: dict):
+    def __init__(self, stage: str, detector: BaseDetector | None, arrays: dict, info: dict):
         self.stage, self.detector, self.arrays, self.info = stage, detector, arrays, info
 
 
@@ -73,7 +75,9 @@ class FitCheckpoints:
         Where notes go (resuming, ignoring a stale or damaged file); default stderr.
     """
 
-    def __init__(self, folder, *, resume: bool = True, log: Callable[[str], None] | None = None):
+    def __init__(
+        self, folder: StrPath, *, resume: bool = True, log: Callable[[str], None] | None = None
+    ):
         self.folder = Path(folder)
         self.resume = bool(resume)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -83,7 +87,9 @@ class FitCheckpoints:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.log("not resuming (--no-resume): removed the checkpoints of an earlier run")
 
-    def bind(self, X, names, detector, **settings) -> None:
+    def bind(
+        self, X: ArrayLike, names: Iterable[object], detector: BaseDetector, **settings: Any
+    ) -> None:
         """Fix what every stage depends on: the features ``X``, the image ``names``, the
         ``detector`` (name and parameters) and ``settings`` (JSON-able)."""
         params = result_params(detector)
@@ -103,7 +109,7 @@ class FitCheckpoints:
             }
         )
 
-    def key(self, stage: str, **inputs) -> str:
+    def key(self, stage: str, **inputs: Any) -> str:
         if self.base is None:
             raise RuntimeError("FitCheckpoints.bind() first")
         return json_digest({"base": self.base, "stage": stage, "inputs": inputs})
@@ -116,7 +122,7 @@ class FitCheckpoints:
         self,
         stage: str,
         *,
-        detector=None,
+        detector: BaseDetector | None = None,
         arrays: dict | None = None,
         info: dict | None = None,
         inputs: dict | None = None,
@@ -144,7 +150,7 @@ class FitCheckpoints:
         self,
         stage: str,
         *,
-        detector=None,
+        detector: BaseDetector | None = None,
         inputs: dict | None = None,
         describe: str | None = None,
         quiet: bool = False,
@@ -174,7 +180,9 @@ class FitCheckpoints:
             self.log(f"resuming from checkpoint: {describe or stage} done ({path})")
         return ckpt
 
-    def reload(self, stage: str, *, detector=None, inputs: dict | None = None) -> Checkpoint:
+    def reload(
+        self, stage: str, *, detector: BaseDetector | None = None, inputs: dict | None = None
+    ) -> Checkpoint:
         """Read back a checkpoint this run just wrote (so an uninterrupted run continues
         from exactly what a resumed one would)."""
         return self._read(self.path(stage), stage, detector, self.key(stage, **(inputs or {})))

@@ -14,19 +14,26 @@ import csv
 import io
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
 from .._errors import ConfigError
 from .._format import fmt_score
-from .._io import atomic_write_bytes, recover_folder_swap, staging_folder, swap_in_folder
+from .._io import (
+    StrPath,
+    atomic_write_bytes,
+    recover_folder_swap,
+    staging_folder,
+    swap_in_folder,
+)
 from .._version import __version__
 from ..cleaning import SCORING_WORDS, OneShotRemoval, describe, fit_cleaned, seeded_clone
 from ..data import ImageSet, load_unlabeled, paper_split, screen_images, write_skip_list
 from ..data.screen import ScreenResult
-from ..detectors.base import DETECTOR_STATE, check_features, localizes
+from ..detectors.base import DETECTOR_STATE, BaseDetector, check_features, localizes
 from ..features import Featurizer
 from ..metrics import score_summary
 from ..model import MODEL_CONFIG, Model
@@ -39,7 +46,7 @@ __all__ = ["fit_folder", "fit_images", "fit_model", "check_model_dir"]
 TRAIN_SCORES, REPORT, SKIPPED = "train_scores.csv", "report.html", "skipped.csv"
 
 
-def fit_folder(images_dir, out_dir, **settings) -> Model:
+def fit_folder(images_dir: StrPath, out_dir: StrPath, **settings: Any) -> Model:
     """Train on every image under ``images_dir``, drop those that do not belong, save a model.
 
     The Python twin of ``robustsdd fit IMAGES_DIR --out MODEL_DIR``: the same settings
@@ -70,21 +77,21 @@ def fit_folder(images_dir, out_dir, **settings) -> Model:
 
 def fit_images(
     images: ImageSet,
-    out_dir,
+    out_dir: StrPath,
     *,
-    detector="differnet",
+    detector: str | BaseDetector = "differnet",
     preset: str = "cpu",
     detector_params: dict | None = None,
     featurizer: Featurizer | None = None,
     backbone: str | None = None,
-    weights=None,
-    stages=None,
+    weights: StrPath | None = None,
+    stages: Sequence[int] | None = None,
     image_size: int | None = None,
-    scales=None,
-    rotations=None,
+    scales: Sequence[float] | None = None,
+    rotations: Sequence[float] | None = None,
     n_rotations: int | None = None,
     flips: bool | None = None,
-    cache_dir=None,
+    cache_dir: StrPath | Literal[False] | None = None,
     batch_size: int = 1,
     engine: str = "auto",
     rule: str | None = None,
@@ -218,10 +225,10 @@ def fit_images(
 
 def fit_model(
     images: ImageSet,
-    out_dir,
+    out_dir: StrPath,
     *,
     featurizer: Featurizer,
-    detector,
+    detector: BaseDetector,
     cleaning: dict | None,
     decision: dict,
     seed: int = 0,
@@ -253,7 +260,9 @@ def fit_model(
     X = check_features(featurizer.transform(images))
     checkpoints = FitCheckpoints(out / CHECKPOINT_DIR, resume=resume, log=log)
     checkpoints.bind(X, images.names, detector, seed=seed)
-    notes, fold_skipped = [], []
+    notes: list[str] = []
+    fold_skipped: list[int] = []
+    removed_order: list[int] | np.ndarray
     if cleaning is None:
         model, final = _fit_plain(checkpoints, detector, X, seed)
         keep = np.ones(len(X), bool)
@@ -409,8 +418,10 @@ def _fit_osr(checkpoints: FitCheckpoints, detector, X, cleaning: dict, seed: int
                 },
             )
             s1 = checkpoints.reload("stage1", detector=detector, inputs=s1_inputs)
+        assert s1.detector is not None, "stage 1 is read back with its detector"
         stage1 = osr.as_stage1(s1.detector, s1.arrays["stage1"], s1.arrays["removal"])
         fitted = fit_cleaned(detector, X, cleaning, seed=seed, stage1=stage1).osr
+        assert fitted is not None, "cleaning is a One-Shot Removal setting"
         arrays, info = fitted.get_fitted_state()
         checkpoints.save("stage3", arrays=arrays, info=info, inputs=s3_inputs)
         s3 = checkpoints.reload("stage3", inputs=s3_inputs)

@@ -18,12 +18,14 @@ normal images, so that about 1 % of new normal images score above it. Which scor
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import clone
 from sklearn.model_selection import KFold
 
 from .._errors import ConfigError, DataError
 from .._hashing import array_digest
 from ..cleaning.registry import SCORING_WORDS
+from ..detectors.base import BaseDetector
 from .checkpoints import FitCheckpoints
 
 __all__ = ["decide", "out_of_fold_scores", "choose_decision_threshold"]
@@ -32,16 +34,16 @@ __all__ = ["decide", "out_of_fold_scores", "choose_decision_threshold"]
 def decide(
     decision: dict,
     *,
-    detector,
-    X,
-    keep,
-    final,
-    removal,
-    scoring,
-    seed,
+    detector: BaseDetector,
+    X: np.ndarray,
+    keep: ArrayLike,
+    final: ArrayLike,
+    removal: ArrayLike | None,
+    scoring: str | None,
+    seed: int,
     checkpoints: FitCheckpoints | None = None,
     skipped_steps: list | None = None,
-) -> tuple:
+) -> tuple[dict, np.ndarray | None]:
     """(the decision dict, the out-of-fold calibration scores or None).
 
     ``decision``: ``scores`` ("out_of_fold" or "removal"), ``quantile``, ``n_folds``;
@@ -65,9 +67,9 @@ def decide(
 
 
 def out_of_fold_scores(
-    detector,
-    X,
-    keep,
+    detector: BaseDetector,
+    X: np.ndarray,
+    keep: ArrayLike,
     n_folds: int,
     seed: int,
     *,
@@ -115,7 +117,7 @@ def out_of_fold_scores(
 
 
 def choose_decision_threshold(
-    scores, keep, quantile: float, *, kind: str, regime: str | None = None
+    scores: ArrayLike, keep: ArrayLike, quantile: float, *, kind: str, regime: str | None = None
 ) -> dict:
     """The decision threshold: ``quantile`` of the kept images' ``scores``, and how it was
     chosen. ``kind``: "removal" (removal-stage scores under ``regime``), "out_of_fold" or
@@ -142,10 +144,8 @@ def choose_decision_threshold(
         what = f"{q} the final model's (in-sample) scores of the {s.size} training images"
         in_sample = True
     elif kind == "removal":
-        what = (
-            f"{q} the {SCORING_WORDS.get(regime, regime)} removal-stage scores of the "
-            f"{s.size} kept training images"
-        )
+        word = regime if regime is None else SCORING_WORDS.get(regime, regime)
+        what = f"{q} the {word} removal-stage scores of the {s.size} kept training images"
         in_sample = regime == "in_sample"
     else:
         raise ConfigError(f"unknown kind of decision scores {kind!r}")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from ..._errors import ConfigError, DataError
 from ..._validation import check_float_range, check_positive_int
@@ -119,7 +121,7 @@ class DifferNet(BaseDetector):
         n_hidden_layers: int = 2,
         clamp: float = 3.0,
         lr: float = 1e-3,
-        betas=(0.8, 0.8),
+        betas: tuple[float, float] = (0.8, 0.8),
         eps: float = 1e-4,
         weight_decay: float = 1e-5,
         epochs: int = 40,
@@ -155,7 +157,7 @@ class DifferNet(BaseDetector):
         self.device = device
 
     # -- public API --------------------------------------------------------------------
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike, y: object = None) -> DifferNet:
         """Build a fresh flow and train it on every (image, view) vector of ``X``.
 
         Parameters
@@ -183,7 +185,7 @@ class DifferNet(BaseDetector):
         self.n_features_ = int(n_features)
         self.mean_ = mean.astype(np.float32)
         self.std_ = std.astype(np.float32)
-        self.train_loss_ = []
+        self.train_loss_: list[float] = []
         self.n_skipped_steps_ = 0
         self.n_partial_fits_ = 0
         self.flow_ = self._new_flow(seed=self._seed(), zero_init=self.zero_init)
@@ -191,7 +193,7 @@ class DifferNet(BaseDetector):
         self.is_fitted_ = True
         return self
 
-    def partial_fit(self, X, y=None):
+    def partial_fit(self, X: ArrayLike, y: object = None) -> DifferNet:
         """Fine-tune the current flow on ``X`` for ``finetune_epochs`` epochs.
 
         Training continues from the current weights with a fresh Adam optimiser
@@ -208,7 +210,7 @@ class DifferNet(BaseDetector):
         self._train(X.reshape(-1, self.n_features_), int(epochs), stage=self.n_partial_fits_)
         return self
 
-    def decision_function(self, X) -> np.ndarray:
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         """Anomaly score of each image (higher is more anomalous), float64 of shape (n_images,)."""
         z, log_det = self._forward(X)
         d = z.shape[-1]
@@ -229,7 +231,9 @@ class DifferNet(BaseDetector):
             )
         return scores
 
-    def transform(self, X, return_log_det: bool = False):
+    def transform(
+        self, X: ArrayLike, return_log_det: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Map features to the flow's latent space.
 
         Returns ``z`` as float64 of shape (n_images, n_views, n_features), and with
@@ -248,10 +252,11 @@ class DifferNet(BaseDetector):
         x_all = self._standardize(torch.from_numpy(vectors)).to(device)
         n, d = x_all.shape
         params = [p for p in flow.parameters() if p.requires_grad]  # permutations are frozen
+        beta1, beta2 = (float(b) for b in self.betas)  # two: checked by _check_params
         optimizer = torch.optim.Adam(
             params,
             lr=float(self.lr),
-            betas=tuple(float(b) for b in self.betas),
+            betas=(beta1, beta2),
             eps=float(self.eps),
             weight_decay=float(self.weight_decay),
         )
@@ -262,11 +267,12 @@ class DifferNet(BaseDetector):
         batch = int(self.batch_size)
         noise_std = float(self.noise_std)
         skipped = 0
-        epoch_iter = range(epochs)
+        epoch_iter: Iterable[int] = range(epochs)
+        bar = None
         if self.progress:
             from tqdm.auto import tqdm
 
-            epoch_iter = tqdm(epoch_iter, desc="DifferNet", unit="epoch")
+            epoch_iter = bar = tqdm(epoch_iter, desc="DifferNet", unit="epoch")
         flow.train()
         for _ in epoch_iter:
             order = torch.randperm(n, generator=gen).to(device)
@@ -297,8 +303,8 @@ class DifferNet(BaseDetector):
                 losses.append(float(loss.detach()))
             mean_loss = float(np.mean(losses)) if losses else float("nan")
             self.train_loss_.append(mean_loss)
-            if self.progress:
-                epoch_iter.set_postfix(loss=f"{mean_loss:.4f}")
+            if bar is not None:
+                bar.set_postfix(loss=f"{mean_loss:.4f}")
         flow.eval()
         self.n_skipped_steps_ += skipped
         if skipped:

@@ -128,7 +128,7 @@ def build_flow(
     *,
     zero_init: bool = False,
     seed: int | None = None,
-):
+) -> nn.Module:
     """Build DifferNet's flow as a :class:`FrEIA.framework.SequenceINN`.
 
     ``n_blocks`` x (``PermuteRandom(seed=k)``, ``GLOWCouplingBlock`` with

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .detector import DifferNet
 
 __all__ = ["differnet_paper", "differnet_cpu", "PAPER_DEFAULTS", "CPU_DEFAULTS"]
@@ -45,7 +47,7 @@ CPU_DEFAULTS = dict(
 )
 
 
-def differnet_paper(**overrides) -> DifferNet:
+def differnet_paper(**overrides: Any) -> DifferNet:
     """DifferNet exactly as in the paper; keywords override any setting.
 
     8 GLOW blocks with ``in -> 2048 -> 2048 -> 2048 -> out`` subnets, clamp 3,
@@ -63,7 +65,7 @@ def differnet_paper(**overrides) -> DifferNet:
     return DifferNet(**{**PAPER_DEFAULTS, **overrides})
 
 
-def differnet_cpu(**overrides) -> DifferNet:
+def differnet_cpu(**overrides: Any) -> DifferNet:
     """The CPU default: 4 blocks, ``in -> 256 -> 256 -> out`` subnets, 40 epochs.
 
     Cost: 3,485,184 trainable parameters for 960 features (2,893,824 for 768);
