@@ -68,7 +68,7 @@ def test_view_spec_rotations_and_flips_are_exact():
     rgb = np.zeros((20, 20, 3), np.uint8)
     rgb[0, 0] = 255  # top-left marker
     spec = ViewSpec(size=20, scales=(1.0,), rotations=(0, 90), flips=True)
-    views = spec.make(rgb)
+    views = torch.stack(spec.make(rgb))
     assert views.shape == (4, 3, 20, 20)
     assert views[0, 0, 0, 0] == 1.0  # original
     assert views[1, 0, 0, -1] == 1.0  # mirrored: marker top-right
@@ -79,7 +79,8 @@ def test_view_spec_rotations_and_flips_are_exact():
 def test_view_spec_centre_crops_to_square():
     rgb = np.zeros((10, 30, 3), np.uint8)
     rgb[:, 10:20] = 255  # the centre square is white, the sides black
-    x = ViewSpec(size=16, scales=(1.0,), rotations=(0,), flips=False).square(rgb)
+    spec = ViewSpec(size=16, scales=(1.0,), rotations=(0,), flips=False, geometry="crop")
+    x = spec.prepare(rgb)
     assert x.shape == (3, 16, 16) and torch.allclose(x, torch.ones_like(x))
 
 

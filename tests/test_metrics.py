@@ -4,7 +4,7 @@ from PIL import Image
 
 from robustsdd import DataError
 from robustsdd.data import ImageSet
-from robustsdd.data.masks import view_mask, view_masks
+from robustsdd.data.masks import image_masks, read_mask
 from robustsdd.metrics import detection_metrics, pixel_auroc, removal_metrics, score_summary
 
 
@@ -43,26 +43,40 @@ def test_pixel_auroc_by_hand():
     # The defect pixel (0.8) outranks 6 of the 7 normal pixels (all but 0.9).
     assert pixel_auroc(masks, maps) == pytest.approx(6 / 7)
     assert np.isnan(pixel_auroc(np.zeros((1, 2, 2), bool), maps[:1]))
-    with pytest.raises(ValueError, match="differ in shape"):
+    with pytest.raises(ValueError, match="2 masks but 1 anomaly maps"):
         pixel_auroc(masks, maps[:1])
 
 
-def test_view_mask_follows_the_view_geometry(tmp_path):
-    # A 4x6 mask: the centre square is columns 1..4; the defect at column 0 is cropped away.
+def test_pixel_auroc_takes_images_of_different_sizes():
+    masks = [np.array([[True, False]]), np.zeros((2, 1), bool)]
+    maps = [np.array([[0.5, 0.1]]), np.array([[0.2], [0.6]])]
+    # The defect pixel (0.5) outranks 2 of the 3 normal pixels (0.1, 0.2; not 0.6).
+    assert pixel_auroc(masks, maps) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="image 1: mask"):
+        pixel_auroc(masks, [maps[0], np.zeros((1, 2))])
+
+
+def test_masks_are_read_whole_in_their_images_pixels(tmp_path):
+    # A 4x6 mask, defect at column 0 (outside the centre square) kept: masks are never cropped.
     mask = np.zeros((4, 6), np.uint8)
     mask[0, 0] = 255
     mask[1:3, 2:4] = 255
     path = tmp_path / "m_GT.png"
     Image.fromarray(mask).save(path)
-    out = view_mask(path, 8)
-    assert out.dtype == bool and out.shape == (8, 8)
-    assert np.flatnonzero(out.any(axis=0)).tolist() == [2, 3, 4, 5]  # columns 2..3 of 1..4, x2
-    assert np.flatnonzero(out.any(axis=1)).tolist() == [2, 3, 4, 5]
-    assert not view_mask(None, 8).any()
-    images = ImageSet([np.zeros((4, 6, 3), np.uint8)] * 2, [0, 1], ["a", "b"], masks=[None, path])
-    stacked = view_masks(images, 8)
-    assert stacked.shape == (2, 8, 8) and not stacked[0].any() and stacked[1].sum() == 16
-    assert view_masks(ImageSet([mask], [0], ["a"]), 8) is None
+    out = read_mask(path, (4, 6, 3))
+    assert out.dtype == bool and np.array_equal(out, mask > 0)
+    assert not read_mask(None, (4, 6)).any() and read_mask(None, (4, 6)).shape == (4, 6)
+    images = ImageSet(
+        [np.zeros((4, 6, 3), np.uint8), np.zeros((4, 6, 3), np.uint8)],
+        [0, 1],
+        ["a", "b"],
+        masks=[None, path],
+    )
+    got = image_masks(images)
+    assert [m.shape for m in got] == [(4, 6), (4, 6)] and not got[0].any() and got[1].sum() == 5
+    assert image_masks(ImageSet([mask], [0], ["a"])) is None
+    with pytest.raises(DataError, match="m_GT.png: the mask is 6x4 pixels, its image 8x4"):
+        read_mask(path, (4, 8))
     (tmp_path / "bad.png").write_text("not an image")
     with pytest.raises(DataError, match="bad.png: cannot read mask"):
-        view_mask(tmp_path / "bad.png", 8)
+        read_mask(tmp_path / "bad.png", (4, 6))

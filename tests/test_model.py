@@ -18,9 +18,13 @@ from robustsdd import (
     fit_folder,
 )
 
+# Random weights and images of several aspect ratios: with the whole image the pooled
+# features of a random backbone differ more by input shape than by content, so these
+# workflow tests squash to a square (the default geometry is tested with real weights
+# in test_geometry.py and test_predict_cli.py).
 TINY = dict(
     weights=None,
-    views=ViewSpec(size=64, scales=(1,), rotations=(0, 180)),
+    views=ViewSpec(size=64, scales=(1,), rotations=(0, 180), geometry="squash"),
     cache_dir=False,
     progress=False,
     engine="torch",
@@ -95,7 +99,8 @@ def test_model_folder_is_complete_and_has_no_pickles(fitted):
     assert feats["weights_id"] == "random-seed0" and feats["weights"] is None
     assert feats["engine"] == "torch" and feats["channels_last"] is True
     assert {"torch", "timm", "numpy", "robustsdd", "safetensors"} <= set(config["versions"])
-    assert config["preprocessing"]["crop"].startswith("centre square")
+    assert config["preprocessing"]["geometry"] == "squash"
+    assert config["preprocessing"]["resize"].startswith("whole image resized to 64x64")
     assert config["detector"] == {"name": "gaussian", "localizes": False}
     assert config["cleaning"]["rule"] == "fraction"
     decision = config["decision"]

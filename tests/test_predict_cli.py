@@ -17,7 +17,7 @@ FAST = [
     "--fraction",
     "0.1",
     "--weights",
-    "random",
+    "offline",  # real features: the default whole-image geometry on images of mixed shapes
     "--image-size",
     "64",
     "--scales",

@@ -191,10 +191,12 @@ def test_predict_writes_heat_maps(localizing_model, planted_folder, tmp_path):
     assert [Path(p).name for p in result.heatmaps] == ["00000_part_19.png", "00001_part_00.png"]
     from PIL import Image
 
-    for p in result.heatmaps:
-        with Image.open(p) as img:
-            assert img.format == "PNG" and img.width == img.height > 0
-    assert model.anomaly_maps(files).shape == (2, 8, 8)
+    for p, f in zip(result.heatmaps, files):
+        with Image.open(p) as img, Image.open(f) as source:
+            assert img.format == "PNG" and img.size == source.size  # the whole image
+    maps = model.anomaly_maps(files)
+    with Image.open(files[0]) as source:
+        assert maps[0].shape == (source.height, source.width)
     with pytest.raises(ConfigError, match="inside the input folder"):
         model.predict([root], heatmap_dir=root / "maps")
     assert not (root / "maps").exists()

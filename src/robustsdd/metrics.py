@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -24,20 +26,29 @@ def detection_metrics(labels: ArrayLike, scores: ArrayLike) -> dict[str, float]:
     return {"auroc": float(roc_auc_score(y, s)), "ap": float(average_precision_score(y, s))}
 
 
-def pixel_auroc(masks: ArrayLike, maps: ArrayLike) -> float:
+def pixel_auroc(masks: Sequence[ArrayLike], maps: Sequence[ArrayLike]) -> float:
     """Pixel-level AUROC: every pixel of every image is one sample (defect pixels positive).
 
-    ``masks`` (bool) and ``maps`` (anomaly scores) have the same shape, e.g.
-    (n_images, H, W). NaN when the pixels are all of one class (no defect anywhere).
+    ``masks`` (bool) and ``maps`` (anomaly scores): one array per image, each mask the
+    shape of its map (images may differ in size), or two arrays (n_images, H, W). NaN
+    when the pixels are all of one class (no defect anywhere).
     """
-    masks = np.asarray(masks, dtype=bool)
-    maps = np.asarray(maps, dtype=np.float64)
-    if masks.shape != maps.shape:
-        raise ValueError(f"masks {masks.shape} and anomaly maps {maps.shape} differ in shape")
-    y = masks.ravel()
+    if len(masks) != len(maps):
+        raise ValueError(f"{len(masks)} masks but {len(maps)} anomaly maps")
+    ys, ss = [], []
+    for i, (mask, amap) in enumerate(zip(masks, maps)):
+        mask, amap = np.asarray(mask, dtype=bool), np.asarray(amap, dtype=np.float64)
+        if mask.shape != amap.shape:
+            raise ValueError(
+                f"image {i}: mask {mask.shape} and anomaly map {amap.shape} differ in shape"
+            )
+        ys.append(mask.ravel())
+        ss.append(amap.ravel())
+    y = np.concatenate(ys) if ys else np.zeros(0, bool)
     if y.all() or not y.any():
         return float("nan")
-    s = np.nan_to_num(maps.ravel(), nan=np.finfo(np.float64).max, posinf=np.finfo(np.float64).max)
+    big = np.finfo(np.float64).max
+    s = np.nan_to_num(np.concatenate(ss), nan=big, posinf=big)
     return float(roc_auc_score(y, s))
 
 

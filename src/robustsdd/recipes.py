@@ -176,6 +176,8 @@ def make_featurizer(
     rotations: Sequence[float] | None = None,
     n_rotations: int | None = None,
     flips: bool | None = None,
+    geometry: str | None = None,
+    max_aspect: float | None = None,
     cache_dir: StrPath | Literal[False] | None = None,
     batch_size: int = 1,
     engine: str = "auto",
@@ -187,12 +189,17 @@ def make_featurizer(
     ``weights``: ``"offline"`` (default for EfficientNet-Lite0), ``"imagenet"`` (default
     for other backbones; downloads), a local state-dict file, or ``"random"`` (tests).
     ``n_rotations`` spaces that many rotations evenly over 360° (instead of
-    ``rotations``). ``log`` receives notes (default: standard error).
+    ``rotations``). ``geometry`` (:class:`~robustsdd.features.ViewSpec`): None gives
+    ``"keep_aspect"`` (the whole image), and ``"crop"`` (the paper's centre square) with
+    ``preset="paper"``. ``log`` receives notes (default: standard error).
 
     >>> make_featurizer("patchcore", weights="random").views.n_views
     1
     >>> make_featurizer("gaussian", weights="random").views.n_views
     8
+    >>> make_featurizer("differnet", preset="paper", weights="random", backbone="resnet18"
+    ...                 ).views.geometry
+    'crop'
     """
     paper = _is_paper(detector, preset)
     patches = _layout(detector) == "patches"
@@ -220,6 +227,10 @@ def make_featurizer(
         view_kw["rotations"] = ViewSpec.rotations_every(int(n_rotations)).rotations
     elif patches:
         view_kw["rotations"] = (0.0,)
+    if geometry is not None or paper:
+        view_kw["geometry"] = geometry or "crop"
+    if max_aspect is not None:
+        view_kw["max_aspect"] = float(max_aspect)
     if flips is not None:
         view_kw["flips"] = bool(flips)
     elif (paper or patches) and rotations is None:
@@ -295,6 +306,8 @@ def make_components(
     rotations: Sequence[float] | None = None,
     n_rotations: int | None = None,
     flips: bool | None = None,
+    geometry: str | None = None,
+    max_aspect: float | None = None,
     cache_dir: StrPath | Literal[False] | None = None,
     batch_size: int = 1,
     engine: str = "auto",
@@ -335,6 +348,8 @@ def make_components(
             rotations=rotations,
             n_rotations=n_rotations,
             flips=flips,
+            geometry=geometry,
+            max_aspect=max_aspect,
             cache_dir=cache_dir,
             batch_size=batch_size,
             engine=engine,

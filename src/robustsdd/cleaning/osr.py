@@ -271,6 +271,11 @@ class OneShotRemoval(BaseEstimator):
         # Back in the detector's units, so a fixed threshold keeps its usual meaning.
         return np.nanmedian(votes, axis=0) * float(np.median(medians))
 
+    @property
+    def _padded(self) -> bool:
+        # Patch features of images of different shapes are padded with NaN rows.
+        return getattr(self.detector, "feature_layout", "views") == "patches"
+
     def _validate(self, n):
         if self.rule not in RULES:
             raise ConfigError(f"unknown rule {self.rule!r}; choose one of: {', '.join(RULES)}")
@@ -302,7 +307,7 @@ class OneShotRemoval(BaseEstimator):
             or thresholds cost one stage-1 fit (the sweep does this). The result is
             the same as without it.
         """
-        X = check_features(X)
+        X = check_features(X, padded=self._padded)
         n = len(X)
         min_keep = self._validate(n)
         for name in _FITTED:
@@ -389,7 +394,7 @@ class OneShotRemoval(BaseEstimator):
         checkpoints it) and hand it back through :meth:`as_stage1` and ``fit(X, stage1=…)``.
         The settings are checked first, so a bad one fails before anything trains.
         """
-        X = check_features(X)
+        X = check_features(X, padded=self._padded)
         self._validate(len(X))
         return self._stage1(X)
 

@@ -26,6 +26,7 @@ from ..data import (
     open_source,
     screen_images,
 )
+from ..data.geometry import GEOMETRIES
 from ..detectors import detector_names
 from ..features.engines import ENGINES
 from ..recipes import DECISION_SCORES, DEFAULT_DECISION, DEFAULT_DETECTOR, PRESETS
@@ -122,7 +123,8 @@ def add_feature_args(p: argparse.ArgumentParser) -> None:
         "--image-size",
         type=int,
         default=None,
-        help="square side images are cropped/resized to (default 224; paper 448)",
+        help="input size: the short side of the whole image (default 224), or the "
+        "side of the square with --geometry squash/pad/crop (paper: 448)",
     )
     g.add_argument(
         "--scales",
@@ -141,6 +143,20 @@ def add_feature_args(p: argparse.ArgumentParser) -> None:
         help="N rotations evenly spaced over 360 degrees instead (paper: 64)",
     )
     g.add_argument("--no-flips", action="store_true", help="do not add mirrored views")
+    g.add_argument(
+        "--geometry",
+        choices=GEOMETRIES,
+        default=None,
+        help="how an image becomes the backbone input: keep_aspect (default: the whole "
+        "image, aspect kept), squash, pad (letterbox), crop (the centre square; default "
+        "of --preset paper) or tile (full resolution in tiles; patchcore)",
+    )
+    g.add_argument(
+        "--max-aspect",
+        type=float,
+        default=None,
+        help="keep_aspect: the long side is at most this many times --image-size (default 4)",
+    )
     g.add_argument(
         "--cache-dir",
         default=None,
@@ -348,6 +364,8 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         rotations=_floats(args.rotations, "--rotations"),
         n_rotations=args.n_rotations,
         flips=False if args.no_flips else None,
+        geometry=args.geometry,
+        max_aspect=args.max_aspect,
         cache_dir=False if args.no_cache else args.cache_dir,
         batch_size=args.batch_size,
         engine=args.engine,

@@ -1,29 +1,34 @@
-"""Ground-truth defect masks, brought to the geometry of a view (for pixel-level AUROC)."""
+"""Ground-truth defect masks in their images' own pixels (for pixel-level AUROC).
+
+Masks are never cropped or resized: anomaly maps are drawn back onto the image instead
+(:func:`robustsdd.data.geometry.map_to_image`), so a defect the detector never saw (outside
+a ``"crop"`` square) still counts against it.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
 from .._errors import DataError
 from ._imageset import ImageSet
-from .geometry import centre_square
 
-__all__ = ["view_mask", "view_masks"]
+__all__ = ["image_masks", "read_mask"]
 
 
-def view_mask(item: str | os.PathLike | np.ndarray | None, size: int) -> np.ndarray:
-    """A mask as a (size, size) bool array, cropped and resized like the image's view.
+def read_mask(item: str | os.PathLike | np.ndarray | None, shape: Sequence[int]) -> np.ndarray:
+    """A mask as an (H, W) bool array for an image of ``shape`` (H, W[, 3]).
 
-    The view of an image is its centre square resized to ``size``
-    (:meth:`~robustsdd.features.ViewSpec.square`); the mask gets the same centre
-    square, resized with nearest-neighbour so it stays binary. ``None`` (a good
-    image without a mask file) is all False. Any non-zero pixel is defect.
+    ``None`` (a good image without a mask file) is all False. Any non-zero pixel is
+    defect. A mask whose size differs from its image's is an error naming the file.
     """
+    h, w = int(shape[0]), int(shape[1])
     if item is None:
-        return np.zeros((size, size), dtype=bool)
+        return np.zeros((h, w), dtype=bool)
+    name = "mask array" if isinstance(item, np.ndarray) else str(item)
     if isinstance(item, np.ndarray):
         mask = np.asarray(item)
     else:
@@ -35,18 +40,17 @@ def view_mask(item: str | os.PathLike | np.ndarray | None, size: int) -> np.ndar
     if mask.ndim == 3:
         mask = mask.max(axis=2)
     if mask.ndim != 2 or min(mask.shape) < 1:
+        raise DataError(f"{name}: a mask must be a 2-D image, got shape {mask.shape}")
+    if mask.shape != (h, w):
         raise DataError(
-            f"{item if not isinstance(item, np.ndarray) else 'mask array'}: a mask "
-            f"must be a 2-D image, got shape {mask.shape}"
+            f"{name}: the mask is {mask.shape[1]}x{mask.shape[0]} pixels, its image "
+            f"{w}x{h}; a mask must cover its image pixel for pixel"
         )
-    square = np.ascontiguousarray(centre_square(mask) > 0)
-    if square.shape[0] != size:
-        square = np.asarray(Image.fromarray(square).resize((size, size), Image.Resampling.NEAREST))
-    return square.astype(bool)
+    return mask > 0
 
 
-def view_masks(images: ImageSet, size: int) -> np.ndarray | None:
-    """(n, size, size) bool masks of an image set, or None when it has no mask at all."""
+def image_masks(images: ImageSet) -> list | None:
+    """Each image's (H_i, W_i) bool mask, or None when the set has no mask at all."""
     if images.masks is None or all(m is None for m in images.masks):
         return None
-    return np.stack([view_mask(m, size) for m in images.masks])
+    return [read_mask(m, images.rgb(i).shape) for i, m in enumerate(images.masks)]

@@ -166,8 +166,15 @@ def localizes(detector: object) -> bool:
     return callable(getattr(detector, "anomaly_maps", None))
 
 
-def check_features(X: ArrayLike, *, n_features: int | None = None, what: str = "X") -> np.ndarray:
-    """Validate features and return them as float32 ``(n_images, n_views, n_features)``."""
+def check_features(
+    X: ArrayLike, *, n_features: int | None = None, what: str = "X", padded: bool = False
+) -> np.ndarray:
+    """Validate features and return them as float32 ``(n_images, n_views, n_features)``.
+
+    ``padded``: rows of axis 1 that are NaN throughout are padding (the patch features of
+    images with smaller grids, :meth:`~robustsdd.features.PatchFeaturizer.assemble`) and
+    allowed, as long as every image keeps a finite row.
+    """
     # Contiguous: views such as X[::-1] have negative strides, which torch cannot wrap.
     X = np.ascontiguousarray(X, dtype=np.float32)
     if X.ndim == 2:
@@ -183,8 +190,15 @@ def check_features(X: ArrayLike, *, n_features: int | None = None, what: str = "
         raise DataError(
             f"{what} has {X.shape[2]} features per view; the detector was fitted on {n_features}"
         )
-    if not np.all(np.isfinite(X)):
-        raise DataError(f"{what} contains NaN or infinite values")
+    finite = np.isfinite(X)
+    if not finite.all():
+        if not padded:
+            raise DataError(f"{what} contains NaN or infinite values")
+        rows = finite.all(axis=2)
+        if not (rows | np.isnan(X).all(axis=2)).all():
+            raise DataError(f"{what} contains NaN or infinite values (not whole padding rows)")
+        if not rows.any(axis=1).all():
+            raise DataError(f"{what} has an image whose rows are all padding (NaN)")
     return X
 
 

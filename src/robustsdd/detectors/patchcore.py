@@ -8,7 +8,9 @@ its distance to the nearest bank patch, and an image's score is its highest
 patch score. The per-patch scores on the patch grid are the anomaly map.
 
 Input ``X`` is ``(n_images, n_patches, n_channels)`` — the patch axis takes the
-place of the views axis of pooled features. Scores are plain distances in
+place of the views axis of pooled features. Images of different shapes have grids of
+different sizes; their features come padded with rows of NaN, which are skipped: the
+bank is a set of patches, so grids of any shape share it. Scores are plain distances in
 feature units (a training image's own patches are in the bank, so no in-sample
 score can set a unit): clean with the scale-free rules (``auto``, ``fraction``)
 rather than a fixed threshold such as the paper's 1.5.
@@ -75,7 +77,12 @@ class PatchCore(BaseDetector):
         the group is everything that appeared at ``p``, which is what a test
         patch at ``p`` is compared with). Without a grid that divides the patch
         count, every column of the patch axis is its own position (``n_images``
-        rows). Each patch's outlier score is its mean
+        rows). Images whose grids differ in size (padded features) are matched by
+        *relative* position: each image's patches of a view are resampled (nearest,
+        in row-major order) onto the most common grid size, the outlier scores are
+        computed there, and every patch takes the score of its resampled cell. For
+        grids with the same number of rows that is the same relative (row, column);
+        otherwise rows line up only approximately. Each patch's outlier score is its mean
         Euclidean distance to its ``denoise_k`` nearest other patches of the
         group. SoftPatch offers LOF, kNN distance and a Gaussian (Mahalanobis)
         score; the kNN distance is taken here because it needs no density or
@@ -177,19 +184,20 @@ class PatchCore(BaseDetector):
 
     def fit(self, X: ArrayLike, y: object = None) -> PatchCore:
         self._check_params()
-        X = check_features(X)
+        X = check_features(X, padded=True)
         patches = X.reshape(-1, X.shape[2])
-        self.grid_ = self._resolve_grid(X.shape[1])
-        candidates, weights = np.arange(len(patches)), None
+        valid = np.isfinite(X[:, :, 0])  # False: padding rows
+        self.grid_ = self._resolve_grid(X.shape[1], padded=not valid.all())
+        candidates, weights = np.flatnonzero(valid.reshape(-1)), None
         self.denoise_scores_ = self.denoise_kept_ = None
         if self.denoise is not None:
-            candidates, weights = self._denoise(X)
+            candidates, weights = self._denoise(X, valid)
         # The bank size is a share of *all* training patches, so that a denoised bank
         # is as large as a plain one (capped by the patches left).
         n_keep = (
             len(candidates)
             if self.coreset == "none"
-            else min(len(candidates), max(1, int(round(self.coreset_ratio * len(patches)))))
+            else min(len(candidates), max(1, int(round(self.coreset_ratio * valid.sum()))))
         )
         if self.coreset == "greedy" and n_keep < len(candidates):
             chosen, self.coverage_radius_ = greedy_coreset(
@@ -223,19 +231,32 @@ class PatchCore(BaseDetector):
                 return n_patches // hw, hw
         return 1, n_patches
 
-    def _denoise(self, X):
+    def _denoise(self, X, valid):
         """SoftPatch-style denoising: (indices of surviving patches, their weights or None)."""
         n, n_patches, c = X.shape
-        n_views, hw = self._positions(n_patches)
+        counts = valid.sum(axis=1)
+        sizes, freq = np.unique(counts, return_counts=True)
+        n_views, hw = self._positions(int(sizes[freq.argmax()]))  # the most common grid
         rows = n * n_views
         if rows < 2:
             raise DataError(
                 f"denoise={self.denoise!r} compares the training patches at each "
                 f"grid position; {n} image(s) x {n_views} view(s) give only {rows}"
             )
+        if np.any(counts % n_views):
+            raise DataError(f"denoise: patch counts {sorted(set(counts))} are not {n_views} views")
+        own = counts // n_views  # grid cells per view of each image
+        # Resampling of each image's cells onto the common grid (identity when they agree):
+        # cell q of the common grid <- cell floor((q + 0.5) * own / hw) of the image's grid.
+        q = np.arange(hw)
+        pick = np.minimum(
+            (((q + 0.5)[None, :] * own[:, None]) // hw).astype(np.int64), own[:, None] - 1
+        )
+        rows_of = np.arange(n_views)[None, :, None] * own[:, None, None] + pick[:, None, :]
         self.denoise_k_ = k = min(int(self.denoise_k), rows - 1)
-        # X[i, v*hw + p] -> groups[p, i*n_views + v]
-        groups = X.reshape(n, n_views, hw, c).transpose(2, 0, 1, 3).reshape(hw, rows, c)
+        # X[i, rows_of[i, v, q]] -> groups[q, i*n_views + v]
+        groups = X[np.arange(n)[:, None, None], rows_of]  # (n, n_views, hw, c)
+        groups = groups.transpose(2, 0, 1, 3).reshape(hw, rows, c)
         scores = grouped_knn_distances(groups, k)  # (hw, rows)
         n_drop = int(np.floor(float(self.denoise_fraction) * rows + 1e-9))
         keep = np.ones_like(scores, dtype=bool)
@@ -243,44 +264,64 @@ class PatchCore(BaseDetector):
             # Highest scores first; ties broken by row order, so the drop is deterministic.
             order = np.argsort(-scores, axis=1, kind="stable")[:, :n_drop]
             keep[np.arange(hw)[:, None], order] = False
+        ratio = None
+        if self.denoise == "soft":
+            scale = np.median(scores, axis=1, keepdims=True)
+            # A median of 0 (most patches at a position have k exact duplicates): fall back
+            # to the mean; a position of identical patches gets weight 1 throughout.
+            scale = np.where(scale > 0, scale, scores.mean(axis=1, keepdims=True))
+            ratio = np.divide(scores, scale, out=np.ones_like(scores), where=scale > 0)
 
-        def to_patches(a):  # (hw, rows) -> (n_images, n_patches), inverse of the grouping
-            return a.reshape(hw, n, n_views).transpose(1, 2, 0).reshape(n, n_patches)
+        # Back to the patches: patch j of image i (view j // own_i, cell j % own_i) takes
+        # the value of common-grid cell floor((cell + 0.5) * hw / own_i).
+        image = np.repeat(np.arange(n), counts)
+        j = np.concatenate([np.arange(m) for m in counts])
+        view, cell = j // own[image], j % own[image]
+        q_of = np.minimum(((cell + 0.5) * hw // own[image]).astype(np.int64), hw - 1)
+        col = image * n_views + view
 
-        self.denoise_scores_ = to_patches(scores)
-        self.denoise_kept_ = to_patches(keep)
+        def to_patches(a, fill):  # (hw, rows) -> (n_images, n_patches), padding = fill
+            out = np.full((n, n_patches), fill, dtype=a.dtype)
+            out[image, j] = a[q_of, col]
+            return out
+
+        self.denoise_scores_ = to_patches(scores, np.nan)
+        self.denoise_kept_ = to_patches(keep, False)
         candidates = np.flatnonzero(self.denoise_kept_.reshape(-1))
-        if self.denoise != "soft":
+        if ratio is None:
             return candidates, None
-        scale = np.median(scores, axis=1, keepdims=True)
-        # A median of 0 (most patches at a position have k exact duplicates): fall back
-        # to the mean; a position of identical patches gets weight 1 throughout.
-        scale = np.where(scale > 0, scale, scores.mean(axis=1, keepdims=True))
-        ratio = np.divide(scores, scale, out=np.ones_like(scores), where=scale > 0)
-        weights = np.maximum(1.0, to_patches(ratio)).reshape(-1)
+        weights = np.maximum(1.0, to_patches(ratio, 1.0)).reshape(-1)
         return candidates, weights[candidates]
 
-    def _resolve_grid(self, n_patches: int):
+    def _resolve_grid(self, n_patches: int, padded: bool = False):
         if self.grid is not None:
             return tuple(int(g) for g in self.grid)
+        if padded:
+            return None  # grids of several sizes: no one grid
         side = int(round(np.sqrt(n_patches)))
         return (side, side) if side * side == n_patches else None
 
     def patch_scores(self, X: ArrayLike) -> np.ndarray:
-        """Distance of every patch to its nearest bank patch(es): (n_images, n_patches)."""
+        """Distance of every patch to its nearest bank patch(es): (n_images, n_patches);
+        NaN for padding rows."""
         self._check_is_fitted()
-        X = check_features(X, n_features=self.n_features_)
+        X = check_features(X, n_features=self.n_features_, padded=True)
         n, p, d = X.shape
+        flat = X.reshape(-1, d)
+        valid = np.isfinite(flat[:, 0])  # False: padding rows, scored NaN
+        out = np.full(n * p, np.nan)
         weights = getattr(self, "bank_weights_", None)
         if weights is None:
-            return knn_distances(X.reshape(-1, d), self.bank_, int(self.k)).reshape(n, p)
-        # SoftPatch: the distance to each nearest bank patch, scaled by that patch's weight.
-        dist, index = knn_search(X.reshape(-1, d), self.bank_, int(self.k))
-        return (dist * weights[index]).mean(1).reshape(n, p)
+            out[valid] = knn_distances(flat[valid], self.bank_, int(self.k))
+        else:
+            # SoftPatch: the distance to each nearest bank patch, scaled by that patch's weight.
+            dist, index = knn_search(flat[valid], self.bank_, int(self.k))
+            out[valid] = (dist * weights[index]).mean(1)
+        return out.reshape(n, p)
 
     def decision_function(self, X: ArrayLike) -> np.ndarray:
-        """Image score: the highest patch score."""
-        return self.patch_scores(X).max(axis=1)
+        """Image score: the highest patch score (padding rows skipped)."""
+        return np.nanmax(self.patch_scores(X), axis=1)
 
     def anomaly_maps(self, X: ArrayLike, size: Sequence[int] | None = None) -> np.ndarray:
         """Patch scores on the grid, (n_images, h, w); bilinearly resized to ``size``

@@ -55,9 +55,11 @@ from .._io import StrPath, atomic_write_json, json_safe
 from .._version import __version__
 from ..cleaning import SCORING_REGIMES, OneShotRemoval, fit_settings, parse_strategy
 from ..data import DEFECTIVE, GOOD, ImageSet, paper_split
-from ..data.masks import view_masks
+from ..data.masks import image_masks
 from ..detectors.base import result_params
 from ..executors import make_executor
+from ..features.patches import scores_to_maps
+from ..features.views import ViewSpec
 from ..metrics import detection_metrics, pixel_auroc, removal_metrics
 from ..recipes import default_cleaning
 
@@ -266,15 +268,39 @@ class _Group:
     scoring: str
 
 
+@dataclass
+class _PixelTruth:
+    """Test images' masks in their own pixels, with what turns patch scores into maps
+    there (each image's patch grid and the views' geometry): no backbone, cheap to send
+    to workers."""
+
+    masks: list
+    shapes: list
+    grids: list
+    views: ViewSpec
+
+    def subset(self, rows: np.ndarray) -> _PixelTruth:
+        pick = [int(r) for r in rows]
+        return _PixelTruth(
+            [self.masks[r] for r in pick],
+            [self.shapes[r] for r in pick],
+            [self.grids[r] for r in pick],
+            self.views,
+        )
+
+    def maps(self, patch_scores: np.ndarray) -> list:
+        return scores_to_maps(patch_scores, self.grids, self.shapes, self.views)
+
+
 def _run_group(group: _Group, pool_features, test_features, test_masks=None) -> list[dict]:
     """Fit and test every strategy of one group; return its rows (any order).
 
-    ``test_masks`` (rows like ``test_features``; None without masks) add a pixel AUROC
-    for detectors that make anomaly maps.
+    ``test_masks`` (a :class:`_PixelTruth`, rows like ``test_features``; None without
+    masks) add a pixel AUROC for detectors that make anomaly maps.
     """
     X_train = pool_features[group.train_rows]
     X_test = test_features[group.test_rows]
-    masks = None if test_masks is None else test_masks[group.test_rows]
+    truth = None if test_masks is None else test_masks.subset(group.test_rows)
     y_train, y_test = group.train_labels, group.test_labels
     base = {
         "level": group.level,
@@ -307,9 +333,9 @@ def _run_group(group: _Group, pool_features, test_features, test_masks=None) -> 
                 fit.guard_fired,
                 fit.seconds,
             )
-            if masks is not None:
-                maps = fit.model.anomaly_maps(X_test, size=masks.shape[1:])
-                row["pixel_auroc"] = pixel_auroc(masks, maps)
+            if truth is not None:
+                maps = truth.maps(fit.model.patch_scores(X_test))
+                row["pixel_auroc"] = pixel_auroc(truth.masks, maps)
             rows.append(row)
     return rows
 
@@ -595,8 +621,8 @@ def _prepare_groups(
 
     Returns ``(groups, (pool_features, test_features, test_masks))``; the arrays hold
     only the images needed, and each group's ``*_rows`` index into them. ``test_masks``
-    are the test images' defect masks at the view size when the detector makes anomaly
-    maps and the source has masks (KSDD2, MVTec AD), else None.
+    are the test images' defect masks in their own pixels (a :class:`_PixelTruth`) when
+    the detector makes anomaly maps and the source has masks (KSDD2, MVTec AD), else None.
     """
     if not todo:
         return [], (None, None, None)
@@ -613,9 +639,14 @@ def _prepare_groups(
         test_features = featurizer.transform(test_pool.subset(need_test), executor=executor)
         test_row = {idx: row for row, idx in enumerate(need_test)}
     test_masks = None
-    if hasattr(template, "anomaly_maps"):
+    if hasattr(template, "anomaly_maps") and hasattr(featurizer, "image_grid"):
         test_images = pool.subset(need_pool) if test_pool is None else test_pool.subset(need_test)
-        test_masks = view_masks(test_images, featurizer.views.size)
+        masks = image_masks(test_images)
+        if masks is not None:
+            shapes = [m.shape for m in masks]
+            test_masks = _PixelTruth(
+                masks, shapes, [featurizer.image_grid(s) for s in shapes], featurizer.views
+            )
     groups = []
     for level, seed in todo:
         train, test = splits[level, seed]

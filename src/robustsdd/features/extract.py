@@ -87,6 +87,11 @@ class Featurizer:
             raise ConfigError(
                 f"unknown engine {self.engine!r}; choose one of: {', '.join(ENGINES)}"
             )
+        if self.views.geometry == "tile" and not self.tiles_supported:
+            raise ConfigError(
+                'geometry "tile" needs patch features (PatchCore): a pooled feature of a '
+                "tile would describe part of an image, not the image"
+            )
         self._extractor = None
         self._engine = None
         self.notes = []  # e.g. why engine="auto" fell back to PyTorch
@@ -95,6 +100,11 @@ class Featurizer:
         else:
             self.cache = FeatureCache(self.cache_dir or default_cache_dir())
         self.n_computed = 0  # images whose features were computed (cache misses)
+
+    #: Whether this kind of features can be computed tile by tile (``geometry="tile"``).
+    tiles_supported = False
+    #: Whether a set's features may hold NaN padding rows (patch grids of several sizes).
+    pads = False
 
     @property
     def extractor(self) -> FeatureExtractor:
@@ -127,8 +137,16 @@ class Featurizer:
 
     @property
     def feature_shape(self) -> tuple:
-        """Shape of one image's features: (n_views, n_features)."""
+        """Shape of one image's features: (n_views, n_features), whatever its size."""
         return (self.views.n_views, self.n_features)
+
+    def image_feature_shape(self, image_shape: Sequence[int]) -> tuple:
+        """Shape of the features of an image of ``image_shape`` (H, W[, 3])."""
+        return self.feature_shape
+
+    def assemble(self, feats: list) -> np.ndarray:
+        """Per-image feature arrays → one float32 array (n, *shape)."""
+        return np.stack(feats).astype(np.float32, copy=False)
 
     @property
     def config_key(self) -> str:
@@ -159,41 +177,101 @@ class Featurizer:
 
             return transform_parallel(self, images, executor)
         n = len(images)
-        out = np.empty((n, *self.feature_shape), dtype=np.float32)
+        out: list = [None] * n
         key = self.config_key
         todo = []  # (index, digest, rgb) of cache misses
+        shrunk = Shrinkage(self.views)
         for i in range(n):
             rgb = images.rgb(i)
+            shrunk.add(rgb.shape)
             digest = image_digest(rgb)
             cached = self.cache.get(digest, key) if self.cache is not None else None
-            if cached is not None and cached.shape == out.shape[1:]:
+            if cached is not None and cached.shape == self.image_feature_shape(rgb.shape):
                 out[i] = cached
             else:
                 todo.append((i, digest, rgb))
-        if not todo:
-            return out
-        bar = tqdm(
-            total=len(todo), desc="features", unit="img", disable=not self.progress, leave=False
-        )
-        try:
-            for start in range(0, len(todo), self.batch_size):
-                chunk = todo[start : start + self.batch_size]
-                feats = self._compute([rgb for _, _, rgb in chunk])
-                for (i, digest, _), f in zip(chunk, feats):
-                    out[i] = f
-                    if self.cache is not None:
-                        self.cache.put(digest, key, f)
-                self.n_computed += len(chunk)
-                bar.update(len(chunk))
-        finally:
-            bar.close()
-        return out
+        shrunk.report(self.notes)
+        if todo:
+            bar = tqdm(
+                total=len(todo), desc="features", unit="img", disable=not self.progress, leave=False
+            )
+            try:
+                for start in range(0, len(todo), self.batch_size):
+                    chunk = todo[start : start + self.batch_size]
+                    feats = self._compute([rgb for _, _, rgb in chunk])
+                    for (i, digest, _), f in zip(chunk, feats):
+                        out[i] = f
+                        if self.cache is not None:
+                            self.cache.put(digest, key, f)
+                    self.n_computed += len(chunk)
+                    bar.update(len(chunk))
+            finally:
+                bar.close()
+        return self.assemble(out)
 
-    def _compute(self, rgbs: list) -> np.ndarray:
+    def _compute(self, rgbs: list) -> list:
+        """Features of each image (a list of arrays of :meth:`image_feature_shape`)."""
         run = self._runner
+        views = [v for rgb in rgbs for v in self.views.make(rgb)]
+        rows: list = [None] * len(views)
         with torch.inference_mode():
-            batch = torch.cat([self.views.make(rgb) for rgb in rgbs])  # (n*v, 3, s, s)
-            batch = self.extractor.normalize(batch)
-            per_scale = [run(x) for x in scaled_inputs(batch, self.views)]
-        feats = np.concatenate(per_scale, axis=1).astype(np.float32, copy=False)
-        return feats.reshape(len(rgbs), *self.feature_shape)
+            # Views of one shape share a pass (rotated rectangles have their sides swapped).
+            for idx in _by_shape(views).values():
+                batch = self.extractor.normalize(torch.stack([views[j] for j in idx]))
+                per_scale = [run(x) for x in scaled_inputs(batch, self.views)]
+                feats = np.concatenate(per_scale, axis=1).astype(np.float32, copy=False)
+                for j, f in zip(idx, feats):
+                    rows[j] = f
+        v = self.views.n_views
+        return [np.stack(rows[i * v : (i + 1) * v]) for i in range(len(rgbs))]
+
+
+def _by_shape(tensors: Sequence[torch.Tensor]) -> dict:
+    """Indices of ``tensors`` grouped by shape, in first-seen order."""
+    groups: dict = {}
+    for j, t in enumerate(tensors):
+        groups.setdefault(tuple(t.shape), []).append(j)
+    return groups
+
+
+class Shrinkage:
+    """Counts images that reach the backbone at a low resolution, for one note per call.
+
+    Two cases lose detail without cropping anything: an image more elongated than
+    ``views.max_aspect`` (``"keep_aspect"`` shrinks it below the input size) and an image
+    shrunk more than :data:`SHRINK_NOTE` times (details under that many pixels are
+    averaged away; ``geometry="tile"`` keeps them, with patch features).
+    """
+
+    def __init__(self, views: ViewSpec):
+        self.views = views
+        self.elongated = self.huge = 0
+
+    def add(self, shape: Sequence[int]) -> None:
+        if self.views.geometry != "keep_aspect":
+            return  # crop/squash/pad are chosen knowingly; tiles keep the resolution
+        h, w = int(shape[0]), int(shape[1])
+        where = self.views.placement(h, w)
+        if min(where.input_shape) < self.views.size:
+            self.elongated += 1
+        elif where.shrink > SHRINK_NOTE:
+            self.huge += 1
+
+    def report(self, notes: list) -> None:
+        v = self.views
+        if self.elongated:
+            notes.append(
+                f"{self.elongated} image(s) are more elongated than 1:{v.max_aspect:g}: "
+                f"seen whole, with the short side below {v.size} px (raise max_aspect to "
+                "see them larger)"
+            )
+        if self.huge:
+            notes.append(
+                f"{self.huge} image(s) were shrunk more than {SHRINK_NOTE}x to {v.size} px "
+                "on the short side: defects a few pixels wide may vanish (geometry "
+                '"tile" keeps the full resolution, with patch features)'
+            )
+
+
+#: Shrink factor above which a note says that small details may be lost.
+SHRINK_NOTE = 4

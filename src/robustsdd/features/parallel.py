@@ -31,6 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._hashing import image_digest
+from .extract import Shrinkage
 
 if TYPE_CHECKING:
     from ..data import ImageSet
@@ -58,7 +59,7 @@ _WORKER_FEATURIZERS: dict = {}
 
 
 def _extract_chunk(chunk, spec) -> np.ndarray:
-    """Worker task: features (len(chunk), *feature_shape) of a chunk of (digest, rgb)."""
+    """Worker task: the features of each image of a chunk of (digest, rgb), as a list."""
     cls, kwargs = spec
     key = (cls.__module__, cls.__qualname__, repr(sorted(kwargs.items())))
     featurizer = _WORKER_FEATURIZERS.get(key)
@@ -66,9 +67,7 @@ def _extract_chunk(chunk, spec) -> np.ndarray:
         featurizer = _WORKER_FEATURIZERS[key] = cls(**kwargs)
     rgbs = [rgb for _, rgb in chunk]
     size = int(featurizer.batch_size)
-    return np.concatenate(
-        [featurizer._compute(rgbs[s : s + size]) for s in range(0, len(rgbs), size)]
-    )
+    return [f for s in range(0, len(rgbs), size) for f in featurizer._compute(rgbs[s : s + size])]
 
 
 def transform_parallel(
@@ -88,7 +87,7 @@ def transform_parallel(
         every worker gets several tasks.
     """
     n = len(images)
-    out = np.empty((n, *featurizer.feature_shape), dtype=np.float32)
+    out: list = [None] * n
     key = featurizer.config_key  # resolves the engine here, so workers use the same one
     cache = featurizer.cache
     if chunk_size is None:
@@ -96,12 +95,14 @@ def transform_parallel(
     rows: dict = {}  # digest of a miss -> rows of `out` that show that image
     finished = set()  # digests whose features are in `out`
     bar = tqdm(total=n, desc="features", unit="img", disable=not featurizer.progress, leave=False)
+    shrunk = Shrinkage(featurizer.views)
 
     def chunks():
         # Lazy: under Ray, images are decoded as workers free up, not all held at once.
         chunk = []
         for i in range(n):
             rgb = images.rgb(i)
+            shrunk.add(rgb.shape)
             digest = image_digest(rgb)
             if digest in rows:  # the same pixels again in this call
                 if digest in finished:
@@ -111,7 +112,7 @@ def transform_parallel(
                     rows[digest].append(i)
                 continue
             cached = cache.get(digest, key) if cache is not None else None
-            if cached is not None and cached.shape == out.shape[1:]:
+            if cached is not None and cached.shape == featurizer.image_feature_shape(rgb.shape):
                 out[i] = cached
                 bar.update(1)
                 continue
@@ -127,7 +128,8 @@ def transform_parallel(
         spec = featurizer_spec(featurizer)
         for chunk, feats in executor.map_unordered(_extract_chunk, chunks(), shared=spec):
             for (digest, _), f in zip(chunk, feats):
-                out[rows[digest]] = f
+                for i in rows[digest]:
+                    out[i] = f
                 finished.add(digest)
                 if cache is not None:
                     cache.put(digest, key, f)  # the driver alone writes the cache
@@ -135,4 +137,5 @@ def transform_parallel(
             featurizer.n_computed += len(chunk)
     finally:
         bar.close()
-    return out
+    shrunk.report(featurizer.notes)
+    return featurizer.assemble(out)

@@ -6,7 +6,16 @@ neighbourhood (so a patch sees a little context), the coarser map resized to
 the finer one, and the two concatenated. A :class:`PatchFeaturizer` computes
 exactly that for every view of every image and caches it like the pooled
 features: an image's features are ``(n_views × h × w, channels)``, view-major,
-row-major within a view, on a grid of ``patch_grid = (h, w)``.
+row-major within a view, on the image's grid ``(h, w)`` (:meth:`PatchFeaturizer.image_grid`).
+
+Geometry. With the default ``"keep_aspect"`` the grid follows the image's shape (a
+300 × 900 image at size 224 has a 28 × 84 grid), so images of different shapes have
+different numbers of patches; a set's features are then padded to the largest count with
+rows of NaN (:meth:`PatchFeaturizer.assemble`), which :class:`~robustsdd.PatchCore`
+skips. Rotated and mirrored views are turned back to the image's orientation after the
+backbone, so the patch at a grid position is the same image location in every view. With
+``"tile"`` an image is seen at its own resolution in overlapping tiles, and each grid
+cell takes its feature from the tile in which it lies most centrally.
 """
 
 from __future__ import annotations
@@ -14,15 +23,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .._errors import ConfigError
+from ..data.geometry import STRIDE, map_to_image, tile_starts
 from .backbones import FeatureExtractor
-from .extract import Featurizer
+from .extract import Featurizer, _by_shape
+from .views import ViewSpec
 
-__all__ = ["PatchFeatures", "PatchFeaturizer"]
+__all__ = ["PatchFeatures", "PatchFeaturizer", "scores_to_maps"]
 
 
 class PatchFeatures(nn.Module):
@@ -66,8 +78,8 @@ class PatchFeaturizer(Featurizer):
 
     Defaults follow the PatchCore-like floor of issue 6: EfficientNet-Lite0
     stages 2 and 3 (40 + 112 channels at strides 8 and 16), 3×3 average pooling,
-    one view at 224² (a 28 × 28 grid). Features of several scales cannot share a
-    grid, so ``views.scales`` must be ``(1,)``.
+    one view at 224 px (a 28 × 28 grid for a square image). Features of several scales
+    cannot share a grid, so ``views.scales`` must be ``(1,)``.
 
     Examples
     --------
@@ -78,10 +90,15 @@ class PatchFeaturizer(Featurizer):
     ...                      flips=False), cache_dir=False, progress=False, engine="torch")
     >>> fz.patch_grid, fz.transform(ImageSet([np.zeros((70, 70), np.uint8)], [0], ["a"])).shape
     ((8, 8), (1, 64, 152))
+    >>> fz.image_grid((64, 256))  # keep_aspect: the grid follows the image
+    (8, 32)
     """
 
     stages: Sequence[int] = (2, 3)
     pool: int = 3
+
+    tiles_supported = True
+    pads = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -89,7 +106,12 @@ class PatchFeaturizer(Featurizer):
             raise ConfigError(f"patch features use one input scale; got scales {self.views.scales}")
         if self.pool < 1 or self.pool % 2 == 0:
             raise ConfigError(f"pool must be a positive odd number, got {self.pool}")
-        self._grid = None
+        if self.views.geometry == "tile" and self.views.size % STRIDE:
+            raise ConfigError(
+                f'geometry "tile" needs a size that is a multiple of {STRIDE} (tiles fall on '
+                f"the patch grid), got {self.views.size}"
+            )
+        self._grids: dict = {}  # input (H, W) -> patch grid (h, w)
 
     def _backbone_module(self):
         return PatchFeatures(self.extractor, self.pool)
@@ -98,21 +120,108 @@ class PatchFeaturizer(Featurizer):
     def n_features(self) -> int:
         return self.extractor.n_features  # channels of the chosen stages
 
-    @property
-    def patch_grid(self) -> tuple:
-        """(h, w) of the patch grid at ``views.size`` (that of the first stage's map)."""
-        if self._grid is None:
+    def _input_grid(self, h: int, w: int) -> tuple[int, int]:
+        """The patch grid of an (h, w) backbone input, probed once per input shape."""
+        if (h, w) not in self._grids:
             body = self.extractor.body  # built outside inference mode: its weights stay usable
             with torch.inference_mode():
-                maps = body(torch.zeros(1, 3, self.views.size, self.views.size))
+                maps = body(torch.zeros(1, 3, h, w))
             first = maps[0] if isinstance(maps, (list, tuple)) else maps
-            self._grid = (int(first.shape[-2]), int(first.shape[-1]))
-        return self._grid
+            self._grids[h, w] = (int(first.shape[-2]), int(first.shape[-1]))
+        return self._grids[h, w]
+
+    @property
+    def patch_grid(self) -> tuple:
+        """(h, w) of the patch grid of a ``views.size`` square input (that of the first
+        stage's map); an image's own grid is :meth:`image_grid`."""
+        return self._input_grid(self.views.size, self.views.size)
+
+    def _tile_stride(self) -> int:
+        """Input pixels per patch-grid cell with tiles (the tile side over its grid)."""
+        side = self.views.size
+        g = self.patch_grid[0]
+        if side % g:
+            raise ConfigError(f"geometry 'tile': a {side} px tile has a {g}-cell grid, not exact")
+        return side // g
+
+    def image_grid(self, image_shape: Sequence[int]) -> tuple[int, int]:
+        """The patch grid (h, w) of an image of ``image_shape`` (H, W[, 3]), in the image's
+        orientation; every view of the image is turned back onto it."""
+        H, W = self.views.placement(int(image_shape[0]), int(image_shape[1])).input_shape
+        if self.views.geometry == "tile":
+            stride = self._tile_stride()
+            return (H // stride, W // stride)
+        return self._input_grid(H, W)
+
+    def image_feature_shape(self, image_shape: Sequence[int]) -> tuple:
+        h, w = self.image_grid(image_shape)
+        return (self.views.n_views * h * w, self.n_features)
 
     @property
     def feature_shape(self) -> tuple:
+        """Shape of the features of a square image (others: :meth:`image_feature_shape`)."""
         h, w = self.patch_grid
         return (self.views.n_views * h * w, self.n_features)
+
+    def assemble(self, feats: list) -> np.ndarray:
+        """Per-image patch features → (n, max patches, C), shorter images padded with NaN
+        rows at the end (images of different shapes have different grids)."""
+        longest = max(len(f) for f in feats)
+        out = np.full((len(feats), longest, self.n_features), np.nan, dtype=np.float32)
+        for i, f in enumerate(feats):
+            out[i, : len(f)] = f
+        return out
+
+    def score_maps(self, patch_scores: np.ndarray, image_shapes: Sequence) -> list:
+        """Patch scores (n, n_patches) → one map per image in its own pixels, (H_i, W_i).
+
+        A grid cell's value is its highest score over the views (so a map's maximum is
+        the image's score), drawn back onto the image through the geometry
+        (:func:`~robustsdd.data.geometry.map_to_image`).
+        """
+        grids = [self.image_grid(shape) for shape in image_shapes]
+        return scores_to_maps(patch_scores, grids, image_shapes, self.views)
+
+    def _compute(self, rgbs: list) -> list:
+        run = self._runner
+        views = [v for rgb in rgbs for v in self.views.make(rgb)]
+        grids: list = [None] * len(views)  # (h, w, C) per view, in the view's orientation
+        with torch.inference_mode():
+            if self.views.geometry == "tile":
+                for j, view in enumerate(views):
+                    grids[j] = self._tiled(view)
+            else:
+                for shape, idx in _by_shape(views).items():
+                    batch = self.extractor.normalize(torch.stack([views[j] for j in idx]))
+                    h, w = self._input_grid(*shape[-2:])
+                    for j, f in zip(idx, run(batch)):
+                        grids[j] = f.reshape(h, w, -1)
+        turns = self.views.view_transforms()
+        v = len(turns)
+        out = []
+        for i in range(len(rgbs)):
+            own = [_unturn(grids[i * v + t], *turns[t]) for t in range(v)]
+            out.append(np.concatenate([g.reshape(-1, g.shape[-1]) for g in own]))
+        return [f.astype(np.float32, copy=False) for f in out]
+
+    def _tiled(self, view: torch.Tensor) -> np.ndarray:
+        """Patch features (h, w, C) of a large view from overlapping tiles."""
+        side, stride = self.views.size, self._tile_stride()
+        H, W = view.shape[-2:]
+        rows = tile_starts(H, side, self.views.tile_overlap, STRIDE)
+        cols = tile_starts(W, side, self.views.tile_overlap, STRIDE)
+        tiles = torch.stack([view[:, r : r + side, c : c + side] for r in rows for c in cols])
+        g = side // stride
+        feats = np.concatenate(
+            [
+                self._runner(self.extractor.normalize(tiles[s : s + 8]))
+                for s in range(0, len(tiles), 8)
+            ]
+        ).reshape(len(rows), len(cols), g, g, -1)
+        # Each cell from the tile whose centre is nearest (context on every side).
+        ry, oy = _owners(H // stride, [r // stride for r in rows], g)
+        rx, ox = _owners(W // stride, [c // stride for c in cols], g)
+        return feats[ry[:, None], rx[None, :], oy[:, None], ox[None, :]]
 
     @property
     def config_key(self) -> str:
@@ -125,3 +234,36 @@ class PatchFeaturizer(Featurizer):
             "pool": self.pool,
             "patch_grid": list(self.patch_grid),
         }
+
+
+def _owners(length: int, starts: list, g: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``length`` grid cells along an axis: the tile (of side ``g`` cells,
+    starting at ``starts``) whose centre is nearest, and the cell's offset in that tile."""
+    cells = np.arange(length) + 0.5
+    centres = np.asarray(starts, dtype=np.float64) + g / 2
+    tile = np.abs(cells[:, None] - centres[None, :]).argmin(axis=1)
+    return tile, np.arange(length) - np.asarray(starts)[tile]
+
+
+def _unturn(grid: np.ndarray, quarter_turns: int, mirrored: bool) -> np.ndarray:
+    """A view's patch grid (h, w, C) turned back to the image's orientation: undoes the
+    mirror (applied last, across the width) and then the counter-clockwise turns."""
+    if mirrored:
+        grid = grid[:, ::-1]
+    if quarter_turns:
+        grid = np.rot90(grid, k=-quarter_turns, axes=(0, 1))
+    return np.ascontiguousarray(grid)
+
+
+def scores_to_maps(
+    patch_scores: np.ndarray, grids: Sequence, image_shapes: Sequence, views: ViewSpec
+) -> list:
+    """Patch scores (n, n_patches) → maps in the images' own pixels, given each image's
+    patch grid (:meth:`PatchFeaturizer.image_grid`): what :meth:`PatchFeaturizer.score_maps`
+    does, without a backbone (cheap to send to worker processes)."""
+    maps = []
+    for row, (h, w), shape in zip(np.asarray(patch_scores, dtype=np.float64), grids, image_shapes):
+        grid = row[: views.n_views * h * w].reshape(views.n_views, h, w).max(axis=0)
+        where = views.placement(int(shape[0]), int(shape[1]))
+        maps.append(map_to_image(grid, where, (int(shape[0]), int(shape[1]))))
+    return maps

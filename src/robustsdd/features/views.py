@@ -1,4 +1,4 @@
-"""Views of an image: square crop, resize, rotations and flips, and the input scales.
+"""Views of an image: its geometry (whole image or square crop), rotations and flips, scales.
 
 DifferNet trains on random rotations and averages the score over 64 rotated
 test views, with three input scales (448, 224, 112). Because the backbone is
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .._errors import ConfigError
-from ..data.geometry import centre_square
+from ..data.geometry import GEOMETRIES, Placement, placement
 
 __all__ = ["ViewSpec"]
 
@@ -30,7 +30,9 @@ class ViewSpec:
     Parameters
     ----------
     size : int
-        Side of the square the image is centre-cropped and resized to (the paper: 448).
+        The input size: the short side of the backbone input for ``"keep_aspect"``
+        (rounded to a multiple of 32), the side of the square for ``"squash"``, ``"pad"``
+        and ``"crop"`` (the paper: 448), the tile side for ``"tile"``.
     scales : tuple of float
         Input scales relative to ``size``; features of all scales are concatenated
         (DifferNet: ``(1, 0.5, 0.25)``).
@@ -38,6 +40,16 @@ class ViewSpec:
         Rotation angles in degrees, counter-clockwise.
     flips : bool
         Also use the horizontally mirrored image at every rotation (doubles the views).
+    geometry : {"keep_aspect", "squash", "pad", "crop", "tile"}
+        How an image of any shape becomes the input (:mod:`robustsdd.data.geometry`).
+        Default ``"keep_aspect"``: every pixel seen, aspect ratio kept. ``"crop"`` is
+        the paper's centre square. Right-angle rotations of a rectangle swap its sides;
+        pooled features do not care, and patch features are turned back to the image's
+        orientation, so every view of an image shares one patch grid.
+    max_aspect : float
+        ``"keep_aspect"``: the long side is at most ``max_aspect × size``; a more
+        elongated image is shrunk further (short side below ``size``; the featurizer
+        counts these in a note).
 
     Examples
     --------
@@ -49,6 +61,8 @@ class ViewSpec:
     scales: tuple = (1.0, 0.5, 0.25)
     rotations: tuple = (0.0, 90.0, 180.0, 270.0)
     flips: bool = True
+    geometry: str = "keep_aspect"
+    max_aspect: float = 4.0
 
     def __post_init__(self):
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
@@ -61,6 +75,13 @@ class ViewSpec:
             raise ConfigError(f"scale {min(self.scales)} of size {self.size} is below 8 pixels")
         if not self.rotations:
             raise ConfigError("at least one rotation angle is needed (0 for none)")
+        if self.geometry not in GEOMETRIES:
+            raise ConfigError(
+                f"unknown geometry {self.geometry!r}; choose one of: {', '.join(GEOMETRIES)}"
+            )
+        object.__setattr__(self, "max_aspect", float(self.max_aspect))
+        if not self.max_aspect >= 1:
+            raise ConfigError(f"max_aspect must be at least 1, got {self.max_aspect}")
 
     @classmethod
     def rotations_every(cls, n: int, **kw: Any) -> ViewSpec:
@@ -85,31 +106,67 @@ class ViewSpec:
         d["scales"], d["rotations"] = list(self.scales), list(self.rotations)
         return d
 
-    def square(self, rgb: np.ndarray) -> torch.Tensor:
-        """Centre-crop to a square and resize: (H, W, 3) uint8 → (3, size, size) in [0, 1]."""
-        crop = np.ascontiguousarray(centre_square(rgb))
-        side = crop.shape[0]
-        x = torch.from_numpy(crop).permute(2, 0, 1).float().div_(255.0)[None]
-        if side != self.size:
+    @property
+    def tile_overlap(self) -> int:
+        """``"tile"``: pixels shared by neighbouring tiles (a quarter tile, so every
+        patch is stitched from a tile where it has context on all sides)."""
+        return self.size // 4
+
+    def placement(self, h: int, w: int) -> Placement:
+        """Where an ``h × w`` image sits in the backbone input
+        (:func:`~robustsdd.data.geometry.placement`).
+
+        >>> ViewSpec(size=64).placement(64, 256).input_shape
+        (64, 256)
+        >>> ViewSpec(size=64, geometry="crop").placement(64, 256).source
+        (0, 96, 64, 64)
+        """
+        return placement(h, w, self.geometry, self.size, self.max_aspect)
+
+    def prepare(self, rgb: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 → the input at scale 1, (3, h_in, w_in) float in [0, 1]."""
+        where = self.placement(*rgb.shape[:2])
+        top, left, sh, sw = where.source
+        part = np.ascontiguousarray(rgb[top : top + sh, left : left + sw])
+        x = torch.from_numpy(part).permute(2, 0, 1).float().div_(255.0)[None]
+        t, lft, th, tw = where.target
+        if (sh, sw) != (th, tw):
             x = F.interpolate(
                 x,
-                size=(self.size, self.size),
+                size=(th, tw),
                 mode="bilinear",
                 align_corners=False,
-                antialias=side > self.size,
+                antialias=sh > th or sw > tw,
             )
-        return x[0].clamp_(0.0, 1.0)
+        x = x[0].clamp_(0.0, 1.0)
+        if (th, tw) != where.input_shape:  # "pad": letterbox on the image's mean colour
+            canvas = x.mean(dim=(1, 2), keepdim=True).expand(3, *where.input_shape).clone()
+            canvas[:, t : t + th, lft : lft + tw] = x
+            x = canvas
+        return x
 
-    def make(self, rgb: np.ndarray) -> torch.Tensor:
-        """All views of one image: (n_views, 3, size, size), rotation-major, flip-minor."""
-        base = self.square(rgb)
+    def make(self, rgb: np.ndarray) -> list[torch.Tensor]:
+        """All views of one image, rotation-major, flip-minor: ``n_views`` tensors (3, h, w)
+        (a right-angle rotation of a rectangle has its sides swapped)."""
+        base = self.prepare(rgb)
         views = []
         for angle in self.rotations:
             rotated = _rotate(base, angle)
             views.append(rotated)
             if self.flips:
                 views.append(torch.flip(rotated, dims=(2,)))
-        return torch.stack(views)
+        return views
+
+    def view_transforms(self) -> list[tuple[int, bool]]:
+        """(quarter turns, mirrored) of each view (non-right angles: 0 quarter turns)."""
+        out = []
+        for angle in self.rotations:
+            quarter = angle / 90.0
+            k = int(quarter) % 4 if quarter == int(quarter) else 0
+            out.append((k, False))
+            if self.flips:
+                out.append((k, True))
+        return out
 
 
 def _rotate(x: torch.Tensor, angle: float) -> torch.Tensor:
@@ -123,19 +180,22 @@ def _rotate(x: torch.Tensor, angle: float) -> torch.Tensor:
 
 
 def scaled_inputs(batch: torch.Tensor, spec: ViewSpec) -> Sequence[torch.Tensor]:
-    """The batch at each of ``spec``'s scales (DifferNet rescales the normalised tensor)."""
+    """The batch at each of ``spec``'s scales (DifferNet rescales the normalised tensor);
+    both sides are scaled, so a rectangle keeps its shape."""
     out = []
-    for side in spec.scale_sizes:
-        if side == batch.shape[-1]:
+    h, w = batch.shape[-2:]
+    for scale in spec.scales:
+        shape = (max(1, int(round(h * scale))), max(1, int(round(w * scale))))
+        if shape == (h, w):
             out.append(batch)
         else:
             out.append(
                 F.interpolate(
                     batch,
-                    size=(side, side),
+                    size=shape,
                     mode="bilinear",
                     align_corners=False,
-                    antialias=side < batch.shape[-1],
+                    antialias=shape[0] < h,
                 )
             )
     return out

@@ -189,7 +189,8 @@ def featurizer_from_config(
     # Features computed by the engine the model was fitted with reproduce bit for bit.
     kwargs["engine"] = engine or ("torch" if features.get("engine") == "torch" else "auto")
     try:
-        kwargs["views"] = ViewSpec(**features["views"])
+        # Models saved before the geometry setting existed saw the centre square.
+        kwargs["views"] = ViewSpec(**{"geometry": "crop", **features["views"]})
         featurizer = kind(**kwargs, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
         weights_id = featurizer.extractor.weights_id
     except ModelFileError:

@@ -32,6 +32,7 @@ import numpy as np
 from .._errors import ConfigError, DataError, ModelFileError
 from .._io import StrPath, atomic_write_bytes, atomic_write_json, json_safe
 from ..data import UNKNOWN, ImageSet, load_unlabeled
+from ..data.geometry import map_to_image
 from ..detectors.base import (
     DETECTOR_CONFIG,
     DETECTOR_STATE,
@@ -219,8 +220,11 @@ class Model:
         return {
             "decode": "Pillow; EXIF orientation applied; grayscale, 16-bit, palette, RGBA and "
             "CMYK converted to 8-bit RGB (alpha dropped)",
-            "crop": "centre square (side = the shorter image side)",
-            "resize": f"bilinear to {views.size}x{views.size} (antialiased when shrinking)",
+            "geometry": views.geometry,
+            "resize": GEOMETRY_WORDS[views.geometry].format(
+                size=views.size, long=int(views.max_aspect * views.size)
+            )
+            + " (bilinear, antialiased when shrinking)",
             "input_range": [0.0, 1.0],
             "normalize_mean": [float(v) for v in fx.mean.flatten()],
             "normalize_std": [float(v) for v in fx.std.flatten()],
@@ -249,14 +253,26 @@ class Model:
         image paths or arrays."""
         return np.asarray(self.detector.decision_function(self.features(images)), np.float64)
 
-    def anomaly_maps(self, images: Images) -> np.ndarray:
-        """Anomaly maps ``(n_images, h, w)`` over each image's centre square crop."""
+    def anomaly_maps(self, images: Images) -> list[np.ndarray]:
+        """One anomaly map per image, in the image's own pixels: a list of (H_i, W_i)
+        float arrays (images may differ in size). Higher = more anomalous; pixels the
+        geometry never showed the backbone (outside a ``"crop"`` square) get the map's
+        minimum."""
+        imgs = as_imageset(images)
+        self._check_localizes()
+        return self.maps_of(self.features(imgs), [imgs.rgb(i).shape for i in range(len(imgs))])
+
+    def maps_of(self, X: np.ndarray, image_shapes: Sequence) -> list[np.ndarray]:
+        """Anomaly maps from already computed features ``X`` of images of ``image_shapes``."""
+        self._check_localizes()
+        return map_patch_scores(self.detector, self.featurizer, X, image_shapes)
+
+    def _check_localizes(self) -> None:
         if not self.localizes:
             raise ConfigError(
                 f"the {self.detector.registry_name} detector does not localise "
                 "anomalies: it gives one score per image, no heat-map"
             )
-        return np.asarray(self.detector.anomaly_maps(self.features(images)), np.float64)
 
     def predict(
         self,
@@ -320,8 +336,9 @@ class Model:
                 scores[start : start + len(idx)] = self.detector.decision_function(X)
                 if heatmaps is not None:
                     assert heatmap_dir is not None, "heatmaps is a list only with a folder"
+                    shapes = [batch.rgb(j).shape for j in range(len(batch))]
                     heatmaps += _write_heatmaps(
-                        batch, self.detector.anomaly_maps(X), Path(heatmap_dir), start
+                        batch, self.maps_of(X, shapes), Path(heatmap_dir), start
                     )
                 bar.update(len(idx))
         finally:
@@ -359,7 +376,40 @@ def as_imageset(images: Images) -> ImageSet:
     return ImageSet(items, np.full(len(items), UNKNOWN), names)
 
 
-def _write_heatmaps(batch: ImageSet, maps: np.ndarray, folder: Path, start: int) -> list:
+#: How each geometry brings an image to the backbone, for the model config's readers.
+GEOMETRY_WORDS = {
+    "keep_aspect": "whole image, aspect kept: short side {size} px, long side at most "
+    "{long} px, both rounded to multiples of 32",
+    "squash": "whole image resized to {size}x{size} (aspect not kept)",
+    "pad": "whole image, long side {size} px, centred on a {size}x{size} canvas of its mean colour",
+    "crop": "centre square (side = the shorter image side) resized to {size}x{size}",
+    "tile": "whole image at its own resolution (short side at least {size} px, sides rounded "
+    "to multiples of 32) in overlapping {size}x{size} tiles",
+}
+
+
+def map_patch_scores(
+    detector: BaseDetector, featurizer: Featurizer, X: np.ndarray, image_shapes: Sequence
+) -> list[np.ndarray]:
+    """A localising detector's maps of ``X`` in the images' own pixels.
+
+    Patch detectors on patch features (PatchCore) give per-patch scores, placed on each
+    image's own grid; any other localising detector's ``anomaly_maps(X)`` is taken as
+    maps over the backbone input and drawn back through the geometry.
+    """
+    score_maps = getattr(featurizer, "score_maps", None)
+    patch_scores = getattr(detector, "patch_scores", None)
+    if score_maps is not None and patch_scores is not None:
+        return score_maps(patch_scores(X), image_shapes)
+    maps = np.asarray(detector.anomaly_maps(X), dtype=np.float64)
+    views = featurizer.views
+    return [
+        map_to_image(m, views.placement(int(s[0]), int(s[1])), (int(s[0]), int(s[1])))
+        for m, s in zip(maps, image_shapes)
+    ]
+
+
+def _write_heatmaps(batch: ImageSet, maps: Sequence, folder: Path, start: int) -> list:
     from ..review.pictures import heatmap_overlay, png_bytes, safe_stem
 
     out = []

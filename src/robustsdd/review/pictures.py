@@ -18,7 +18,6 @@ from PIL import Image
 
 __all__ = [
     "thumbnail",
-    "square_crop",
     "heatmap_overlay",
     "score_histogram_png",
     "png_bytes",
@@ -26,14 +25,6 @@ __all__ = [
     "data_uri",
     "safe_stem",
 ]
-
-
-def square_crop(rgb: np.ndarray) -> np.ndarray:
-    """The centre square of an (H, W, 3) image: the region the views and maps cover."""
-    h, w = rgb.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    return rgb[top : top + side, left : left + side]
 
 
 def thumbnail(rgb: np.ndarray, size: int = 160) -> Image.Image:
@@ -44,18 +35,20 @@ def thumbnail(rgb: np.ndarray, size: int = 160) -> Image.Image:
 
 
 def heatmap_overlay(
-    rgb: np.ndarray, amap: np.ndarray, size: int = 512, alpha: float = 0.45
+    rgb: np.ndarray, amap: np.ndarray, size: int | None = None, alpha: float = 0.45
 ) -> Image.Image:
-    """An anomaly map drawn over the image's centre square (at most ``size`` pixels a side).
+    """An anomaly map drawn over the whole image: as large as the image, or shrunk (aspect
+    kept) to fit a ``size`` square.
 
-    Colours are relative within the map (its minimum to its maximum); the image's
-    score, not the colour, says how anomalous the image is.
+    ``amap`` is in the image's coordinates (any resolution: it is resized onto the
+    picture). Colours are relative within the map (its minimum to its maximum); the
+    image's score, not the colour, says how anomalous the image is.
     """
     from matplotlib import colormaps
 
-    crop = Image.fromarray(np.ascontiguousarray(square_crop(rgb)))
-    side = min(size, crop.width)
-    crop = crop.resize((side, side), Image.Resampling.LANCZOS)
+    picture = Image.fromarray(np.ascontiguousarray(rgb))
+    if size is not None:
+        picture.thumbnail((size, size), Image.Resampling.LANCZOS)
     a = np.asarray(amap, dtype=np.float64)
     if a.ndim != 2 or not a.size:
         raise ValueError(f"an anomaly map must be a 2-D array, got shape {a.shape}")
@@ -63,9 +56,9 @@ def heatmap_overlay(
     span = a.max() - a.min()
     a = (a - a.min()) / span if span > 0 else np.zeros_like(a)
     small = Image.fromarray((a * 255).astype(np.uint8))
-    big = np.asarray(small.resize((side, side), Image.Resampling.BILINEAR)) / 255.0
+    big = np.asarray(small.resize(picture.size, Image.Resampling.BILINEAR)) / 255.0
     colour = (colormaps["inferno"](big)[:, :, :3] * 255).astype(np.float64)
-    blended = (1 - alpha) * np.asarray(crop, dtype=np.float64) + alpha * colour
+    blended = (1 - alpha) * np.asarray(picture, dtype=np.float64) + alpha * colour
     return Image.fromarray(blended.round().clip(0, 255).astype(np.uint8))
 
 

@@ -83,8 +83,8 @@ def render_report(
     histograms : ``(scores, keep, xlabel, {label: value})`` per plot: training scores,
         kept and removed stacked, with the thresholds drawn as vertical lines.
     labels : optional known labels (0 good, 1 defective, -1 unknown), shown as a tag.
-    anomaly_maps : optional ``f(indices) -> (len(indices), h, w)`` maps; with it each
-        card also shows a heat-map overlay.
+    anomaly_maps : optional ``f(indices) -> [map, ...]``, one map per index in its image's
+        coordinates; with it each card also shows a heat-map overlay.
     """
     final_scores = np.asarray(final_scores, dtype=np.float64)
     review_scores = np.asarray(review_scores, dtype=np.float64)
@@ -101,7 +101,7 @@ def render_report(
     if anomaly_maps is not None:
         wanted = shown_removed + [int(i) for i in near]
         if wanted:
-            maps = dict(zip(wanted, np.asarray(anomaly_maps(wanted))))
+            maps = dict(zip(wanted, anomaly_maps(wanted)))
 
     def card(i: int) -> str:
         rgb = load_rgb(i)

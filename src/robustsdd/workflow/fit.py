@@ -91,6 +91,8 @@ def fit_images(
     rotations: Sequence[float] | None = None,
     n_rotations: int | None = None,
     flips: bool | None = None,
+    geometry: str | None = None,
+    max_aspect: float | None = None,
     cache_dir: StrPath | Literal[False] | None = None,
     batch_size: int = 1,
     engine: str = "auto",
@@ -133,8 +135,9 @@ def fit_images(
         DifferNet's configuration (the paper preset also picks the paper's features).
     featurizer : Featurizer, optional
         Replaces ``backbone``, ``weights``, ``stages``, ``image_size``, ``scales``,
-        ``rotations``, ``n_rotations``, ``flips``, ``cache_dir``, ``batch_size`` and
-        ``engine`` (see :func:`robustsdd.recipes.make_featurizer`).
+        ``rotations``, ``n_rotations``, ``flips``, ``geometry``, ``max_aspect``,
+        ``cache_dir``, ``batch_size`` and ``engine`` (see
+        :func:`robustsdd.recipes.make_featurizer`).
     rule : str or None
         A cleaning rule (:data:`robustsdd.cleaning.RULES`) or ``"none"`` (train on all).
     threshold, fraction, min_size, z
@@ -175,6 +178,8 @@ def fit_images(
         rotations=rotations,
         n_rotations=n_rotations,
         flips=flips,
+        geometry=geometry,
+        max_aspect=max_aspect,
         cache_dir=cache_dir,
         batch_size=batch_size,
         engine=engine,
@@ -257,10 +262,14 @@ def fit_model(
     if repaired:
         log(f"note: {repaired}")
     check_model_dir(out, images)
-    X = check_features(featurizer.transform(images))
+    n_notes = len(featurizer.notes)
+    X = check_features(featurizer.transform(images), padded=featurizer.pads)
+    feature_notes = featurizer.notes[n_notes:]
+    for line in feature_notes:
+        log(f"note: {line}")
     checkpoints = FitCheckpoints(out / CHECKPOINT_DIR, resume=resume, log=log)
     checkpoints.bind(X, images.names, detector, seed=seed)
-    notes: list[str] = []
+    notes: list[str] = list(feature_notes)
     fold_skipped: list[int] = []
     removed_order: list[int] | np.ndarray
     if cleaning is None:
@@ -272,7 +281,8 @@ def fit_model(
         cleaning_text, removal_threshold = "none: trained on every image", None
     else:
         osr = _fit_osr(checkpoints, detector, X, cleaning, seed)
-        model, keep, notes = osr.detector_, osr.keep_mask_, list(osr.notes_)
+        model, keep = osr.detector_, osr.keep_mask_
+        notes += list(osr.notes_)
         final, review = osr.train_scores_, osr.removal_scores_
         removal = review
         stages, removed_order = dict(osr.stage_scores_), osr.removed_indices_
@@ -492,7 +502,11 @@ def _write_model_folder(
             load_rgb=images.rgb,
             **report_args,
             labels=images.labels if (images.labels >= 0).any() else None,
-            anomaly_maps=(lambda idx: model.anomaly_maps(X[idx])) if localizes(model) else None,
+            anomaly_maps=(
+                (lambda idx: fitted.maps_of(X[idx], [images.rgb(i).shape for i in idx]))
+                if localizes(model)
+                else None
+            ),
             title=f"robustsdd review: {_source_name(images)}",
         )
         atomic_write_bytes(folder / REPORT, text.encode("utf-8"))
