@@ -10,8 +10,9 @@ Geometries (``ViewSpec.geometry``):
 ``"keep_aspect"`` (default)
     The whole image, resized so its short side is ``size`` and both sides are multiples
     of :data:`STRIDE` (:func:`side_unit`; fully convolutional backbones take any H × W,
-    and multiples of the largest stride keep patch grids exact). The long side is capped at ``max_aspect ×
-    size``: a more elongated image is shrunk further, its short side below ``size``.
+    and multiples of the largest stride keep patch grids exact). The long side is capped
+    at ``max_aspect × size``: a more elongated image is shrunk further, its short side
+    below ``size``.
 ``"squash"``
     The whole image resized to ``size × size`` (aspect ratio not kept).
 ``"pad"``

@@ -278,6 +278,7 @@ class _PixelTruth:
     shapes: list
     grids: list
     views: ViewSpec
+    offset: tuple
 
     def subset(self, rows: np.ndarray) -> _PixelTruth:
         pick = [int(r) for r in rows]
@@ -286,10 +287,11 @@ class _PixelTruth:
             [self.shapes[r] for r in pick],
             [self.grids[r] for r in pick],
             self.views,
+            self.offset,
         )
 
     def maps(self, patch_scores: np.ndarray) -> list:
-        return scores_to_maps(patch_scores, self.grids, self.shapes, self.views)
+        return scores_to_maps(patch_scores, self.grids, self.shapes, self.views, self.offset)
 
 
 def _run_group(group: _Group, pool_features, test_features, test_masks=None) -> list[dict]:
@@ -645,7 +647,11 @@ def _prepare_groups(
         if masks is not None:
             shapes = [m.shape for m in masks]
             test_masks = _PixelTruth(
-                masks, shapes, [featurizer.image_grid(s) for s in shapes], featurizer.views
+                masks,
+                shapes,
+                [featurizer.image_grid(s) for s in shapes],
+                featurizer.views,
+                featurizer.grid_offset,
             )
     groups = []
     for level, seed in todo:

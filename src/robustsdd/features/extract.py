@@ -251,10 +251,9 @@ class Shrinkage:
         if self.views.geometry != "keep_aspect":
             return  # crop/squash/pad are chosen knowingly; tiles keep the resolution
         h, w = int(shape[0]), int(shape[1])
-        where = self.views.placement(h, w)
-        if min(where.input_shape) < self.views.size:
+        if max(h, w) > self.views.max_aspect * min(h, w):
             self.elongated += 1
-        elif where.shrink > SHRINK_NOTE:
+        elif self.views.placement(h, w).shrink > SHRINK_NOTE:
             self.huge += 1
 
     def report(self, notes: list) -> None:

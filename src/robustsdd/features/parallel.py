@@ -58,7 +58,7 @@ def featurizer_spec(featurizer: Featurizer) -> tuple[type[Featurizer], dict[str,
 _WORKER_FEATURIZERS: dict = {}
 
 
-def _extract_chunk(chunk, spec) -> np.ndarray:
+def _extract_chunk(chunk, spec) -> list:
     """Worker task: the features of each image of a chunk of (digest, rgb), as a list."""
     cls, kwargs = spec
     key = (cls.__module__, cls.__qualname__, repr(sorted(kwargs.items())))

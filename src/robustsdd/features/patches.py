@@ -100,7 +100,7 @@ class PatchFeaturizer(Featurizer):
     tiles_supported = True
     pads = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         super().__post_init__()
         if self.views.scales != (1.0,):
             raise ConfigError(f"patch features use one input scale; got scales {self.views.scales}")
@@ -112,6 +112,7 @@ class PatchFeaturizer(Featurizer):
                 f"the patch grid), got {self.views.size}"
             )
         self._grids: dict = {}  # input (H, W) -> patch grid (h, w)
+        self._offset: tuple[float, float] | None = None
 
     def _backbone_module(self):
         return PatchFeatures(self.extractor, self.pool)
@@ -175,12 +176,30 @@ class PatchFeaturizer(Featurizer):
     def score_maps(self, patch_scores: np.ndarray, image_shapes: Sequence) -> list:
         """Patch scores (n, n_patches) → one map per image in its own pixels, (H_i, W_i).
 
-        A grid cell's value is its highest score over the views (so a map's maximum is
-        the image's score), drawn back onto the image through the geometry
-        (:func:`~robustsdd.data.geometry.map_to_image`).
+        Each view's patch scores are interpolated between the centres of their features
+        (:attr:`grid_offset`), the views combined by their maximum (so a map's peak is at
+        most the image's score, equal up to interpolation), and the map drawn back onto
+        the image through the geometry (:func:`~robustsdd.data.geometry.map_to_image`).
         """
         grids = [self.image_grid(shape) for shape in image_shapes]
-        return scores_to_maps(patch_scores, grids, image_shapes, self.views)
+        return scores_to_maps(patch_scores, grids, image_shapes, self.views, self.grid_offset)
+
+    @property
+    def grid_offset(self) -> tuple[float, float]:
+        """Where a grid cell's features are centred, relative to the cell's geometric centre,
+        in input pixels (rows, columns), measured once on this backbone.
+
+        Strided convolutions with asymmetric ("same") padding centre their outputs up and to
+        the left of the cell they are stored in: EfficientNet-Lite0 stages 2+3 by about
+        8 input pixels, a whole cell. Maps drawn without this correction put a defect about
+        a cell below and to the right of where it is. Measured by planting small bright
+        dots on a grey input and locating the cell that responds (sub-cell centroid).
+        """
+        if self._offset is None:
+            self._offset = _measure_grid_offset(
+                PatchFeatures(self.extractor, self.pool), self.extractor.normalize
+            )
+        return self._offset
 
     def _compute(self, rgbs: list) -> list:
         run = self._runner
@@ -256,14 +275,100 @@ def _unturn(grid: np.ndarray, quarter_turns: int, mirrored: bool) -> np.ndarray:
 
 
 def scores_to_maps(
-    patch_scores: np.ndarray, grids: Sequence, image_shapes: Sequence, views: ViewSpec
+    patch_scores: np.ndarray,
+    grids: Sequence,
+    image_shapes: Sequence,
+    views: ViewSpec,
+    offset: tuple[float, float] = (0.0, 0.0),
 ) -> list:
     """Patch scores (n, n_patches) → maps in the images' own pixels, given each image's
-    patch grid (:meth:`PatchFeaturizer.image_grid`): what :meth:`PatchFeaturizer.score_maps`
-    does, without a backbone (cheap to send to worker processes)."""
+    patch grid (:meth:`PatchFeaturizer.image_grid`) and the backbone's
+    :attr:`~PatchFeaturizer.grid_offset`: what :meth:`PatchFeaturizer.score_maps` does,
+    without a backbone (cheap to send to worker processes).
+
+    Each view's grid is interpolated to the input's pixels with the cells centred where
+    their features are (the offset turned like the view), and the views' maps are
+    combined by their maximum.
+    """
     maps = []
+    turns = views.view_transforms()
     for row, (h, w), shape in zip(np.asarray(patch_scores, dtype=np.float64), grids, image_shapes):
-        grid = row[: views.n_views * h * w].reshape(views.n_views, h, w).max(axis=0)
         where = views.placement(int(shape[0]), int(shape[1]))
-        maps.append(map_to_image(grid, where, (int(shape[0]), int(shape[1]))))
+        per_view = row[: views.n_views * h * w].reshape(views.n_views, h, w)
+        full = None
+        for grid, (quarter_turns, mirrored) in zip(per_view, turns):
+            shift = _image_frame(offset, quarter_turns, mirrored)
+            m = grid_to_input(grid, where.input_shape, shift)
+            full = m if full is None else np.maximum(full, m)
+        assert full is not None, "a ViewSpec has at least one view"
+        maps.append(map_to_image(full, where, (int(shape[0]), int(shape[1]))))
     return maps
+
+
+def grid_to_input(
+    grid: np.ndarray, input_shape: Sequence[int], offset: tuple[float, float] = (0.0, 0.0)
+) -> np.ndarray:
+    """A patch grid (h, w) interpolated (bilinear, edges held) onto the input's (H, W)
+    pixels, cell (i, j) centred at ``((i + 0.5) H / h + offset[0], (j + 0.5) W / w +
+    offset[1])``.
+
+    >>> grid_to_input(np.array([[0.0, 1.0]]), (1, 4)).round(2).tolist()  # centres at 1 and 3
+    [[0.0, 0.25, 0.75, 1.0]]
+    >>> grid_to_input(np.array([[0.0, 1.0]]), (1, 4), (0, -1)).round(2).tolist()  # 0 and 2
+    [[0.25, 0.75, 1.0, 1.0]]
+    """
+    rows = _interpolation(int(input_shape[0]), grid.shape[0], offset[0])
+    cols = _interpolation(int(input_shape[1]), grid.shape[1], offset[1])
+    return rows @ np.asarray(grid, dtype=np.float64) @ cols.T
+
+
+def _interpolation(n_pixels: int, n_cells: int, offset: float) -> np.ndarray:
+    """(n_pixels, n_cells) linear-interpolation weights from cell centres to pixels."""
+    stride = n_pixels / n_cells
+    u = (np.arange(n_pixels) + 0.5 - offset) / stride - 0.5  # fractional cell of each pixel
+    u = np.clip(u, 0, n_cells - 1)
+    lo = np.floor(u).astype(np.int64)
+    hi = np.minimum(lo + 1, n_cells - 1)
+    t = u - lo
+    out = np.zeros((n_pixels, n_cells))
+    out[np.arange(n_pixels), lo] += 1 - t
+    out[np.arange(n_pixels), hi] += t
+    return out
+
+
+def _image_frame(offset: tuple[float, float], quarter_turns: int, mirrored: bool) -> tuple:
+    """A displacement (rows, columns) in a view's frame, in the image's frame: undoes the
+    mirror, then the counter-clockwise turns (as :func:`_unturn` does to the grid)."""
+    dy, dx = float(offset[0]), float(offset[1])
+    if mirrored:
+        dx = -dx
+    for _ in range(quarter_turns):
+        dy, dx = dx, -dy
+    return dy, dx
+
+
+def _measure_grid_offset(module: nn.Module, normalize) -> tuple[float, float]:
+    """The mean displacement from a responding cell's centre to the dot that excited it."""
+    side, dot = 160, 4
+    positions = [56, 63, 70, 77, 84, 91, 98]  # interior, at every phase of an 8 px cell
+    base = torch.full((1, 3, side, side), 0.5)
+    batch = base.repeat(len(positions), 1, 1, 1)
+    for b, p in enumerate(positions):  # a dot on the diagonal at p: both axes at once
+        batch[b, :, p : p + dot, p : p + dot] = 1.0
+    with torch.inference_mode():
+        out = module(normalize(torch.cat([base, batch]))).numpy()
+    n_cells = int(round(np.sqrt(out.shape[1])))
+    stride = side / n_cells
+    reference = out[0].reshape(n_cells, n_cells, -1)
+    shifts = []
+    for b, p in enumerate(positions):
+        response = np.linalg.norm(out[b + 1].reshape(n_cells, n_cells, -1) - reference, axis=2)
+        r, c = np.unravel_index(response.argmax(), response.shape)
+        r0, c0 = max(0, r - 1), max(0, c - 1)
+        window = response[r0 : r + 2, c0 : c + 2] ** 2
+        cy = (window.sum(1) * np.arange(r0, r0 + window.shape[0])).sum() / window.sum()
+        cx = (window.sum(0) * np.arange(c0, c0 + window.shape[1])).sum() / window.sum()
+        centre = p + dot / 2
+        shifts.append((centre - (cy + 0.5) * stride, centre - (cx + 0.5) * stride))
+    dy, dx = np.mean(shifts, axis=0)
+    return float(dy), float(dx)
