@@ -100,7 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     preset = f" ({args.preset} preset)" if args.detector == "differnet" else ""
     print(
         f"detector {args.detector}{preset}, features {featurizer.backbone} "
-        f"{featurizer.views.size}px x {featurizer.views.n_views} views; OSR: "
+        f"{featurizer.views.size}px ({featurizer.views.geometry}) x "
+        f"{featurizer.views.n_views} views; OSR: "
         f"{cleaning['rule']} ({describe(cleaning)})\n"
     )
     print(f"{'':<10}{'AUROC':>8}{'AP':>8}")

@@ -589,7 +589,8 @@ def _describe_model(model, featurizer: Featurizer) -> str:
     )
     return (
         f"{model.registry_name} detector on {featurizer.backbone} features "
-        f"(weights {weights or 'random'}), {views.size} px, {views.n_views} views x "
+        f"(weights {weights or 'random'}), {views.size} px ({views.geometry}), "
+        f"{views.n_views} views x "
         f"{len(views.scales)} scales; robustsdd {__version__}"
     )
 
