@@ -281,6 +281,34 @@ def test_an_elongated_image_gets_a_note(tmp_path):
     rng = np.random.default_rng(0)
     fz.transform(ImageSet([texture(rng, 20, 400), texture(rng, 32, 64)], [0, 0], ["a", "b"]))
     assert any("1 image(s) are more elongated than 1:4" in n for n in fz.notes)
+    fz.transform(ImageSet([texture(rng, 200, 200)], [0], ["big"]))  # shrunk 6.25x to 32 px
+    assert any("1 image(s) were shrunk more than 4x" in n for n in fz.notes)
+
+
+def test_patch_denoising_matches_grids_of_different_sizes_by_relative_position():
+    # 12 images: 6 with 4 patches (a 2x2 grid), 6 with 8 (2x4: the same rows, twice the
+    # columns). Patches at the same relative place are alike; one patch of a large image is
+    # an outlier and must be the one dropped at its position.
+    from robustsdd import PatchCore
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 6)) * 5  # one centre per cell of the common 2x2 grid
+    X = np.full((12, 8, 6), np.nan, np.float32)
+    for i in range(12):
+        n = 4 if i < 6 else 8
+        cells = np.arange(n) * 4 // n  # relative position: 2x4 cells (0,1)->0, (2,3)->1, ...
+        X[i, :n] = centres[cells] + rng.normal(scale=0.1, size=(n, 6))
+    X[9, 5] += 30  # image 9, patch 5: relative cell 2
+    det = PatchCore(coreset="none", denoise="hard", denoise_fraction=0.09, denoise_k=3).fit(X)
+    kept = det.denoise_kept_
+    assert not kept[:6, 4:].any()  # padding is never kept
+    assert not kept[9, 5] and kept[9, 4]  # its neighbour at the same relative cell stays
+    assert np.isnan(det.denoise_scores_[0, 4:]).all()
+    assert np.nanargmax(det.denoise_scores_) == 9 * 8 + 5
+    # 18 patches at each of the 4 relative cells (6 + 2 x 6): floor(0.09 x 18) = 1 drop each.
+    assert len(det.bank_) == kept.sum() == int(np.isfinite(X[:, :, 0]).sum()) - 4
+    scores = det.decision_function(X)
+    assert np.isfinite(scores).all() and scores.argmax() == 9
 
 
 # -- tiles ------------------------------------------------------------------------------------

@@ -73,17 +73,17 @@ class PatchCore(BaseDetector):
 
         *Outlier score.* The training patches are grouped by grid position: the
         group of position ``p`` holds the patch at ``p`` of every training image
-        in every view (``n_images × n_views`` rows; with rotated/flipped views
-        the group is everything that appeared at ``p``, which is what a test
-        patch at ``p`` is compared with). Without a grid that divides the patch
-        count, every column of the patch axis is its own position (``n_images``
-        rows). Images whose grids differ in size (padded features) are matched by
-        *relative* position: each image's patches of a view are resampled (nearest,
-        in row-major order) onto the most common grid size, the outlier scores are
-        computed there, and every patch takes the score of its resampled cell. For
-        grids with the same number of rows that is the same relative (row, column);
-        otherwise rows line up only approximately. Each patch's outlier score is its mean
-        Euclidean distance to its ``denoise_k`` nearest other patches of the
+        in every view (``n_images × n_views`` rows; the patch featurizer turns
+        rotated and mirrored views back, so ``p`` is the same place on the part in
+        every view). Without a grid that divides the patch count, every column of
+        the patch axis is its own position (``n_images`` rows). Images whose grids
+        differ in size (padded features) are matched by *relative* position: each
+        image's grid (per view) is resampled (nearest, in row-major order) onto the
+        most common grid size to form the groups, and every patch is scored against
+        the group of its relative position, its own image's row left out. For grids
+        with the same number of rows that is the same relative (row, column);
+        otherwise rows line up only approximately. Each patch's outlier score is its
+        mean Euclidean distance to its ``denoise_k`` nearest other patches of the
         group. SoftPatch offers LOF, kNN distance and a Gaussian (Mahalanobis)
         score; the kNN distance is taken here because it needs no density or
         covariance estimate — with ~100 patches in 152 channels (EfficientNet-
@@ -91,7 +91,7 @@ class PatchCore(BaseDetector):
         ratios are noisy — and it is exact and cheap (one ``n × n`` distance
         matrix per position).
 
-        ``"hard"``: at every position the ``floor(denoise_fraction × rows)``
+        ``"hard"``: at every position the ``floor(denoise_fraction × patches there)``
         patches with the highest scores are dropped; the coreset is then chosen
         among the rest. ``"soft"``: the same drop (none when
         ``denoise_fraction=0``), and every bank patch keeps the weight
@@ -257,41 +257,46 @@ class PatchCore(BaseDetector):
         # X[i, rows_of[i, v, q]] -> groups[q, i*n_views + v]
         groups = X[np.arange(n)[:, None, None], rows_of]  # (n, n_views, hw, c)
         groups = groups.transpose(2, 0, 1, 3).reshape(hw, rows, c)
-        scores = grouped_knn_distances(groups, k)  # (hw, rows)
-        n_drop = int(np.floor(float(self.denoise_fraction) * rows + 1e-9))
-        keep = np.ones_like(scores, dtype=bool)
-        if n_drop:
-            # Highest scores first; ties broken by row order, so the drop is deterministic.
-            order = np.argsort(-scores, axis=1, kind="stable")[:, :n_drop]
-            keep[np.arange(hw)[:, None], order] = False
-        ratio = None
-        if self.denoise == "soft":
-            scale = np.median(scores, axis=1, keepdims=True)
-            # A median of 0 (most patches at a position have k exact duplicates): fall back
-            # to the mean; a position of identical patches gets weight 1 throughout.
-            scale = np.where(scale > 0, scale, scores.mean(axis=1, keepdims=True))
-            ratio = np.divide(scores, scale, out=np.ones_like(scores), where=scale > 0)
 
-        # Back to the patches: patch j of image i (view j // own_i, cell j % own_i) takes
-        # the value of common-grid cell floor((cell + 0.5) * hw / own_i).
+        # Every real patch: its image, index, row of the groups (image x view) and cell q
+        # of the common grid, floor((cell + 0.5) * hw / own_i) (its own cell when aligned).
         image = np.repeat(np.arange(n), counts)
         j = np.concatenate([np.arange(m) for m in counts])
         view, cell = j // own[image], j % own[image]
         q_of = np.minimum(((cell + 0.5) * hw // own[image]).astype(np.int64), hw - 1)
-        col = image * n_views + view
+        row_of = image * n_views + view
+        if (own == hw).all():
+            scores = grouped_knn_distances(groups, k)[q_of, row_of]  # (hw, rows) -> patches
+        else:
+            scores = _scores_against_groups(X[image, j], groups, q_of, row_of, k)
 
-        def to_patches(a, fill):  # (hw, rows) -> (n_images, n_patches), padding = fill
-            out = np.full((n, n_patches), fill, dtype=a.dtype)
-            out[image, j] = a[q_of, col]
-            return out
+        # At each position the floor(denoise_fraction x patches there) highest scores are
+        # dropped; ties broken by patch order (image, then view), so the drop is deterministic.
+        order = np.lexsort((np.arange(len(scores)), -scores, q_of))
+        per_q = np.bincount(q_of, minlength=hw)
+        starts = np.concatenate([[0], np.cumsum(per_q)[:-1]])
+        rank = np.empty(len(scores), np.int64)
+        rank[order] = np.arange(len(scores)) - starts[q_of[order]]
+        n_drop = np.floor(float(self.denoise_fraction) * per_q + 1e-9).astype(np.int64)
+        keep = rank >= n_drop[q_of]
 
-        self.denoise_scores_ = to_patches(scores, np.nan)
-        self.denoise_kept_ = to_patches(keep, False)
+        self.denoise_scores_ = np.full((n, n_patches), np.nan)
+        self.denoise_scores_[image, j] = scores
+        self.denoise_kept_ = np.zeros((n, n_patches), dtype=bool)
+        self.denoise_kept_[image, j] = keep
         candidates = np.flatnonzero(self.denoise_kept_.reshape(-1))
-        if ratio is None:
+        if self.denoise != "soft":
             return candidates, None
-        weights = np.maximum(1.0, to_patches(ratio, 1.0)).reshape(-1)
-        return candidates, weights[candidates]
+        by_q = np.split(scores[order], starts[1:])  # each position's scores
+        median = np.array([np.median(g) if len(g) else 0.0 for g in by_q])
+        mean = np.array([g.mean() if len(g) else 0.0 for g in by_q])
+        # A median of 0 (most patches at a position have k exact duplicates): fall back
+        # to the mean; a position of identical patches gets weight 1 throughout.
+        scale = np.where(median > 0, median, mean)[q_of]
+        ratio = np.divide(scores, scale, out=np.ones_like(scores), where=scale > 0)
+        weights = np.full((n, n_patches), 1.0)
+        weights[image, j] = np.maximum(1.0, ratio)
+        return candidates, weights.reshape(-1)[candidates]
 
     def _resolve_grid(self, n_patches: int, padded: bool = False):
         if self.grid is not None:
@@ -394,3 +399,24 @@ class PatchCore(BaseDetector):
                     f"the bank holds {len(self.bank_)} patches"
                 )
             self.bank_weights_ = weights
+
+
+def _scores_against_groups(patches, groups, q_of, row_of, k) -> np.ndarray:
+    """Outlier scores of patches of grids of several sizes: each patch's mean distance to its
+    ``k`` nearest rows of its common-grid position's group, its own row left out (the row
+    holds its image's resampled patch there: itself or its neighbour)."""
+    scores = np.empty(len(patches))
+    order = np.argsort(q_of, kind="stable")
+    bounds = np.searchsorted(q_of[order], np.arange(len(groups) + 1))
+    with torch.inference_mode():
+        for q in range(len(groups)):
+            sel = order[bounds[q] : bounds[q + 1]]
+            if not len(sel):
+                continue
+            d = torch.cdist(
+                torch.from_numpy(np.ascontiguousarray(patches[sel], dtype=np.float64)),
+                torch.from_numpy(np.ascontiguousarray(groups[q], dtype=np.float64)),
+            )
+            d[torch.arange(len(sel)), torch.from_numpy(row_of[sel])] = float("inf")
+            scores[sel] = d.topk(k, dim=1, largest=False).values.mean(1).numpy()
+    return scores
