@@ -15,9 +15,12 @@ versions) and ``state.safetensors`` (a flat dict of tensors in the safetensors
 format: no pickle, so a file can never run code on load).
 
 Detectors that *localise* anomalies also define ``anomaly_maps(X)``, returning an
-array ``(n_images, h, w)`` (higher = more anomalous) that covers the centre square
-crop of each image in the frame of its first view (unrotated, unmirrored). Reports
-and ``robustsdd predict --heatmaps`` use it when present; see :func:`localizes`.
+array ``(n_images, h, w)`` (higher = more anomalous) over the backbone input of each
+image in the frame of its first view (unrotated, unmirrored). Patch detectors also
+define ``patch_scores(X)`` (one score per row of the patch axis), which the model
+places on each image's own patch grid. Either way :meth:`robustsdd.Model.anomaly_maps`
+draws the maps back onto each image's own pixels through the view geometry; reports and
+``robustsdd predict --heatmaps`` use them when present; see :func:`localizes`.
 """
 
 from __future__ import annotations
