@@ -146,6 +146,8 @@ class Featurizer:
 
     def assemble(self, feats: list) -> np.ndarray:
         """Per-image feature arrays → one float32 array (n, *shape)."""
+        if not feats:
+            return np.empty((0, *self.feature_shape), dtype=np.float32)
         return np.stack(feats).astype(np.float32, copy=False)
 
     @property

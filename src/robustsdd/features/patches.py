@@ -167,6 +167,8 @@ class PatchFeaturizer(Featurizer):
     def assemble(self, feats: list) -> np.ndarray:
         """Per-image patch features → (n, max patches, C), shorter images padded with NaN
         rows at the end (images of different shapes have different grids)."""
+        if not feats:
+            return np.empty((0, *self.feature_shape), dtype=np.float32)
         longest = max(len(f) for f in feats)
         out = np.full((len(feats), longest, self.n_features), np.nan, dtype=np.float32)
         for i, f in enumerate(feats):

@@ -30,9 +30,10 @@ class ViewSpec:
     Parameters
     ----------
     size : int
-        The input size: the short side of the backbone input for ``"keep_aspect"``
-        (rounded to a multiple of 32), the side of the square for ``"squash"``, ``"pad"``
-        and ``"crop"`` (the paper: 448), the tile side for ``"tile"``.
+        The input size: the short side of the whole image for ``"keep_aspect"`` (both
+        sides are multiples of :func:`~robustsdd.data.geometry.side_unit`: 32 for sizes
+        that are multiples of 32), the side of the square for ``"squash"``, ``"pad"`` and
+        ``"crop"`` (the paper: 448), the tile side for ``"tile"``.
     scales : tuple of float
         Input scales relative to ``size``; features of all scales are concatenated
         (DifferNet: ``(1, 0.5, 0.25)``).
@@ -79,7 +80,10 @@ class ViewSpec:
             raise ConfigError(
                 f"unknown geometry {self.geometry!r}; choose one of: {', '.join(GEOMETRIES)}"
             )
-        object.__setattr__(self, "max_aspect", float(self.max_aspect))
+        try:
+            object.__setattr__(self, "max_aspect", float(self.max_aspect))
+        except (TypeError, ValueError):
+            raise ConfigError(f"max_aspect must be a number, got {self.max_aspect!r}") from None
         if not self.max_aspect >= 1:
             raise ConfigError(f"max_aspect must be at least 1, got {self.max_aspect}")
 
