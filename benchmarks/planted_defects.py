@@ -14,9 +14,9 @@ on 50 good + 50 planted, once per geometry (keep_aspect, squash, pad, crop) and 
 
 ``tiles``: single good cells enlarged ``upscale`` times (bicubic; 600 x 600 or 1200 x
 1200), with *small* defects planted afterwards at full resolution (6-14 px): what a line
-scanner sees. PatchCore (random 1 % bank: greedy selection over the tiled patch counts
-would dominate the run) trained on 30 good images, tested on 20 good + 20 planted, with
-the whole image resized (keep_aspect, short side 224) and with 224 px tiles at the
+scanner sees. PatchCore (random 1 % bank by default: greedy selection over the tiled patch
+counts dominates the run; ``--coreset greedy`` for the recipe's bank) trained on 30 good
+images, tested on 20 good + 20 planted, with the whole image resized (keep_aspect, short side 224) and with 224 px tiles at the
 image's own resolution.
 
 Both print a Markdown table (image AUROC, pixel AUROC and seconds, mean ± std over
@@ -108,7 +108,7 @@ def part_shape(seeds) -> list:
     return rows
 
 
-def part_tiles(seeds, upscales) -> list:
+def part_tiles(seeds, upscales, coreset="random") -> list:
     cells = good_cells()
     rows = []
     for upscale in upscales:
@@ -126,8 +126,10 @@ def part_tiles(seeds, upscales) -> list:
             masks = [np.zeros(s.shape, bool) for s in test_good] + [m for _, m in planted]
             labels = np.array([0] * 20 + [1] * 20)
             for geometry in ("keep_aspect", "tile"):
-                row = run(train, test, masks, labels, geometry, {"coreset": "random"})
-                rows.append({"seed": seed, "upscale": upscale, "side": side, **row})
+                row = run(train, test, masks, labels, geometry, {"coreset": coreset})
+                rows.append(
+                    {"seed": seed, "upscale": upscale, "side": side, "coreset": coreset, **row}
+                )
                 print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -160,18 +162,24 @@ def main():
     ap.add_argument("part", choices=["shape", "tiles"])
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--upscale", default="2,4")
+    ap.add_argument(
+        "--coreset",
+        choices=["random", "greedy"],
+        default="random",
+        help="tiles: the 1 %% bank (default random: greedy selection over tiled patch counts "
+        "dominates the run)",
+    )
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.part == "shape":
         rows, key = part_shape(seeds), ("geometry",)
     else:
-        rows, key = (
-            part_tiles(seeds, [int(u) for u in args.upscale.split(",")]),
-            ("side", "geometry"),
-        )
+        upscales = [int(u) for u in args.upscale.split(",")]
+        rows, key = part_tiles(seeds, upscales, args.coreset), ("side", "coreset", "geometry")
     md = table(rows, key)
     print(md)
-    out = Path("benchmarks/results") / f"planted_{args.part}.json"
+    suffix = f"_{args.coreset}" if args.part == "tiles" and args.coreset != "random" else ""
+    out = Path("benchmarks/results") / f"planted_{args.part}{suffix}.json"
     command = "python benchmarks/planted_defects.py " + " ".join(sys.argv[1:])
     out.write_text(json.dumps({"command": command, "table": md, "rows": rows}, indent=1))
     print(f"wrote {out}")

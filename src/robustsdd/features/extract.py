@@ -241,8 +241,8 @@ class Shrinkage:
 
     Two cases lose detail without cropping anything: an image more elongated than
     ``views.max_aspect`` (``"keep_aspect"`` shrinks it below the input size) and an image
-    shrunk more than :data:`SHRINK_NOTE` times (details under that many pixels are
-    averaged away; ``geometry="tile"`` keeps them, with patch features).
+    shrunk more than :data:`SHRINK_NOTE` times (small details are averaged away;
+    ``geometry="tile"`` keeps them, with patch features).
     """
 
     def __init__(self, views: ViewSpec):
@@ -274,5 +274,6 @@ class Shrinkage:
             )
 
 
-#: Shrink factor above which a note says that small details may be lost.
-SHRINK_NOTE = 4
+#: Shrink factor above which a note says that small details may be lost: at 2.7x (600 px
+#: images at 224) resizing already lost 6-14 px defects that tiles found (BENCHMARKS.md §8).
+SHRINK_NOTE = 2
