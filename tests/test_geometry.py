@@ -357,3 +357,19 @@ def test_a_model_saved_without_geometry_loads_as_the_centre_crop(mixed_folder, t
     old = Model.load(out, cache_dir=False)
     assert old.featurizer.views.geometry == "crop"
     np.testing.assert_array_equal(old.score(root / "test"), before)
+
+
+def test_sweep_scores_pixels_at_a_bounded_resolution_keeping_thin_defects():
+    from robustsdd.experiments.sweep import _shrink_map, _shrink_mask, evaluation_shape
+
+    assert evaluation_shape((1024, 1024)) == (512, 512)
+    assert evaluation_shape((300, 900)) == (171, 512)
+    assert evaluation_shape((230, 500)) == (230, 500)  # small images are scored as they are
+    mask = np.zeros((1024, 1024), bool)
+    mask[100:900, 301] = True  # a 1 px scratch
+    small = _shrink_mask(mask, (512, 512))
+    assert small[60:440, 150].all() and small.sum() == 400  # kept, about as long, 1 px wide
+    amap = np.zeros((1024, 1024))
+    amap[100:900, 300:302] = 1.0
+    shrunk = _shrink_map(amap, (512, 512))
+    assert pixel_auroc([small], [shrunk]) == pytest.approx(1.0)

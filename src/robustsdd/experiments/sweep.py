@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 from sklearn.base import clone
 from tqdm.auto import tqdm
 
@@ -268,17 +269,56 @@ class _Group:
     scoring: str
 
 
+#: Pixel AUROC is computed with each image's map and mask brought to at most this long side
+#: (both the same way, so they stay aligned): 1024 x 1024 MVTec images would otherwise hold
+#: ~100 M pixels per test set in memory for every strategy of every group.
+PIXEL_EVAL_LONG_SIDE = 512
+
+
+def evaluation_shape(shape: tuple) -> tuple[int, int]:
+    """The (h, w) at which an image of ``shape`` is scored pixel-wise (aspect kept)."""
+    h, w = int(shape[0]), int(shape[1])
+    scale = min(1.0, PIXEL_EVAL_LONG_SIDE / max(h, w))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def _shrink_mask(mask: np.ndarray, shape: tuple) -> np.ndarray:
+    """A mask at ``shape``: a pixel is defect if any pixel it covers is (thin defects stay)."""
+    if mask.shape == tuple(shape):
+        return mask
+    img = Image.fromarray(mask.astype(np.float32))
+    return np.asarray(img.resize((shape[1], shape[0]), Image.Resampling.BOX)) > 0
+
+
+def _shrink_map(amap: np.ndarray, shape: tuple) -> np.ndarray:
+    if amap.shape == tuple(shape):
+        return amap
+    img = Image.fromarray(np.ascontiguousarray(amap, dtype=np.float32))
+    return np.asarray(img.resize((shape[1], shape[0]), Image.Resampling.BOX), np.float64)
+
+
 @dataclass
 class _PixelTruth:
-    """Test images' masks in their own pixels, with what turns patch scores into maps
-    there (each image's patch grid and the views' geometry): no backbone, cheap to send
-    to workers."""
+    """Test images' masks in their own pixels (at most :data:`PIXEL_EVAL_LONG_SIDE` a side),
+    with what turns patch scores into maps there (each image's patch grid and the views'
+    geometry): no backbone, cheap to send to workers."""
 
     masks: list
     shapes: list
     grids: list
     views: ViewSpec
     offset: tuple
+
+    @classmethod
+    def of(cls, masks: list, featurizer: Featurizer) -> _PixelTruth:
+        shapes = [m.shape for m in masks]
+        return cls(
+            [_shrink_mask(m, evaluation_shape(m.shape)) for m in masks],
+            shapes,
+            [featurizer.image_grid(s) for s in shapes],  # type: ignore[attr-defined]
+            featurizer.views,
+            featurizer.grid_offset,  # type: ignore[attr-defined]
+        )
 
     def subset(self, rows: np.ndarray) -> _PixelTruth:
         pick = [int(r) for r in rows]
@@ -291,7 +331,9 @@ class _PixelTruth:
         )
 
     def maps(self, patch_scores: np.ndarray) -> list:
-        return scores_to_maps(patch_scores, self.grids, self.shapes, self.views, self.offset)
+        """Maps drawn in each image's own pixels, then brought to its mask's shape."""
+        maps = scores_to_maps(patch_scores, self.grids, self.shapes, self.views, self.offset)
+        return [_shrink_map(m, mask.shape) for m, mask in zip(maps, self.masks)]
 
 
 def _run_group(group: _Group, pool_features, test_features, test_masks=None) -> list[dict]:
@@ -623,7 +665,7 @@ def _prepare_groups(
 
     Returns ``(groups, (pool_features, test_features, test_masks))``; the arrays hold
     only the images needed, and each group's ``*_rows`` index into them. ``test_masks``
-    are the test images' defect masks in their own pixels (a :class:`_PixelTruth`) when
+    are the test images' defect masks in their own geometry (a :class:`_PixelTruth`) when
     the detector makes anomaly maps and the source has masks (KSDD2, MVTec AD), else None.
     """
     if not todo:
@@ -645,14 +687,7 @@ def _prepare_groups(
         test_images = pool.subset(need_pool) if test_pool is None else test_pool.subset(need_test)
         masks = image_masks(test_images)
         if masks is not None:
-            shapes = [m.shape for m in masks]
-            test_masks = _PixelTruth(
-                masks,
-                shapes,
-                [featurizer.image_grid(s) for s in shapes],
-                featurizer.views,
-                featurizer.grid_offset,
-            )
+            test_masks = _PixelTruth.of(masks, featurizer)
     groups = []
     for level, seed in todo:
         train, test = splits[level, seed]
