@@ -336,10 +336,9 @@ class Model:
                 scores[start : start + len(idx)] = self.detector.decision_function(X)
                 if heatmaps is not None:
                     assert heatmap_dir is not None, "heatmaps is a list only with a folder"
-                    shapes = [batch.rgb(j).shape for j in range(len(batch))]
-                    heatmaps += _write_heatmaps(
-                        batch, self.maps_of(X, shapes), Path(heatmap_dir), start
-                    )
+                    rgbs = [batch.rgb(j) for j in range(len(batch))]  # decoded once
+                    maps = self.maps_of(X, [rgb.shape for rgb in rgbs])
+                    heatmaps += _write_heatmaps(batch.names, rgbs, maps, Path(heatmap_dir), start)
                 bar.update(len(idx))
         finally:
             bar.close()
@@ -409,12 +408,14 @@ def map_patch_scores(
     ]
 
 
-def _write_heatmaps(batch: ImageSet, maps: Sequence, folder: Path, start: int) -> list:
+def _write_heatmaps(
+    names: Sequence[str], rgbs: Sequence, maps: Sequence, folder: Path, start: int
+) -> list:
     from ..review.pictures import heatmap_overlay, png_bytes, safe_stem
 
     out = []
-    for j in range(len(batch)):
-        target = folder / f"{start + j:05d}_{safe_stem(batch.names[j])}.png"
-        atomic_write_bytes(target, png_bytes(heatmap_overlay(batch.rgb(j), maps[j])))
+    for j, (name, rgb, amap) in enumerate(zip(names, rgbs, maps)):
+        target = folder / f"{start + j:05d}_{safe_stem(name)}.png"
+        atomic_write_bytes(target, png_bytes(heatmap_overlay(rgb, amap)))
         out.append(str(target))
     return out
