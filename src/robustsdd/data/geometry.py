@@ -39,7 +39,6 @@ __all__ = [
     "GEOMETRIES",
     "STRIDE",
     "Placement",
-    "centre_square",
     "map_to_image",
     "placement",
     "side_unit",
@@ -176,17 +175,3 @@ def _resize(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         return a
     img = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32))
     return np.asarray(img.resize((shape[1], shape[0]), Image.Resampling.BILINEAR), np.float64)
-
-
-def centre_square(array: np.ndarray) -> np.ndarray:
-    """The centred square of side min(H, W) of an (H, W, ...) array (a view of it).
-
-    >>> centre_square(np.arange(12).reshape(3, 4))
-    array([[ 0,  1,  2],
-           [ 4,  5,  6],
-           [ 8,  9, 10]])
-    """
-    h, w = array.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    return array[top : top + side, left : left + side]
