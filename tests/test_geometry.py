@@ -193,22 +193,27 @@ def mixed_folder(tmp_path_factory):
     return root, mask
 
 
-@pytest.mark.parametrize("name", ["gaussian", "knn", "patchcore"])
-def test_a_mixed_size_folder_fits_and_predict_reproduces_the_scores(name, mixed_folder, tmp_path):
-    root, _ = mixed_folder
-    out = tmp_path / "model"
+def fit_quietly(train_dir, out, **settings) -> Model:
+    """``fit_folder`` at a 64 px input, no cleaning, cache, report or output; the model."""
     fit_folder(
-        root / "train",
+        train_dir,
         out,
-        detector=name,
         image_size=64,
         rule="none",
         cache_dir=False,
         progress=False,
         report=False,
         log=lambda _: None,
+        **settings,
     )
-    model = Model.load(out, cache_dir=False)
+    return Model.load(out, cache_dir=False)
+
+
+@pytest.mark.parametrize("name", ["gaussian", "knn", "patchcore"])
+def test_a_mixed_size_folder_fits_and_predict_reproduces_the_scores(name, mixed_folder, tmp_path):
+    root, _ = mixed_folder
+    out = tmp_path / "model"
+    model = fit_quietly(root / "train", out, detector=name)
     assert model.featurizer.views.geometry == "keep_aspect"
     train = {r["name"]: float(r["score"]) for r in read_rows(out / "train_scores.csv")}
     again = model.predict([root / "train"])
@@ -221,20 +226,12 @@ def test_patchcore_maps_on_mixed_sizes_have_the_images_size_and_find_the_square(
     mixed_folder, tmp_path
 ):
     root, mask = mixed_folder
-    out = tmp_path / "model"
-    fit_folder(
+    model = fit_quietly(
         root / "train",
-        out,
+        tmp_path / "model",
         detector="patchcore",
         detector_params={"coreset_ratio": 0.5},  # 25 small images: a 1 % bank is 30 patches
-        image_size=64,
-        rule="none",
-        cache_dir=False,
-        progress=False,
-        report=False,
-        log=lambda _: None,
     )
-    model = Model.load(out, cache_dir=False)
     files = [root / "test" / "defect.png", root / "test" / "clean.png"]
     result = model.predict(files, heatmap_dir=tmp_path / "maps")
     assert result.scores[0] > result.scores[1]
@@ -335,19 +332,7 @@ def test_tiles_stitch_one_grid_at_full_resolution():
 def test_a_model_saved_without_geometry_loads_as_the_centre_crop(mixed_folder, tmp_path):
     root, _ = mixed_folder
     out = tmp_path / "model"
-    fit_folder(
-        root / "train",
-        out,
-        detector="gaussian",
-        image_size=64,
-        geometry="crop",
-        rule="none",
-        weights="random",
-        cache_dir=False,
-        progress=False,
-        report=False,
-        log=lambda _: None,
-    )
+    fit_quietly(root / "train", out, detector="gaussian", geometry="crop", weights="random")
     before = Model.load(out, cache_dir=False).score(root / "test")
     config = json.loads((out / "robustsdd.json").read_text())
     assert config["features"]["views"]["geometry"] == "crop"
