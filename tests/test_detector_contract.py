@@ -44,6 +44,14 @@ CASES = {
         "patches",
     ),
     "differnet": (lambda: differnet_cpu(epochs=2, n_blocks=2, hidden=32), "views"),
+    "ensemble": (
+        lambda: create_detector(
+            "ensemble",
+            patch_channels=4,
+            member_params={"knn": {"k": 2}, "patchcore": {"coreset_ratio": 0.25, "grid": [4, 4]}},
+        ),
+        "patches",
+    ),
 }
 NAMES = sorted(CASES)
 
@@ -52,6 +60,7 @@ INT_PARAMS = {
     "gaussian": {},
     "knn": {"k": 1},
     "patchcore": {"projection_dim": 1, "k": 1, "denoise_k": 1, "random_state": 0},
+    "ensemble": {"patch_channels": 1, "n_folds": 2, "random_state": 0},
     "differnet": {
         "n_blocks": 1,
         "hidden": 1,
@@ -71,6 +80,7 @@ FLOAT_PROBES = {
         ("shrinkage", float("nan")),
     ],
     "knn": [],
+    "ensemble": [],
     "patchcore": [
         ("coreset_ratio", 0),
         ("coreset_ratio", True),
@@ -210,7 +220,9 @@ def test_fit_returns_self_and_scores_are_finite_per_image(name, fitted):
     np.testing.assert_array_equal(det.score_samples(T), -scores)
     # An image's score depends on that image only, not on the batch it came in.
     alone = np.array([det.decision_function(T[i : i + 1])[0] for i in (0, 5)])
-    np.testing.assert_allclose(alone, scores[[0, 5]], rtol=1e-5)
+    # The ensemble divides its members' log scores (float32 distances, rounded a little
+    # differently per batch) by their spread, which is small on these tiny sets.
+    np.testing.assert_allclose(alone, scores[[0, 5]], rtol=1e-4 if name == "ensemble" else 1e-5)
     # Fitting is deterministic: the module's fitted copy scores the same.
     np.testing.assert_allclose(fitted(name).decision_function(T), scores, rtol=1e-5)
 

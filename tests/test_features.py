@@ -69,7 +69,8 @@ def test_larger_offline_weights_are_the_real_imagenet_weights(name):
 def test_offline_backbones_and_their_native_sizes():
     from robustsdd.recipes import make_featurizer
 
-    assert set(OFFLINE_WEIGHTS) == {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
+    lites = {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
+    assert set(OFFLINE_WEIGHTS) == lites
     fx = FeatureExtractor("efficientnet_lite2", "offline", stages=(2, 3, -1))
     assert fx.channels == [48, 120, 352] and fx.weights_kind == "offline"
     assert fx.weights_id != FeatureExtractor("efficientnet_lite1", "offline").weights_id
@@ -77,7 +78,8 @@ def test_offline_backbones_and_their_native_sizes():
     assert make_featurizer("gaussian", backbone="efficientnet_lite1").views.size == 240
     assert make_featurizer("gaussian", backbone="efficientnet_lite2").views.size == 260
     assert make_featurizer("gaussian").views.size == 224
-    assert make_featurizer("gaussian", backbone="efficientnet_lite2", image_size=320).views.size == 320
+    larger = make_featurizer("gaussian", backbone="efficientnet_lite2", image_size=320)
+    assert larger.views.size == 320
     with pytest.raises(ConfigError, match="efficientnet_lite1"):
         FeatureExtractor("resnet18", "offline")
 

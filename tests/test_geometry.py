@@ -209,7 +209,7 @@ def fit_quietly(train_dir, out, **settings) -> Model:
     return Model.load(out, cache_dir=False)
 
 
-@pytest.mark.parametrize("name", ["gaussian", "knn", "patchcore"])
+@pytest.mark.parametrize("name", ["gaussian", "knn", "patchcore", "ensemble"])
 def test_a_mixed_size_folder_fits_and_predict_reproduces_the_scores(name, mixed_folder, tmp_path):
     root, _ = mixed_folder
     out = tmp_path / "model"
@@ -222,16 +222,19 @@ def test_a_mixed_size_folder_fits_and_predict_reproduces_the_scores(name, mixed_
         assert score == pytest.approx(train[path.split("/")[-1]], rel=1e-5, abs=1e-6)
 
 
-def test_patchcore_maps_on_mixed_sizes_have_the_images_size_and_find_the_square(
-    mixed_folder, tmp_path
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        # 25 small images: a 1 % bank is 30 patches
+        ("patchcore", {"coreset_ratio": 0.5}),
+        ("ensemble", {"member_params": {"patchcore": {"coreset_ratio": 0.5}}}),
+    ],
+)
+def test_patch_maps_on_mixed_sizes_have_the_images_size_and_find_the_square(
+    name, params, mixed_folder, tmp_path
 ):
     root, mask = mixed_folder
-    model = fit_quietly(
-        root / "train",
-        tmp_path / "model",
-        detector="patchcore",
-        detector_params={"coreset_ratio": 0.5},  # 25 small images: a 1 % bank is 30 patches
-    )
+    model = fit_quietly(root / "train", tmp_path / "model", detector=name, detector_params=params)
     files = [root / "test" / "defect.png", root / "test" / "clean.png"]
     result = model.predict(files, heatmap_dir=tmp_path / "maps")
     assert result.scores[0] > result.scores[1]
@@ -243,9 +246,13 @@ def test_patchcore_maps_on_mixed_sizes_have_the_images_size_and_find_the_square(
     row, col = np.unravel_index(maps[0].argmax(), mask.shape)
     assert mask[row, col], f"hottest pixel ({row}, {col}) is outside the planted square"
     assert pixel_auroc([mask], [maps[0]]) > 0.95
-    # The hottest patch over the views is the image's score; interpolation between cell
-    # centres can only lower the map's peak a little.
-    assert 0.95 * result.scores[0] < maps[0].max() <= result.scores[0] * (1 + 1e-6)
+    # The hottest patch over the views is the image's score (the ensemble's maps are its
+    # patch member's, so that member's score); interpolation between cell centres can only
+    # lower the map's peak a little.
+    peak = result.scores[0]
+    if name == "ensemble":
+        peak = np.exp(model.detector.member_scores(model.features(files[:1]))["patchcore"][0])
+    assert 0.95 * peak < maps[0].max() <= peak * (1 + 1e-6)
 
 
 def test_patch_features_of_mixed_sizes_are_padded_and_skipped():

@@ -32,6 +32,7 @@ TINY = {
     "gaussian": ([], {}),
     "knn": ([], {}),
     "patchcore": ([], {}),
+    "ensemble": ([], {}),
 }
 
 

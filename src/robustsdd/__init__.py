@@ -7,7 +7,7 @@ fit, find the training images that do not belong, drop them, fine-tune.
 >>> from robustsdd import fit_folder, Model
 
 Packages: ``data`` (sources, decoding, splits), ``features`` (views, frozen backbones,
-cache), ``detectors`` (DifferNet, Gaussian, kNN, PatchCore), ``cleaning`` (rules,
+cache), ``detectors`` (DifferNet, Gaussian, kNN, PatchCore, an ensemble), ``cleaning`` (rules,
 One-Shot Removal, the fit-then-clean path), ``recipes`` (every detector's defaults),
 ``workflow`` (fit, decision threshold, checkpoints), ``model`` (model folders,
 predictions), ``experiments`` (protocol, sweeps), ``review`` (the HTML report), ``cli``.
@@ -19,6 +19,7 @@ from .cleaning import OneShotRemoval
 from .detectors import (
     BaseDetector,
     DifferNet,
+    EnsembleDetector,
     GaussianDetector,
     KNNDetector,
     PatchCore,
@@ -42,6 +43,7 @@ __all__ = [
     "ModelFileError",
     "BaseDetector",
     "DifferNet",
+    "EnsembleDetector",
     "GaussianDetector",
     "KNNDetector",
     "PatchCore",

@@ -37,7 +37,13 @@ from typing import Any, Literal
 from ._errors import ConfigError, RobustSDDError
 from ._io import StrPath
 from .cleaning.registry import RULES, SCORING_REGIMES
-from .detectors import BaseDetector, create_detector, differnet_cpu, differnet_paper
+from .detectors import (
+    BaseDetector,
+    EnsembleDetector,
+    create_detector,
+    differnet_cpu,
+    differnet_paper,
+)
 from .detectors.base import detector_class
 from .features import Featurizer, ViewSpec
 from .features.backbones import NATIVE_SIZE, OFFLINE_WEIGHTS
@@ -69,6 +75,25 @@ def _layout(detector) -> str:
     """ "views" (pooled features) or "patches": what the detector reads."""
     cls = detector_class(detector) if isinstance(detector, str) else type(detector)
     return getattr(cls, "feature_layout", "views")
+
+
+def _default_stages(detector) -> tuple[int, ...]:
+    """Pooled detectors: the last stage; PatchCore: stages 2 + 3; the ensemble: 2, 3 and
+    the last (its patch member reads 2 + 3, its pooled members every stage pooled)."""
+    if _layout(detector) != "patches":
+        return (-1,)
+    cls = detector_class(detector) if isinstance(detector, str) else type(detector)
+    return (2, 3, -1) if issubclass(cls, EnsembleDetector) else (2, 3)
+
+
+def _fit_ensemble_to(detector: BaseDetector, featurizer: Featurizer) -> None:
+    """An ensemble's patch member reads every stage but the last (stages 2 + 3 by
+    default); set its ``patch_channels`` from the featurizer when not given."""
+    if not isinstance(detector, EnsembleDetector) or detector.patch_channels is not None:
+        return
+    channels = list(featurizer.extractor.channels)
+    if len(channels) > 1:
+        detector.set_params(patch_channels=int(sum(channels[:-1])))
 
 
 def _is_paper(detector, preset: str) -> bool:
@@ -245,7 +270,7 @@ def make_featurizer(
     return kind(
         backbone=backbone,
         weights=None if weights == "random" else weights,
-        stages=tuple(stages) if stages else ((2, 3) if patches else (-1,)),
+        stages=tuple(stages) if stages else _default_stages(detector),
         views=ViewSpec(**view_kw),
         cache_dir=cache_dir,
         batch_size=batch_size,
@@ -362,6 +387,7 @@ def make_components(
             progress=progress,
             log=log,
         )
+    _fit_ensemble_to(built, featurizer)
     cleaning = cleaning_settings(
         built,
         rule=rule,

@@ -238,6 +238,12 @@ class OneShotRemoval(BaseEstimator):
         n_folds = min(int(self.n_folds), len(X))
         if n_folds < 2:
             raise DataError("scoring='out_of_fold' needs at least 2 images")
+        # A detector that scored its own training images out of fold while fitting, with
+        # these very folds (the ensemble), lends those scores instead of n_folds refits.
+        own = getattr(model, "out_of_fold_scores", None)
+        lent = own(n_folds, self.random_state) if callable(own) else None
+        if lent is not None and len(lent) == len(X):
+            return np.asarray(lent, np.float64)
         scores = np.empty(len(X))
         folds = KFold(n_folds, shuffle=True, random_state=self.random_state)
         for train_idx, test_idx in folds.split(X):

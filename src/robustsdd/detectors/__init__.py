@@ -10,6 +10,7 @@ from .base import (
     unregister_detector,
 )
 from .differnet import DifferNet, differnet_cpu, differnet_paper
+from .ensemble import EnsembleDetector
 from .gaussian import GaussianDetector
 from .knn import KNNDetector
 from .patchcore import PatchCore
@@ -25,6 +26,7 @@ __all__ = [
     "DifferNet",
     "differnet_cpu",
     "differnet_paper",
+    "EnsembleDetector",
     "GaussianDetector",
     "KNNDetector",
     "PatchCore",

@@ -165,7 +165,11 @@ def result_params(detector: BaseDetector, *, ignore: Container[str] = ()) -> dic
 
 
 def localizes(detector: object) -> bool:
-    """Whether ``detector`` produces anomaly maps (defines ``anomaly_maps(X)``)."""
+    """Whether ``detector`` produces anomaly maps (defines ``anomaly_maps(X)``; a detector
+    whose maps depend on its settings, the ensemble, also says so in
+    ``localizes_anomalies``)."""
+    if getattr(detector, "localizes_anomalies", True) is False:
+        return False
     return callable(getattr(detector, "anomaly_maps", None))
 
 

@@ -299,6 +299,7 @@ def fit_model(
         seed=seed,
         checkpoints=checkpoints,
         skipped_steps=fold_skipped,
+        fitted=model,
     )
     histograms = _histograms(
         cleaning is not None,

@@ -28,7 +28,12 @@ from ..cleaning.registry import SCORING_WORDS
 from ..detectors.base import BaseDetector
 from .checkpoints import FitCheckpoints
 
-__all__ = ["decide", "out_of_fold_scores", "choose_decision_threshold"]
+__all__ = [
+    "decide",
+    "out_of_fold_scores",
+    "own_out_of_fold_scores",
+    "choose_decision_threshold",
+]
 
 
 def decide(
@@ -43,27 +48,50 @@ def decide(
     seed: int,
     checkpoints: FitCheckpoints | None = None,
     skipped_steps: list | None = None,
+    fitted: BaseDetector | None = None,
 ) -> tuple[dict, np.ndarray | None]:
     """(the decision dict, the out-of-fold calibration scores or None).
 
     ``decision``: ``scores`` ("out_of_fold" or "removal"), ``quantile``, ``n_folds``;
-    ``removal`` is None when nothing was cleaned.
+    ``removal`` is None when nothing was cleaned. ``fitted``: the final model, trained on
+    the kept images; a detector that computed out-of-fold scores of its own training
+    images while fitting (:func:`own_out_of_fold_scores`) lends them instead of
+    ``n_folds`` more fits.
     """
     kind, quantile = decision["scores"], decision["quantile"]
     if kind == "out_of_fold":
-        calibration = out_of_fold_scores(
-            detector,
-            X,
-            keep,
-            decision["n_folds"],
-            seed,
-            checkpoints=checkpoints,
-            skipped_steps=skipped_steps,
-        )
+        keep = np.asarray(keep, bool)
+        n_folds = min(int(decision["n_folds"]), int(keep.sum()))
+        own = own_out_of_fold_scores(fitted, n_folds, seed)
+        if own is not None and len(own) == int(keep.sum()):
+            calibration = np.full(len(keep), np.nan)
+            calibration[keep] = own
+        else:
+            calibration = out_of_fold_scores(
+                detector,
+                X,
+                keep,
+                decision["n_folds"],
+                seed,
+                checkpoints=checkpoints,
+                skipped_steps=skipped_steps,
+            )
         return choose_decision_threshold(calibration, keep, quantile, kind=kind), calibration
     if removal is None:  # no cleaning: the final model's own training scores
         return choose_decision_threshold(final, keep, quantile, kind="final_in_sample"), None
     return choose_decision_threshold(removal, keep, quantile, kind="removal", regime=scoring), None
+
+
+def own_out_of_fold_scores(
+    fitted: BaseDetector | None, n_folds: int, seed: int
+) -> np.ndarray | None:
+    """Out-of-fold scores a fitted detector computed of its own training images with
+    ``KFold(n_folds, shuffle=True, random_state=seed)`` (the ensemble does), else None."""
+    lend = getattr(fitted, "out_of_fold_scores", None)
+    if fitted is None or not callable(lend):
+        return None
+    scores = lend(n_folds, seed)
+    return None if scores is None else np.asarray(scores, np.float64)
 
 
 def out_of_fold_scores(
