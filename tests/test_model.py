@@ -448,3 +448,40 @@ def test_backbone_weights_from_a_file_travel_inside_the_model_folder(planted_fol
     train = [float(r["score"]) for r in read_rows(tmp_path / "m" / "train_scores.csv")]
     np.testing.assert_allclose(loaded.predict(root / "line_a").scores, train, rtol=1e-5)
     assert model.featurizer.weights == str(weights)
+
+
+@pytest.mark.parametrize(
+    "settings, why",
+    [
+        # drops 16 of 40: plausible to the guard, but more than 30 % of the folder
+        ({"rule": "fraction", "fraction": 0.4}, "more than 30 %"),
+        # wants to drop 90 %; the guard keeps half
+        ({"rule": "fraction", "fraction": 0.9, "min_keep": 0.5}, "min-keep guard fired"),
+    ],
+)
+def test_an_implausible_removal_is_a_warning_not_an_estimate(
+    settings, why, planted_folder, tmp_path, capsys
+):
+    root, _ = planted_folder
+    out = tmp_path / "m"
+    model = fit_folder(
+        root, out, detector="gaussian", featurizer=tiny_featurizer(), progress=False, **settings
+    )
+    n_removed = model.info["training"]["n_removed"]
+    assert n_removed == {0.4: 16, 0.9: 20}[settings["fraction"]]
+    warning = model.info["training"]["removal_warning"]
+    assert why in warning and f"removed {n_removed} of 40 images" in warning
+    assert "warning: the cleaning removed" in capsys.readouterr().err
+    rows = read_rows(out / "train_scores.csv")
+    assert all(r["warning"] == warning for r in rows)
+    page = (out / "report.html").read_text()
+    assert 'id="removal-warning"' in page and 'id="contamination"' not in page
+    assert "not an estimate of the contamination" in page
+
+
+def test_a_plausible_removal_has_no_warning(fitted):
+    _, _, out, model = fitted  # fraction 0.1: 4 of 40
+    assert model.info["training"]["removal_warning"] is None
+    assert "warning" not in read_rows(out / "train_scores.csv")[0]
+    page = (out / "report.html").read_text()
+    assert 'id="contamination"' in page and "removal-warning" not in page

@@ -36,6 +36,7 @@ figcaption{font-size:12px;line-height:1.35}
 .name{font-family:ui-monospace,monospace;word-break:break-all;color:#333}
 .score{font-weight:600}.muted{color:#666;font-size:13px}.tag{color:#b00}
 ul.notes{font-size:13px;color:#444}
+td.warning{color:#8a3b00;background:#fff4e5;border-left:4px solid #e08a00;padding:4px 8px}
 """
 
 
@@ -67,6 +68,7 @@ def render_report(
     max_removed: int = 200,
     thumb: int = 160,
     title: str = "robustsdd review",
+    warning: str | None = None,
 ) -> str:
     """The HTML text of the review report.
 
@@ -85,6 +87,9 @@ def render_report(
     labels : optional known labels (0 good, 1 defective, -1 unknown), shown as a tag.
     anomaly_maps : optional ``f(indices) -> [map, ...]``, one map per index in its image's
         coordinates; with it each card also shows a heat-map overlay.
+    warning : optional sentence saying the removal is implausible
+        (:func:`robustsdd.cleaning.plausibility.removal_warning`): shown as a warning in
+        place of the estimated contamination.
     """
     final_scores = np.asarray(final_scores, dtype=np.float64)
     review_scores = np.asarray(review_scores, dtype=np.float64)
@@ -142,8 +147,12 @@ def render_report(
         f'<tr><th>images seen</th><td id="n-images">{n}</td></tr>',
         f'<tr><th>removed</th><td><span id="n-removed">{n_removed}</span> '
         f'(kept <span id="n-kept">{n - n_removed}</span>)</td></tr>',
-        f'<tr><th>estimated contamination</th><td><span id="contamination">'
-        f"{100 * contamination:.1f}</span> % (the share removed)</td></tr>",
+        (
+            f'<tr><th>warning</th><td class="warning" id="removal-warning">{_e(warning)}</td></tr>'
+            if warning
+            else f'<tr><th>estimated contamination</th><td><span id="contamination">'
+            f"{100 * contamination:.1f}</span> % (the share removed)</td></tr>"
+        ),
         f"<tr><th>removal</th><td>{_e(cleaning_text)}</td></tr>",
         f'<tr><th>decision threshold</th><td><span id="decision-threshold">{threshold:.6g}'
         f"</span>: {_e(decision.get('description', ''))}. A new image scoring above it is "

@@ -31,6 +31,7 @@ from .._io import (
 )
 from .._version import __version__
 from ..cleaning import SCORING_WORDS, OneShotRemoval, describe, fit_cleaned, seeded_clone
+from ..cleaning.plausibility import removal_warning
 from ..data import ImageSet, load_unlabeled, paper_split, screen_images, write_skip_list
 from ..data.screen import ScreenResult
 from ..detectors.base import DETECTOR_STATE, BaseDetector, check_features, localizes
@@ -279,6 +280,7 @@ def fit_model(
         stages, removed_order = {}, []
         review_label = "training score (final model, in-sample)"
         cleaning_text, removal_threshold = "none: trained on every image", None
+        guard_fired = False
     else:
         osr = _fit_osr(checkpoints, detector, X, cleaning, seed)
         model, keep = osr.detector_, osr.keep_mask_
@@ -288,6 +290,7 @@ def fit_model(
         stages, removed_order = dict(osr.stage_scores_), osr.removed_indices_
         review_label = f"{SCORING_WORDS[osr.scoring]} removal score"
         cleaning_text, removal_threshold = _describe_cleaning(osr), osr.cut_
+        guard_fired = bool(osr.guard_fired_)
     decided, calibration = decide(
         decision,
         detector=detector,
@@ -315,6 +318,9 @@ def fit_model(
         stages["calibration"] = calibration
         if cleaning is None:  # the galleries then sort by the scores of unseen images
             review, review_label = calibration, "out-of-fold score"
+    warning = removal_warning(len(X), int((~keep).sum()), guard_fired)
+    if warning:
+        log(f"warning: {warning}")
     skipped = _skipped_steps_note(model, fold_skipped)
     if skipped:
         notes.append(skipped)
@@ -329,6 +335,7 @@ def fit_model(
             "source": images.source,
             "n_images": len(images),
             "n_removed": int((~keep).sum()),
+            "removal_warning": warning,
             "seed": seed,
             "score_summary": score_summary(final),
         },
@@ -363,6 +370,7 @@ def fit_model(
                 histograms=histograms,
                 model_text=_describe_model(model, featurizer),
                 notes=notes,
+                warning=warning,
             ),
         )
         swap_in_folder(staging, target)  # the checkpoints go with the folder replaced
@@ -490,7 +498,8 @@ def _write_model_folder(
     model = fitted.detector
     files = {"train_scores": TRAIN_SCORES}
     atomic_write_bytes(
-        folder / TRAIN_SCORES, _train_scores_csv(images, keep, stages, final).encode()
+        folder / TRAIN_SCORES,
+        _train_scores_csv(images, keep, stages, final, report_args.get("warning")).encode(),
     )
     if screen is not None:
         write_skip_list(screen, folder / SKIPPED)
@@ -548,11 +557,17 @@ def check_model_dir(out: Path, images: ImageSet | None = None) -> None:
             )
 
 
-def _train_scores_csv(images: ImageSet, keep, stages: dict, final) -> str:
+def _train_scores_csv(
+    images: ImageSet, keep, stages: dict, final, warning: str | None = None
+) -> str:
+    """One row per training image; a ``warning`` column, on every row, when the removal
+    is implausible (see :mod:`robustsdd.cleaning.plausibility`)."""
     rows = io.StringIO()
     writer = csv.writer(rows)
     stage_names = [s for s in stages if s != "stage2"]  # stage 2 is the "score" column
-    writer.writerow(["name", "label", "kept", "rank", *stage_names, "score"])
+    writer.writerow(
+        ["name", "label", "kept", "rank", *stage_names, "score", *(["warning"] if warning else [])]
+    )
     order = np.argsort(-np.nan_to_num(final, nan=np.inf), kind="stable")
     rank = np.empty(len(final), int)
     rank[order] = np.arange(1, len(final) + 1)
@@ -565,6 +580,7 @@ def _train_scores_csv(images: ImageSet, keep, stages: dict, final) -> str:
                 int(rank[i]),
                 *(fmt_score(stages[s][i]) for s in stage_names),
                 fmt_score(final[i]),
+                *([warning] if warning else []),
             ]
         )
     return rows.getvalue()
