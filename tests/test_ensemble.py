@@ -114,8 +114,10 @@ def test_saved_ensemble_gives_the_same_scores_and_maps(tmp_path):
     T = _patches(n=3, seed=3)
     np.testing.assert_array_equal(again.decision_function(T), ens.decision_function(T))
     np.testing.assert_array_equal(again.patch_scores(T), ens.patch_scores(T))
-    # Out-of-fold scores are a by-product of fitting, not part of the file.
-    assert again.out_of_fold_scores(5, 0) is None
+    # The out-of-fold scores travel with the model (a fit reads its stages back from
+    # checkpoints and must still lend them to the decision threshold).
+    np.testing.assert_array_equal(again.out_of_fold_scores(5, 0), ens.out_of_fold_scores_)
+    assert again.out_of_fold_scores(4, 0) is None
 
 
 def test_cleaning_and_the_threshold_borrow_its_out_of_fold_scores(monkeypatch):
@@ -180,3 +182,45 @@ def test_bad_settings_fail_clearly(params, message):
 def test_too_few_images_fail_clearly():
     with pytest.raises(DataError, match="at least 10 training images; got 6"):
         EnsembleDetector().fit(_patches(n=6))
+
+
+def test_fit_folder_fits_the_ensemble_twice_and_borrows_the_rest(planted_folder, tmp_path):
+    """Stage 1 and the fine-tune; the removal scores and the decision threshold's
+    out-of-fold scores come from those fits, even though fit reads its stages back from
+    checkpoints (the out-of-fold scores are part of the saved state)."""
+    from robustsdd import fit_folder
+    from robustsdd.features import ViewSpec
+    from robustsdd.features.patches import PatchFeaturizer
+
+    root, _ = planted_folder
+    calls = []
+    real_fit = EnsembleDetector.fit
+
+    def counting_fit(self, X, y=None):
+        calls.append(len(X))
+        return real_fit(self, X, y)
+
+    featurizer = PatchFeaturizer(
+        weights=None,
+        stages=(2, 3, -1),
+        views=ViewSpec(size=64, scales=(1,), rotations=(0,), flips=False, geometry="squash"),
+        cache_dir=False,
+        progress=False,
+        engine="torch",
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(EnsembleDetector, "fit", counting_fit)
+        model = fit_folder(
+            root,
+            tmp_path / "m",
+            detector="ensemble",
+            featurizer=featurizer,
+            rule="auto",
+            scoring="out_of_fold",
+            report=False,
+            progress=False,
+            log=lambda _: None,
+        )
+    n_kept = int(model.info["training"]["n_images"] - model.info["training"]["n_removed"])
+    assert calls == [40, n_kept]
+    assert model.decision["scores"] == "out_of_fold"

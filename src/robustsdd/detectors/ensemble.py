@@ -275,7 +275,14 @@ class EnsembleDetector(BaseDetector):
             "loc": torch.from_numpy(np.asarray(self.loc_, np.float64)),
             "scale": torch.from_numpy(np.asarray(self.scale_, np.float64)),
             "n_features": torch.tensor([self.n_features_], dtype=torch.int64),
+            "n_folds": torch.tensor([self.n_folds_], dtype=torch.int64),
         }
+        # Kept with the model: a fit reads its stages back from checkpoints, and the
+        # decision threshold then still borrows these instead of refitting n_folds times.
+        if self.out_of_fold_scores_ is not None:
+            state["out_of_fold_scores"] = torch.from_numpy(
+                np.asarray(self.out_of_fold_scores_, np.float64)
+            )
         for m, member in enumerate(self.members_):
             for key, tensor in member._get_state().items():
                 state[f"member{m}.{key}"] = tensor
@@ -297,6 +304,7 @@ class EnsembleDetector(BaseDetector):
         self.members_, self.member_names_ = members, names
         self.loc_, self.scale_ = loc, scale
         self.n_features_ = int(state["n_features"][0])
-        # Out-of-fold scores are a fitting by-product and are not saved.
-        self.out_of_fold_scores_ = None
-        self.n_folds_ = int(self.n_folds)
+        oof = state.get("out_of_fold_scores")
+        self.out_of_fold_scores_ = None if oof is None else oof.double().numpy()
+        folds = state.get("n_folds")
+        self.n_folds_ = int(self.n_folds) if folds is None else int(folds[0])
