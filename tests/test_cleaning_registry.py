@@ -164,3 +164,30 @@ def test_fit_settings_share_stage1_and_match_separate_fits():
     np.testing.assert_array_equal(fits["b"].keep, alone.keep_mask_)
     np.testing.assert_array_equal(fits["b"].decision_function(X), alone.decision_function(X))
     assert fits["b"].osr.baseline_detector_ is not fits["a"].osr.baseline_detector_
+    # a's stage 1 is the plain model fitted for "none", and a equals a fitted alone.
+    alone = OneShotRemoval(GaussianDetector(), random_state=3, **settings["a"]).fit(X)
+    np.testing.assert_array_equal(fits["a"].keep, alone.keep_mask_)
+    np.testing.assert_array_equal(
+        fits["a"].osr.stage1_removal_scores_, alone.stage1_removal_scores_
+    )
+    np.testing.assert_array_equal(fits["a"].decision_function(X), alone.decision_function(X))
+
+
+@pytest.mark.parametrize("scoring", ["out_of_fold", "held_out_views"])
+def test_a_plain_fit_is_the_stage1_of_regimes_that_train_on_every_view(scoring, monkeypatch):
+    X = _data(1)
+    sizes = []
+    real = GaussianDetector.fit
+
+    def counting(self, A, y=None):
+        sizes.append(A.shape[:2])
+        return real(self, A, y)
+
+    monkeypatch.setattr(GaussianDetector, "fit", counting)
+    settings = {"none": None, "a": {"rule": "auto", "scoring": scoring}}
+    fits = dict(fit_settings(GaussianDetector(), X, settings, seed=3))
+    n_kept = int(fits["a"].keep.sum())
+    if scoring == "out_of_fold":  # "none", the 5 folds' fits, the fine-tune: no stage-1 fit
+        assert sizes == [(40, 4)] + [(32, 4)] * 5 + [(n_kept, 4)]
+    else:  # stage 1 trains on the even views only: a fit of its own
+        assert sizes == [(40, 4), (40, 2), (n_kept, 4)]

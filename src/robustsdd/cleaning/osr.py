@@ -415,6 +415,22 @@ class OneShotRemoval(BaseEstimator):
         stand_in.keep_mask_ = np.ones(len(stand_in.stage1_removal_scores_), dtype=bool)
         return stand_in
 
+    def stage1_from_plain(self, model: BaseDetector, X: ArrayLike) -> OneShotRemoval | None:
+        """A stand-in stage 1 built on ``model``, a copy of the detector (same settings and
+        ``random_state``) already trained on every view of every image of ``X``; None
+        when this scoring trains stage 1 on part of ``X`` (``held_out_views``).
+
+        Stage 1 of the other regimes is exactly that model, so a caller that has fitted
+        the plain detector (the sweep's ``none``) saves one fit; only the removal scores
+        are computed (out of fold: the folds' fits, or the scores the model lends).
+        """
+        if self.scoring == "held_out_views":
+            return None
+        X = check_features(X, padded=self._padded)
+        self._validate(len(X))
+        model = copy.deepcopy(model)
+        return self.as_stage1(model, model.decision_function(X), self._removal_scores(model, X))
+
     def _check_reusable(self, other, X):
         same = (
             isinstance(other, OneShotRemoval)

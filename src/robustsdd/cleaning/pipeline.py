@@ -113,17 +113,26 @@ def fit_settings(
     """:func:`fit_cleaned` for each named setting, in order, yielding ``(name, fit)``.
 
     One-Shot Removal settings with the same scoring regime, folds and ensemble size share
-    the first one's stage-1 model, so thresholds 1.0, 1.5 and 2.0 cost one stage-1 fit.
+    the first one's stage-1 model, so thresholds 1.0, 1.5 and 2.0 cost one stage-1 fit;
+    a plain setting (None) fitted before them is their stage-1 model where the regime
+    trains stage 1 on every view (all but ``held_out_views``). The results are those of
+    fitting each setting alone.
     """
     stage1: dict[tuple | None, OneShotRemoval | None] = {}
+    plain: BaseDetector | None = None  # the detector trained on every image, once fitted
     for name, cleaning in settings.items():
         shared = None
         if cleaning is not None and cleaning.get("rule") != "oracle":
-            osr = OneShotRemoval(None, **cleaning)
+            osr = OneShotRemoval(seeded_clone(detector, seed), random_state=seed, **cleaning)
             shared = (osr.scoring, osr.n_folds, osr.n_members)
+            if shared not in stage1 and plain is not None:
+                # Stage 1 of every regime but held-out views *is* the plain model.
+                stage1[shared] = osr.stage1_from_plain(plain, X)
         fit = fit_cleaned(
             detector, X, cleaning, seed=seed, labels=labels, stage1=stage1.get(shared)
         )
-        if shared is not None:
-            stage1.setdefault(shared, fit.osr)
+        if cleaning is None:
+            plain = fit.model
+        if shared is not None and stage1.get(shared) is None:
+            stage1[shared] = fit.osr
         yield name, fit
