@@ -21,7 +21,7 @@ from robustsdd import (
     fit_folder,
 )
 from robustsdd.cli import main
-from robustsdd.recipes import cleaning_settings, default_cleaning, make_components
+from robustsdd.recipes import cleaning_settings, default_cleaning, make_components, paper_cleaning
 
 # Small settings per detector, spelled for both front ends: (CLI flags, fit_folder keywords).
 TINY = {
@@ -133,8 +133,13 @@ def test_recipes_pick_features_and_cleaning_by_what_the_detector_reads():
     pooled = make_components("gaussian", weights="random")
     assert type(pooled.featurizer) is Featurizer
     assert pooled.featurizer.views.n_views == 8 and pooled.featurizer.views.scales == (1, 0.5, 0.25)
-    assert pooled.cleaning["rule"] == "score_threshold" and pooled.cleaning["threshold"] == 1.5
-    assert pooled.cleaning["scoring"] == "held_out_views"
+    # fit never defaults to a fixed threshold: the scale-free cut on out-of-fold scores
+    # (DifferNet: on held-out views); run and sweep default to the paper's 1.5.
+    assert pooled.cleaning["rule"] == "auto" and pooled.cleaning["z"] == 3.0
+    assert pooled.cleaning["scoring"] == "out_of_fold"
+    flow = make_components("differnet", weights="random").cleaning
+    assert flow["rule"] == "auto" and flow["scoring"] == "held_out_views"
+    assert paper_cleaning("gaussian") == {"rule": "score_threshold", "scoring": "held_out_views"}
     patch = make_components("patchcore", weights="random")
     assert type(patch.featurizer) is PatchFeaturizer
     assert patch.featurizer.stages == (2, 3) and patch.featurizer.views.n_views == 1

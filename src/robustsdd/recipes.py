@@ -55,20 +55,30 @@ __all__ = [
     "make_featurizer",
     "make_detector",
     "default_cleaning",
+    "paper_cleaning",
     "cleaning_settings",
     "DEFAULT_DETECTOR",
+    "PAPER_DETECTOR",
     "PRESETS",
     "DEFAULT_DECISION",
     "DECISION_SCORES",
 ]
 
+#: ``fit``'s (and ``fit_folder``'s) detector, chosen by the selection benchmark
+#: (BENCHMARKS.md §9: best worst-case rank over ELPV mono, poly and strings at 0-30 %).
 DEFAULT_DETECTOR = "differnet"
+#: ``run``'s: the paper's detector (DifferNet, CPU preset), with :func:`paper_cleaning`.
+PAPER_DETECTOR = "differnet"
 PRESETS = ("cpu", "paper")
 DECISION_SCORES = ("out_of_fold", "removal")
 #: How every recipe chooses the decision threshold (see robustsdd.workflow.threshold).
 DEFAULT_DECISION: dict[str, Any] = {"scores": "out_of_fold", "quantile": 0.99, "n_folds": 5}
 # The paper preset's views: AlexNet at 448 px, 64 rotations, no mirror.
 _PAPER_SIZE, _PAPER_ROTATIONS = 448, 64
+
+
+def _name(detector) -> str | None:
+    return detector if isinstance(detector, str) else getattr(detector, "registry_name", None)
 
 
 def _layout(detector) -> str:
@@ -104,11 +114,34 @@ def _is_paper(detector, preset: str) -> bool:
 
 
 def default_cleaning(detector: str | BaseDetector = DEFAULT_DETECTOR) -> dict[str, str]:
-    """The cleaning a detector gets when none is asked for: ``{"rule", "scoring"}``.
+    """The cleaning ``fit`` gives a detector when none is asked for: ``{"rule", "scoring"}``.
 
-    >>> default_cleaning("differnet")
-    {'rule': 'score_threshold', 'scoring': 'held_out_views'}
+    Always a scale-free cut (``auto``: median + z robust SD of the log removal scores),
+    never a fixed threshold: a number such as the paper's 1.5 was set on one data set
+    with one network and does not carry over. Removal scores are out of fold (models that
+    did not see the image), except for DifferNet, whose fits are slow and whose held-out
+    views are free.
+
     >>> default_cleaning("patchcore")
+    {'rule': 'auto', 'scoring': 'out_of_fold'}
+    >>> default_cleaning("differnet")
+    {'rule': 'auto', 'scoring': 'held_out_views'}
+    """
+    if _name(detector) == "differnet":
+        return {"rule": "auto", "scoring": "held_out_views"}
+    return {"rule": "auto", "scoring": "out_of_fold"}
+
+
+def paper_cleaning(detector: str | BaseDetector = PAPER_DETECTOR) -> dict[str, str]:
+    """The cleaning ``run`` (the paper's protocol) and ``sweep`` default to.
+
+    The paper's One-Shot Removal, a fixed threshold (1.5 unless given) on held-out-view
+    scores, for detectors that read views; patch detectors have no views to hold out and
+    no score unit, so they get the ``auto`` cut on out-of-fold scores.
+
+    >>> paper_cleaning("differnet")
+    {'rule': 'score_threshold', 'scoring': 'held_out_views'}
+    >>> paper_cleaning("patchcore")
     {'rule': 'auto', 'scoring': 'out_of_fold'}
     """
     if _layout(detector) == "patches":

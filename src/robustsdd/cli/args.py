@@ -29,7 +29,7 @@ from ..data import (
 from ..data.geometry import GEOMETRIES
 from ..detectors import detector_names
 from ..features.engines import ENGINES
-from ..recipes import DECISION_SCORES, DEFAULT_DECISION, DEFAULT_DETECTOR, PRESETS
+from ..recipes import DECISION_SCORES, DEFAULT_DECISION, DEFAULT_DETECTOR, PRESETS, paper_cleaning
 
 __all__ = [
     "add_data_args",
@@ -189,12 +189,14 @@ def add_engine_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_detector_args(p: argparse.ArgumentParser) -> None:
+def add_detector_args(p: argparse.ArgumentParser, *, default: str = DEFAULT_DETECTOR) -> None:
+    """The detector flags; ``default``: the verb's detector (``run`` and ``sweep``
+    reproduce the paper with DifferNet, ``fit`` uses the evidence-chosen default)."""
     g = p.add_argument_group("detector")
     g.add_argument(
         "--detector",
         choices=detector_names(),
-        default=DEFAULT_DETECTOR,
+        default=default,
         help="(default: %(default)s)",
     )
     g.add_argument(
@@ -220,9 +222,12 @@ def add_detector_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_cleaning_args(p: argparse.ArgumentParser, *, rule: bool = True) -> None:
+def add_cleaning_args(
+    p: argparse.ArgumentParser, *, rule: bool = True, paper: bool = False
+) -> None:
     """The cleaning flags; ``rule=False`` (sweep) leaves out --rule and the rules' numbers,
-    which a sweep names in its strategies."""
+    which a sweep names in its strategies; ``paper``: the verb's default is the paper's
+    cleaning (:func:`robustsdd.recipes.paper_cleaning`), not ``fit``'s."""
     g = p.add_argument_group("cleaning (One-Shot Removal; default: the detector's recipe)")
     if rule:
         g.add_argument(
@@ -231,8 +236,12 @@ def add_cleaning_args(p: argparse.ArgumentParser, *, rule: bool = True) -> None:
             default=None,
             help="removal rule: "
             + "; ".join(f"{r.name}: {r.summary}" for r in RULES.values())
-            + "; none: train on every image (default: score_threshold; "
-            "patchcore: auto)",
+            + "; none: train on every image (default: "
+            + (
+                "score_threshold at 1.5, the paper's; patch detectors: auto)"
+                if paper
+                else "auto, a scale-free cut)"
+            ),
         )
         for r in RULES.values():
             if r.param is not None:
@@ -246,8 +255,13 @@ def add_cleaning_args(p: argparse.ArgumentParser, *, rule: bool = True) -> None:
         "--scoring",
         choices=SCORING_REGIMES,
         default=None,
-        help="how training images are scored for removal (default: held_out_views; "
-        "out_of_fold for patchcore, whose features have no views to hold out)",
+        help="how training images are scored for removal (default: "
+        + (
+            "held_out_views; out_of_fold for patch detectors, whose features have no "
+            "views to hold out)"
+            if paper or not rule
+            else "out_of_fold; held_out_views for differnet, whose fits are slow)"
+        ),
     )
     if not rule:
         return
@@ -374,6 +388,11 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         progress=not args.quiet,
         log=lambda message: print(message, file=sys.stderr, flush=True),
     )
+    if getattr(args, "paper_cleaning", False):  # run: the paper's cleaning by default
+        paper = paper_cleaning(args.detector)
+        out["scoring"] = args.scoring or paper["scoring"]
+        if args.rule is None:
+            args.rule = paper["rule"]
     if hasattr(args, "rule"):
         out.update(
             rule=args.rule,

@@ -13,7 +13,7 @@ from .._version import __version__
 from ..cleaning import describe
 from ..data import open_source
 from ..model.predictions import check_output_outside
-from ..recipes import make_components
+from ..recipes import PAPER_DETECTOR, make_components
 from . import args as common
 
 __all__ = ["add_run_parser", "cmd_run"]
@@ -29,12 +29,14 @@ def add_run_parser(
         "train the detector, remove training images by the rule, fine-tune, and "
         "report baseline and OSR AUROC, removal counts (Table 1) and the training-"
         "score distribution of every stage. Defaults: ELPV mono, N=100, 20%, "
-        "DifferNet (cpu preset), OSR at 1.5 on held-out-view scores.",
+        "DifferNet (cpu preset), OSR at 1.5 on held-out-view scores: the paper's "
+        "setting, which `robustsdd fit` does not use by default (see its --help).",
     )
     common.add_data_args(p, protocol=True)
     common.add_feature_args(p)
-    common.add_detector_args(p)
-    common.add_cleaning_args(p)
+    common.add_detector_args(p, default=PAPER_DETECTOR)
+    common.add_cleaning_args(p, paper=True)
+    p.set_defaults(paper_cleaning=True)
     common.add_bad_image_arg(p)
     p.add_argument("--out", default="runs/run", help="output folder (default: runs/run)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -18,7 +18,7 @@ from ..experiments.sweep import (
     run_sweep,
 )
 from ..experiments.sweep_report import format_auroc_table, format_removal_table, write_report
-from ..recipes import make_components
+from ..recipes import PAPER_DETECTOR, make_components
 from . import args as common
 
 __all__ = ["add_sweep_parser", "cmd_sweep"]
@@ -48,7 +48,7 @@ def add_sweep_parser(
     # accepted (hidden) so that cmd_sweep can tell a user who passes them which to use.
     common.add_data_args(p, protocol=True, single_split=False)
     common.add_feature_args(p)
-    common.add_detector_args(p)
+    common.add_detector_args(p, default=PAPER_DETECTOR)
     common.add_cleaning_args(p, rule=False)
     g = p.add_argument_group("sweep")
     g.add_argument(

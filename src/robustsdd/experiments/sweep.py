@@ -62,7 +62,7 @@ from ..executors import make_executor
 from ..features.patches import scores_to_maps
 from ..features.views import ViewSpec
 from ..metrics import detection_metrics, pixel_auroc, removal_metrics
-from ..recipes import default_cleaning
+from ..recipes import paper_cleaning
 
 if TYPE_CHECKING:
     from ..detectors.base import BaseDetector
@@ -564,8 +564,8 @@ def run_sweep(
     t_start = time.perf_counter()
     levels, strategies = parse_levels(levels), parse_strategies(strategies)
     seeds = parse_seeds(seeds)
-    if scoring is None:  # the detector's own (patch features have no views to hold out)
-        scoring = default_cleaning(detector)["scoring"]
+    if scoring is None:  # the paper's (patch features have no views to hold out)
+        scoring = paper_cleaning(detector)["scoring"]
     if scoring not in SCORING_REGIMES:
         raise ConfigError(
             f"unknown scoring {scoring!r}; choose one of: {', '.join(SCORING_REGIMES)}"

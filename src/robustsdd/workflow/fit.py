@@ -38,7 +38,7 @@ from ..detectors.base import DETECTOR_STATE, BaseDetector, check_features, local
 from ..features import Featurizer
 from ..metrics import score_summary
 from ..model import MODEL_CONFIG, Model
-from ..recipes import make_components
+from ..recipes import DEFAULT_DETECTOR, make_components
 from .checkpoints import CHECKPOINT_DIR, FitCheckpoints
 from .threshold import decide
 
@@ -80,7 +80,7 @@ def fit_images(
     images: ImageSet,
     out_dir: StrPath,
     *,
-    detector: str | BaseDetector = "differnet",
+    detector: str | BaseDetector = DEFAULT_DETECTOR,
     preset: str = "cpu",
     detector_params: dict | None = None,
     featurizer: Featurizer | None = None,
