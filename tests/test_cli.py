@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from robustsdd.cli import main
+from robustsdd.cli import args as common
+from robustsdd.cli import build_parser, main
+from robustsdd.recipes import DEFAULT_DETECTOR, default_cleaning, make_components
 
 TINY = [
     "--weights",
@@ -278,3 +280,25 @@ def test_paper_preset_uses_alexnet_from_a_local_file_else_falls_back(tmp_path, c
     fz = make_featurizer(args)
     assert fz.backbone == "efficientnet_lite0" and fz.weights == "offline"
     assert "AlexNet weights unavailable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, detector, rule, scoring",
+    [
+        # run reproduces the paper: DifferNet, OSR at 1.5 on held-out views
+        (["run"], "differnet", "score_threshold", "held_out_views"),
+        (["run", "--scoring", "in_sample"], "differnet", "score_threshold", "in_sample"),
+        # patch features have no views to hold out and no unit for 1.5
+        (["run", "--detector", "patchcore"], "patchcore", "auto", "out_of_fold"),
+        # fit never defaults to a fixed threshold
+        (["fit", "x", "--out", "y"], DEFAULT_DETECTOR, "auto", None),
+        (["fit", "x", "--out", "y", "--detector", "differnet"], "differnet", "auto", None),
+    ],
+)
+def test_each_verb_has_its_own_defaults(argv, detector, rule, scoring):
+    args = build_parser().parse_args(argv)
+    settings = common.settings(args)
+    assert settings["detector"] == detector
+    cleaning = make_components(**{**settings, "weights": "random"}).cleaning
+    assert cleaning["rule"] == rule
+    assert cleaning["scoring"] == (scoring or default_cleaning(detector)["scoring"])
