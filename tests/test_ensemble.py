@@ -224,3 +224,21 @@ def test_fit_folder_fits_the_ensemble_twice_and_borrows_the_rest(planted_folder,
     n_kept = int(model.info["training"]["n_images"] - model.info["training"]["n_removed"])
     assert calls == [40, n_kept]
     assert model.decision["scores"] == "out_of_fold"
+
+
+@pytest.mark.parametrize("scoring", ["in_sample", "out_of_fold", "ensemble"])
+@pytest.mark.parametrize(
+    "rule, params", [("fraction", {"fraction": 0.1}), ("min_size", {"min_size": 27})]
+)
+def test_every_cleaning_strategy_drops_the_planted_images(scoring, rule, params):
+    X = _patches(n=30)
+    X[:3] += 3.0  # three contaminated training images
+    ens = EnsembleDetector(member_params={"knn": {"k": 2}})
+    osr = OneShotRemoval(ens, rule=rule, scoring=scoring, n_members=2, **params).fit(X)
+    assert set(np.flatnonzero(~osr.keep_mask_)) == {0, 1, 2}
+
+
+def test_held_out_views_is_refused_clearly():
+    ens = EnsembleDetector(member_params={"knn": {"k": 2}})
+    with pytest.raises(ConfigError, match="use scoring='out_of_fold'"):
+        OneShotRemoval(ens, rule="auto", scoring="held_out_views").fit(_patches(n=30))
