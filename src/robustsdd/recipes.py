@@ -12,16 +12,25 @@ Defaults, by what the detector reads:
 pooled features (DifferNet, Gaussian, kNN)
     EfficientNet-Lite0 with offline ImageNet weights, last stage globally pooled,
     224 px, scales 1, 0.5, 0.25 (DifferNet's three), four right-angle rotations × mirror
-    (8 views). Cleaning: the paper's One-Shot Removal, drop training images scoring
-    above 1.5 on held-out views (docs/design.md §1, §3).
-patch features (PatchCore)
-    Stages 2 + 3 with 3 × 3 local averaging, one view at one scale (a patch grid).
-    Patches have no views to hold out, and PatchCore's scores are distances with no
-    natural unit, so cleaning is the scale-free ``auto`` cut on out-of-fold scores.
+    (8 views).
+patch features (PatchCore; the ensemble)
+    Stages 2 + 3 with 3 × 3 local averaging, one view at one scale (a patch grid); the
+    ensemble reads stages 2, 3 and the last (its pooled members pool all three).
 DifferNet, ``preset="paper"``
     The paper's flow (8 blocks, 2048-wide subnets, 192 epochs), AlexNet at 448 px with
     64 rotations and no mirror when AlexNet's ImageNet weights can be had, else the
     offline backbone (with a note).
+
+Cleaning. ``fit`` (:func:`default_cleaning`) never defaults to a fixed threshold: every
+detector gets the scale-free ``auto`` cut (median + 3 robust SD of the log removal
+scores) on out-of-fold scores (DifferNet: on held-out views, its fits being slow).
+``run`` and ``sweep`` reproduce the paper (:func:`paper_cleaning`): One-Shot Removal at
+1.5 on held-out-view scores (docs/design.md §1, §3); patch detectors, which have no views
+to hold out and no score unit, get ``auto`` on out-of-fold scores there too.
+
+``fit``'s detector, :data:`DEFAULT_DETECTOR`, is the one the selection benchmark chose
+(``benchmarks/select_default.py``, BENCHMARKS.md §9); ``run``'s is the paper's,
+:data:`PAPER_DETECTOR`.
 
 Every recipe chooses the decision threshold as the 0.99 quantile of out-of-fold scores
 of the kept training images (5 folds).

@@ -170,7 +170,8 @@ class EnsembleDetector(BaseDetector):
         if n < 2 * n_folds or n < 4:
             raise DataError(
                 f"the ensemble standardises its members by {n_folds}-fold out-of-fold scores "
-                f"and needs at least {max(2 * n_folds, 4)} training images; got {n}"
+                f"and needs at least {max(2 * n_folds, 4)} training images; got {n} "
+                "(for fewer, choose a single detector, e.g. --detector patchcore)"
             )
         folds = list(KFold(n_folds, shuffle=True, random_state=self.random_state).split(X))
         members, oof = [], np.empty((len(names), n))
