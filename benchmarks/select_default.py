@@ -2,7 +2,8 @@
 
 Usage:
     python benchmarks/select_default.py run [--data mono,poly,strings] [--candidates ...]
-                                            [--seeds 10,11,12] [--jobs 2]
+                                            [--seeds 10,11,12] [--levels 0,0.1,0.2,0.3]
+                                            [--jobs 2]
     python benchmarks/select_default.py table [--seeds 10,11,12] [--data ...]
 
 A *pipeline* is a candidate (detector + its features, :data:`CANDIDATES`) with one
@@ -93,7 +94,7 @@ def run(args) -> None:
                 test_pool,
                 featurizer=parts.featurizer,
                 detector=parts.detector,
-                levels=LEVELS,
+                levels=args.levels,
                 seeds=args.seeds,
                 strategies=strategies,
                 out_dir=out,
@@ -134,9 +135,12 @@ def table(args) -> None:
                 cells[f"{name} {row['strategy']}"][(data, float(row["level"]))].append(
                     float(row["auroc"])
                 )
-    keys = sorted({k for per in cells.values() for k in per})
-    complete = {p: per for p, per in cells.items() if set(per) == set(keys)}
-    dropped = sorted(set(cells) - set(complete))
+    # Rank where every pipeline has a number: (data set, level) cells some pipeline lacks
+    # are left out and named; a pipeline with none of the rest is left out too.
+    all_keys = {k for per in cells.values() for k in per}
+    keys = sorted(set.intersection(*(set(per) for per in cells.values()))) if cells else []
+    complete = {p: {k: per[k] for k in keys} for p, per in cells.items()}
+    left_out = sorted(all_keys - set(keys))
     mean = {p: {k: float(np.mean(v)) for k, v in per.items()} for p, per in complete.items()}
     ranks: dict[str, dict] = defaultdict(dict)
     for k in keys:
@@ -186,15 +190,20 @@ def table(args) -> None:
             "Chosen minus the best single-detector pipeline at each data set and level: "
             + ", ".join(f"{d} {int(100 * lv)} %: {g:+.3f}" for (d, lv), g in gaps.items()),
         ]
-    if dropped:
-        lines += ["", f"Not ranked (cells missing): {', '.join(dropped)}."]
+    if left_out:
+        lines += [
+            "",
+            "Left out of the ranking (not every pipeline has them): "
+            + ", ".join(f"{d} {int(100 * lv)} %" for d, lv in left_out)
+            + ".",
+        ]
     atomic_write_bytes(root / "selection.md", ("\n".join(lines) + "\n").encode())
     payload = {
         "seeds": args.seeds,
         "chosen": chosen,
         "summary": summary,
         "mean": {p: {f"{d} {lv}": v for (d, lv), v in m.items()} for p, m in mean.items()},
-        "incomplete": dropped,
+        "left_out": [f"{d} {lv}" for d, lv in left_out],
     }
     atomic_write_bytes(root / "selection.json", (json.dumps(payload, indent=1) + "\n").encode())
     print("\n".join(lines))
@@ -206,6 +215,7 @@ def main():
     ap.add_argument("--data", default=",".join(DATA))
     ap.add_argument("--candidates", default=",".join(CANDIDATES))
     ap.add_argument("--seeds", default="10,11,12")
+    ap.add_argument("--levels", default=LEVELS, help="contamination levels (run only)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()

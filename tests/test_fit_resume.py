@@ -32,6 +32,8 @@ FAST = [
     "fraction",
     "--fraction",
     "0.1",
+    "--scoring",  # stage 1 is one fit (out_of_fold, fit's default, would be six)
+    "held_out_views",
     "--weights",
     "random",
     "--image-size",

@@ -75,7 +75,7 @@ __all__ = [
 
 #: ``fit``'s (and ``fit_folder``'s) detector, chosen by the selection benchmark
 #: (BENCHMARKS.md §9: best worst-case rank over ELPV mono, poly and strings at 0-30 %).
-DEFAULT_DETECTOR = "differnet"
+DEFAULT_DETECTOR = "ensemble"
 #: ``run``'s: the paper's detector (DifferNet, CPU preset), with :func:`paper_cleaning`.
 PAPER_DETECTOR = "differnet"
 PRESETS = ("cpu", "paper")
