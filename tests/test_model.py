@@ -254,7 +254,7 @@ def test_removal_decision_scores_after_cleaning(fitted, planted_folder, tmp_path
     kept_removal = [float(r["removal"]) for r in rows if r["kept"] == "1"]
     assert model.decision["scores"] == "removal" and model.decision["n_scores"] == 36
     assert model.threshold == pytest.approx(np.quantile(kept_removal, 0.99), rel=1e-6)
-    assert "held-out-view removal-stage" in model.decision["description"]
+    assert "out-of-fold removal-stage" in model.decision["description"]  # fit's default
     # the same removal and final model as with the default decision scores
     default = read_rows(fitted[2] / "train_scores.csv")
     assert [r["score"] for r in rows] == [r["score"] for r in default]
