@@ -291,7 +291,7 @@ def test_paper_preset_uses_alexnet_from_a_local_file_else_falls_back(tmp_path, c
         # patch features have no views to hold out and no unit for 1.5
         (["run", "--detector", "patchcore"], "patchcore", "auto", "out_of_fold"),
         # fit never defaults to a fixed threshold
-        (["fit", "x", "--out", "y"], DEFAULT_DETECTOR, "auto", None),
+        (["fit", "x", "--out", "y"], DEFAULT_DETECTOR, default_cleaning()["rule"], None),
         (["fit", "x", "--out", "y", "--detector", "differnet"], "differnet", "auto", None),
     ],
 )
@@ -300,5 +300,8 @@ def test_each_verb_has_its_own_defaults(argv, detector, rule, scoring):
     settings = common.settings(args)
     assert settings["detector"] == detector
     cleaning = make_components(**{**settings, "weights": "random"}).cleaning
+    if rule == "none":
+        assert cleaning is None
+        return
     assert cleaning["rule"] == rule
     assert cleaning["scoring"] == (scoring or default_cleaning(detector)["scoring"])

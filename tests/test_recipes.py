@@ -103,7 +103,8 @@ def test_cli_fit_and_fit_folder_write_the_same_model_folder(name, planted_folder
         assert cli_files[file] == py_files[file], f"{name}: {file} differs"
     # The recipe's cleaning is what both ran.
     assert model.info["cleaning"]["rule"] == default_cleaning(name)["rule"]
-    assert model.info["cleaning"]["scoring"] == default_cleaning(name)["scoring"]
+    if default_cleaning(name)["rule"] != "none":
+        assert model.info["cleaning"]["scoring"] == default_cleaning(name)["scoring"]
 
 
 def test_patchcore_model_folder_loads_with_its_patch_features(planted_folder, tmp_path):
@@ -144,6 +145,10 @@ def test_recipes_pick_features_and_cleaning_by_what_the_detector_reads():
     assert type(patch.featurizer) is PatchFeaturizer
     assert patch.featurizer.stages == (2, 3) and patch.featurizer.views.n_views == 1
     assert patch.cleaning["rule"] == "auto" and patch.cleaning["scoring"] == "out_of_fold"
+    # The ensemble trains on every image by default; asked to clean, it scores out of fold.
+    assert make_components("ensemble", weights="random").cleaning is None
+    asked = make_components("ensemble", weights="random", rule="auto").cleaning
+    assert asked["rule"] == "auto" and asked["scoring"] == "out_of_fold"
     assert patch.decision == {"scores": "out_of_fold", "quantile": 0.99, "n_folds": 5}
     # Given settings win over the recipe's; None means "the recipe's".
     knn = make_components(
