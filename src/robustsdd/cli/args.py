@@ -389,14 +389,14 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         progress=not args.quiet,
         log=lambda message: print(message, file=sys.stderr, flush=True),
     )
+    rule = getattr(args, "rule", None)
     if getattr(args, "paper_cleaning", False):  # run: the paper's cleaning by default
         paper = paper_cleaning(args.detector)
         out["scoring"] = args.scoring or paper["scoring"]
-        if args.rule is None:
-            args.rule = paper["rule"]
+        rule = rule or paper["rule"]
     if hasattr(args, "rule"):
         out.update(
-            rule=args.rule,
+            rule=rule,
             n_folds=args.n_folds,
             min_keep=args.min_keep,
             n_members=args.members,
