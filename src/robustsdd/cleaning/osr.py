@@ -56,7 +56,7 @@ from sklearn.model_selection import KFold
 
 from .._errors import ConfigError, DataError
 from .._validation import check_positive_int
-from ..detectors.base import BaseDetector, check_features
+from ..detectors.base import BaseDetector, check_features, lent_out_of_fold_scores
 from .registry import RULES, SCORING_REGIMES
 from .rules import apply_guard, resolve_count
 
@@ -240,10 +240,9 @@ class OneShotRemoval(BaseEstimator):
             raise DataError("scoring='out_of_fold' needs at least 2 images")
         # A detector that scored its own training images out of fold while fitting, with
         # these very folds (the ensemble), lends those scores instead of n_folds refits.
-        own = getattr(model, "out_of_fold_scores", None)
-        lent = own(n_folds, self.random_state) if callable(own) else None
-        if lent is not None and len(lent) == len(X):
-            return np.asarray(lent, np.float64)
+        lent = lent_out_of_fold_scores(model, n_folds, self.random_state, len(X))
+        if lent is not None:
+            return lent
         scores = np.empty(len(X))
         folds = KFold(n_folds, shuffle=True, random_state=self.random_state)
         for train_idx, test_idx in folds.split(X):

@@ -164,6 +164,20 @@ def result_params(detector: BaseDetector, *, ignore: Container[str] = ()) -> dic
     return {k: v for k, v in sorted(params.items()) if k not in RUNTIME_PARAMS and k not in ignore}
 
 
+def lent_out_of_fold_scores(
+    detector: object, n_folds: int, random_state: int, n_images: int
+) -> np.ndarray | None:
+    """Out-of-fold scores a fitted detector computed of its ``n_images`` training images
+    while fitting, with ``KFold(n_folds, shuffle=True, random_state=random_state)`` (the
+    ensemble does), else None: what cleaning and the decision threshold borrow instead
+    of ``n_folds`` more fits."""
+    lend = getattr(detector, "out_of_fold_scores", None)
+    scores = lend(n_folds, random_state) if callable(lend) else None
+    if scores is None or len(scores) != n_images:
+        return None
+    return np.asarray(scores, np.float64)
+
+
 def localizes(detector: object) -> bool:
     """Whether ``detector`` produces anomaly maps (defines ``anomaly_maps(X)``; a detector
     whose maps depend on its settings, the ensemble, also says so in

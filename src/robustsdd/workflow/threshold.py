@@ -25,15 +25,10 @@ from sklearn.model_selection import KFold
 from .._errors import ConfigError, DataError
 from .._hashing import array_digest
 from ..cleaning.registry import SCORING_WORDS
-from ..detectors.base import BaseDetector
+from ..detectors.base import BaseDetector, lent_out_of_fold_scores
 from .checkpoints import FitCheckpoints
 
-__all__ = [
-    "decide",
-    "out_of_fold_scores",
-    "own_out_of_fold_scores",
-    "choose_decision_threshold",
-]
+__all__ = ["decide", "out_of_fold_scores", "choose_decision_threshold"]
 
 
 def decide(
@@ -55,15 +50,15 @@ def decide(
     ``decision``: ``scores`` ("out_of_fold" or "removal"), ``quantile``, ``n_folds``;
     ``removal`` is None when nothing was cleaned. ``fitted``: the final model, trained on
     the kept images; a detector that computed out-of-fold scores of its own training
-    images while fitting (:func:`own_out_of_fold_scores`) lends them instead of
-    ``n_folds`` more fits.
+    images while fitting (:func:`~robustsdd.detectors.base.lent_out_of_fold_scores`) lends
+    them instead of ``n_folds`` more fits.
     """
     kind, quantile = decision["scores"], decision["quantile"]
     if kind == "out_of_fold":
         keep = np.asarray(keep, bool)
         n_folds = min(int(decision["n_folds"]), int(keep.sum()))
-        own = own_out_of_fold_scores(fitted, n_folds, seed)
-        if own is not None and len(own) == int(keep.sum()):
+        own = lent_out_of_fold_scores(fitted, n_folds, seed, int(keep.sum()))
+        if own is not None:
             calibration = np.full(len(keep), np.nan)
             calibration[keep] = own
         else:
@@ -80,18 +75,6 @@ def decide(
     if removal is None:  # no cleaning: the final model's own training scores
         return choose_decision_threshold(final, keep, quantile, kind="final_in_sample"), None
     return choose_decision_threshold(removal, keep, quantile, kind="removal", regime=scoring), None
-
-
-def own_out_of_fold_scores(
-    fitted: BaseDetector | None, n_folds: int, seed: int
-) -> np.ndarray | None:
-    """Out-of-fold scores a fitted detector computed of its own training images with
-    ``KFold(n_folds, shuffle=True, random_state=seed)`` (the ensemble does), else None."""
-    lend = getattr(fitted, "out_of_fold_scores", None)
-    if fitted is None or not callable(lend):
-        return None
-    scores = lend(n_folds, seed)
-    return None if scores is None else np.asarray(scores, np.float64)
 
 
 def out_of_fold_scores(
