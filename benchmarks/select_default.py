@@ -86,6 +86,7 @@ def run(args) -> None:
         pool, test_pool = _pools(data)
         for name in args.candidates.split(","):
             detector, options, strategies = CANDIDATES[name]
+            strategies = args.strategies or strategies
             parts = make_components(detector, **options)
             out = root / data / name
             print(f"== {data} / {name}", flush=True)
@@ -222,6 +223,11 @@ def main():
     ap.add_argument("--candidates", default=",".join(CANDIDATES))
     ap.add_argument("--seeds", default="10,11,12")
     ap.add_argument("--levels", default=LEVELS, help="contamination levels (run only)")
+    ap.add_argument(
+        "--strategies",
+        default=None,
+        help="run only: strategies instead of each candidate's own (e.g. none,oracle)",
+    )
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()

@@ -95,8 +95,17 @@ def test_report_renders_offline_with_every_image_and_the_csv_counts(browser, mod
         assert page.inner_text("#n-images") == str(len(rows)) == "40"
         assert page.inner_text("#n-removed") == str(len(removed)) == "4"
         assert page.inner_text("#n-kept") == "36"
-        assert float(page.inner_text("#contamination")) == pytest.approx(100 * 4 / 40)
-        threshold = json.loads((model_dir / "robustsdd.json").read_text())["decision"]["threshold"]
+        info = json.loads((model_dir / "robustsdd.json").read_text())
+        # The estimate read off the out-of-fold removal scores, with its interval.
+        estimate = info["training"]["contamination_estimate"]
+        assert float(page.inner_text("#contamination")) == pytest.approx(
+            100 * estimate["share"], abs=0.05
+        )
+        low, high = page.inner_text("#contamination-interval").split("–")
+        assert float(low) == pytest.approx(100 * estimate["low"], abs=0.05)
+        assert float(high) == pytest.approx(100 * estimate["high"], abs=0.05)
+        assert estimate["low"] <= estimate["share"] <= estimate["high"]
+        threshold = info["decision"]["threshold"]
         assert float(page.inner_text("#decision-threshold")) == pytest.approx(threshold, rel=1e-5)
         shown = page.eval_on_selector_all("#removed .name", "els => els.map(e => e.textContent)")
         assert shown == [r["name"] for r in removed]  # highest score first

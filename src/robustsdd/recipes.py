@@ -182,7 +182,7 @@ def cleaning_settings(
     """:class:`~robustsdd.OneShotRemoval` keywords for a detector; None for ``rule="none"``.
 
     ``rule`` and ``scoring`` default to :func:`default_cleaning`; a rule's number
-    (``threshold``, ``fraction``, ``min_size``, ``z``; None = the rule's default) comes
+    (``threshold``, ``fraction``, ``min_size``, ``z``, ``fdr``; None = the rule's default) comes
     from ``rule_params``. Every rule's number is passed on, so the keywords describe the
     setting completely.
 
@@ -399,6 +399,7 @@ def make_components(
     fraction: float | None = None,
     min_size: float | None = None,
     z: float | None = None,
+    fdr: float | None = None,
     scoring: str | None = None,
     n_folds: int = 5,
     min_keep: float = 0.5,
@@ -452,6 +453,7 @@ def make_components(
         fraction=fraction,
         min_size=min_size,
         z=z,
+        fdr=fdr,
     )
     decision = dict(DEFAULT_DECISION, n_folds=n_folds)
     if decision_quantile is not None:

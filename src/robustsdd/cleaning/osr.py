@@ -34,6 +34,14 @@ in-sample score. ``scoring`` makes the regime explicit:
     copy scores the images it did not see, its scores divided by their median so
     that members vote on one scale, and an image's score is the median over those
     members — above a cut exactly when a majority of them put it above the cut.
+``sparse_banks``
+    After MeDS (ICML 2026): many memory banks, each of the features of a random small
+    share (``bank_share``) of the images; an image's score is the median, over the
+    banks that did not hold it, of its PatchCore-style distance to the bank
+    (:func:`~robustsdd.cleaning.sparse_banks.sparse_bank_scores`). A defect type
+    repeated in a few training images misses most banks and still scores high, where
+    out-of-fold scores find its look-alikes in the other folds. Needs no detector fit;
+    reads the detector's patch columns (``patch_channels``) where it has them.
 
 Beyond the one shot, ``rounds`` > 1 repeats the removal (SRR's "repeat"): the
 detector is refitted on what was kept, every image is scored again (kept images
@@ -59,6 +67,7 @@ from .._validation import check_positive_int
 from ..detectors.base import BaseDetector, check_features, lent_out_of_fold_scores
 from .registry import RULES, SCORING_REGIMES
 from .rules import apply_guard, resolve_count
+from .sparse_banks import sparse_bank_scores
 
 __all__ = ["OneShotRemoval"]
 
@@ -75,6 +84,7 @@ _FITTED = (
     "stage1_removal_scores_",
     "cut_",
     "p_normal_",
+    "contamination_estimate_",
     "rounds_run_",
     "guard_fired_",
     "notes_",
@@ -88,7 +98,7 @@ class OneShotRemoval(BaseEstimator):
     ----------
     detector : BaseDetector
         Any robustsdd detector; it is cloned, never modified.
-    rule : {"score_threshold", "min_size", "fraction", "auto", "confident"}
+    rule : {"score_threshold", "min_size", "fraction", "auto", "confident", "fdr"}
         How images are chosen for removal (see the module docstring). Two need no
         number: ``auto`` drops images scoring above median + ``z`` robust SDs of
         the removal scores (:func:`~robustsdd.cleaning.rules.auto_cut`);
@@ -105,12 +115,23 @@ class OneShotRemoval(BaseEstimator):
     min_size : int or float
         For ``min_size``: stop removing when this many images remain (a float in
         (0, 1) is a share of the training set).
-    scoring : {"in_sample", "held_out_views", "out_of_fold", "ensemble"}
+    fdr : float in (0, 1)
+        For ``fdr``: the false-discovery rate of the cut (the expected share of good
+        images among those removed; default 0.2). The rule fits a model of the normal
+        images' log scores, estimates the contamination with an interval and removes
+        the images that model rejects (:mod:`robustsdd.cleaning.estimate`).
+    scoring : {"in_sample", "held_out_views", "out_of_fold", "ensemble", "sparse_banks"}
         How the training images are scored for removal.
     n_folds : int
         Folds for ``out_of_fold`` scoring.
     n_members : int
         Disjoint subsets (one detector each) for ``ensemble`` scoring.
+    bank_share : float in (0, 1)
+        For ``sparse_banks``: share of the images in each bank (default 0.1: a pattern
+        in up to 6 images is still scored as rare; see
+        :func:`~robustsdd.cleaning.sparse_banks.repeat_tolerance`).
+    n_banks : int
+        For ``sparse_banks``: how many banks (default 20).
     rounds : int
         Removal rounds (1: One-Shot Removal; more: refine and repeat, see the
         module docstring). Not used by ``min_size``, which is iterative already.
@@ -141,6 +162,8 @@ class OneShotRemoval(BaseEstimator):
         cut read off the scores; ``confident``: the lowest removed score), None for
         the count-based rules
     p_normal_ : for ``confident``, each image's probability of being normal
+    contamination_estimate_ : for ``fdr``, ``{"share", "low", "high", "level"}``: the
+        contamination estimated from the removal scores and its bootstrap interval
     rounds_run_ : how many removal rounds ran (≤ ``rounds``)
     estimated_contamination_ : share of training images removed, the estimate
         of how many did not belong
@@ -169,6 +192,7 @@ class OneShotRemoval(BaseEstimator):
     stage1_removal_scores_: np.ndarray
     cut_: float | None
     p_normal_: np.ndarray | None
+    contamination_estimate_: dict | None
     rounds_run_: int
     guard_fired_: bool
     notes_: list[str]
@@ -189,6 +213,9 @@ class OneShotRemoval(BaseEstimator):
         z: float = 3.0,
         n_members: int = 5,
         rounds: int = 1,
+        fdr: float = 0.2,
+        bank_share: float = 0.1,
+        n_banks: int = 20,
     ):
         self.detector = detector
         self.rule = rule
@@ -203,6 +230,9 @@ class OneShotRemoval(BaseEstimator):
         self.random_state = random_state
         self.n_members = n_members
         self.rounds = rounds
+        self.fdr = fdr
+        self.bank_share = bank_share
+        self.n_banks = n_banks
 
     # -- scoring regimes --------------------------------------------------------------
     def _fit_views(self, X):
@@ -235,6 +265,8 @@ class OneShotRemoval(BaseEstimator):
             return model.decision_function(X[:, held])
         if self.scoring == "ensemble":
             return self._ensemble_scores(X)
+        if self.scoring == "sparse_banks":
+            return self._sparse_bank_scores(X)
         n_folds = min(int(self.n_folds), len(X))
         if n_folds < 2:
             raise DataError("scoring='out_of_fold' needs at least 2 images")
@@ -248,6 +280,18 @@ class OneShotRemoval(BaseEstimator):
         for train_idx, test_idx in folds.split(X):
             scores[test_idx] = clone(self.detector).fit(X[train_idx]).decision_function(X[test_idx])
         return scores
+
+    def _sparse_bank_scores(self, X, reference=None):
+        """Sparse-bank scores of the images of X, banks drawn from ``reference`` (all)."""
+        columns = getattr(self.detector, "patch_channels", None)
+        features = X if columns is None else X[:, :, : int(columns)]
+        return sparse_bank_scores(
+            features,
+            share=float(self.bank_share),
+            n_banks=int(self.n_banks),
+            reference=reference,
+            random_state=self.random_state,
+        )
 
     def _ensemble_scores(self, X):
         """Median over the members that did not see each image of its median-scaled score."""
@@ -291,8 +335,10 @@ class OneShotRemoval(BaseEstimator):
         min_keep = resolve_count(self.min_keep, n, "min_keep")
         if min_keep < 1:
             raise ConfigError("min_keep must keep at least one image")
-        for name in ("n_members", "rounds", "n_folds"):
+        for name in ("n_members", "rounds", "n_folds", "n_banks"):
             check_positive_int(getattr(self, name), name)
+        if not 0 < self.bank_share < 1:
+            raise ConfigError(f"bank_share must be in (0, 1), got {self.bank_share!r}")
         if self.scoring == "ensemble" and self.n_members < 2:
             raise ConfigError("scoring='ensemble' needs n_members >= 2")
         return min_keep
@@ -377,10 +423,20 @@ class OneShotRemoval(BaseEstimator):
         self.cut_ = cut.cut
         if cut.p_normal is not None:
             self.p_normal_ = cut.p_normal
+        if cut.estimate is not None:
+            est = cut.estimate
+            self.contamination_estimate_ = {
+                "share": est.share,
+                "low": est.interval[0],
+                "high": est.interval[1],
+                "level": est.level,
+            }
         return apply_guard(scores, cut.keep, min_keep)
 
     def _rescore(self, X, keep):
         """Removal scores of a further round: the regime on the kept, the rest out of sample."""
+        if self.scoring == "sparse_banks":  # banks of kept images score every image
+            return self._sparse_bank_scores(X, reference=keep)
         kept, removed = np.flatnonzero(keep), np.flatnonzero(~keep)
         refit = clone(self.detector).fit(self._training_views(X[kept]))
         scores = np.empty(len(X))
@@ -437,6 +493,7 @@ class OneShotRemoval(BaseEstimator):
             and other.scoring == self.scoring
             and other.n_folds == self.n_folds
             and other.n_members == self.n_members
+            and (other.bank_share, other.n_banks) == (self.bank_share, self.n_banks)
             and other.random_state == self.random_state
             and clone(other.detector).get_params() == clone(self.detector).get_params()
             and len(other.keep_mask_) == len(X)
@@ -497,7 +554,15 @@ class OneShotRemoval(BaseEstimator):
                 + (f" ({self.cut_:.4g})" if self.cut_ is not None else "")
             )
         rule = RULES[self.rule]
-        if rule.estimates_contamination:
+        estimate = getattr(self, "contamination_estimate_", None)
+        if estimate is not None:
+            self.notes_.append(
+                f"estimated contamination {estimate['share']:.1%} "
+                f"({estimate['level']:.0%} interval {estimate['low']:.1%} to "
+                f"{estimate['high']:.1%}) from the {self.scoring} scores' model of normal "
+                f"images; the fdr cut removed {n_removed / len(keep):.1%}"
+            )
+        elif rule.estimates_contamination:
             cut = f" = {self.cut_:.4g}" if self.cut_ is not None else ""
             self.notes_.append(
                 f"{self.rule} cut: {rule.describe(self.get_params())}{cut}; "
@@ -552,6 +617,7 @@ class OneShotRemoval(BaseEstimator):
             "guard_fired_": bool(self.guard_fired_),
             "notes_": list(self.notes_),
             "estimated_contamination_": float(self.estimated_contamination_),
+            "contamination_estimate_": getattr(self, "contamination_estimate_", None),
             "stages": list(self.stage_scores_),
         }
         return arrays, info
@@ -592,4 +658,6 @@ class OneShotRemoval(BaseEstimator):
         self.guard_fired_ = bool(info["guard_fired_"])
         self.notes_ = list(info["notes_"])
         self.estimated_contamination_ = float(info["estimated_contamination_"])
+        if info.get("contamination_estimate_") is not None:
+            self.contamination_estimate_ = dict(info["contamination_estimate_"])
         return self

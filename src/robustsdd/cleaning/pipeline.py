@@ -124,7 +124,7 @@ def fit_settings(
         shared = None
         if cleaning is not None and cleaning.get("rule") != "oracle":
             osr = OneShotRemoval(seeded_clone(detector, seed), random_state=seed, **cleaning)
-            shared = (osr.scoring, osr.n_folds, osr.n_members)
+            shared = (osr.scoring, osr.n_folds, osr.n_members, osr.bank_share, osr.n_banks)
             if shared not in stage1 and plain is not None:
                 # Stage 1 of every regime but held-out views *is* the plain model.
                 stage1[shared] = osr.stage1_from_plain(plain, X)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._errors import ConfigError
+from .estimate import ContaminationEstimate, estimate_contamination, fdr_cut
 from .rules import auto_cut, confident_cut, fraction_rule, threshold_rule
 
 __all__ = [
@@ -49,6 +50,7 @@ SCORING_WORDS = {
     "held_out_views": "held-out-view",
     "out_of_fold": "out-of-fold",
     "ensemble": "ensemble",
+    "sparse_banks": "sparse-bank",
 }
 SCORING_REGIMES = tuple(SCORING_WORDS)
 
@@ -62,11 +64,13 @@ SPECIAL_STRATEGIES = {
 @dataclass(frozen=True)
 class Cut:
     """What a rule decided: ``keep`` mask, the score ``cut`` it used (None for count-based
-    rules) and, for probabilistic rules, each image's probability of being normal."""
+    rules), for probabilistic rules each image's probability of being normal, and for
+    rules that model the scores the contamination estimate behind the cut."""
 
     keep: np.ndarray
     cut: float | None = None
     p_normal: np.ndarray | None = None
+    estimate: ContaminationEstimate | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,14 @@ def _cut_fraction(scores, s):
     return Cut(fraction_rule(scores, s["fraction"]))
 
 
+def _cut_fdr(scores, s):
+    estimate = estimate_contamination(scores, random_state=s.get("random_state", 0))
+    keep = fdr_cut(estimate.p_values, s["fdr"], 1.0 - estimate.share)
+    removed = np.asarray(scores, dtype=np.float64)[~keep]
+    removed = removed[np.isfinite(removed)]
+    return Cut(keep, float(removed.min()) if removed.size else None, estimate=estimate)
+
+
 def _cut_confident(scores, s):
     decision = confident_cut(scores, random_state=s.get("random_state", 0))
     return Cut(decision.keep, decision.score_cut, decision.p_normal)
@@ -213,6 +225,21 @@ RULES: dict[str, Rule] = {
             None,
             None,
             _cut_confident,
+            estimates_contamination=True,
+        ),
+        Rule(
+            "fdr",
+            "model the normal images' scores (an empirical null), estimate the "
+            "contamination and drop images at a false-discovery rate",
+            "drop images the normal scores' model rejects at false-discovery rate {fdr:g}",
+            "fdr",
+            RuleParam(
+                "fdr",
+                0.2,
+                "fdr: the expected share of good images among those removed (default: %(default)s)",
+                lambda v: None if 0 < v < 1 else "must be in (0, 1)",
+            ),
+            _cut_fdr,
             estimates_contamination=True,
         ),
     )

@@ -256,7 +256,9 @@ def add_cleaning_args(
         "--scoring",
         choices=SCORING_REGIMES,
         default=None,
-        help="how training images are scored for removal (default: "
+        help="how training images are scored for removal; sparse_banks: against many "
+        "banks of a tenth of the images each, so a defect repeated in a few images still "
+        "stands out (default: "
         + (
             "held_out_views; out_of_fold for patch detectors, whose features have no "
             "views to hold out)"

@@ -60,7 +60,8 @@ def add_sweep_parser(
         "--strategies",
         default=_csv(DEFAULT_STRATEGIES),
         help="comma-separated: none, oracle, osr_<threshold>, fraction_<share>, "
-        "min_size_<size>, auto_<z> (automatic cut), confident, each optionally "
+        "min_size_<size>, auto_<z> (automatic cut), confident, fdr_<rate> (contamination "
+        "estimate, false-discovery-rate cut), each optionally "
         "_r<rounds> and @<scoring> (default: %(default)s)",
     )
     g.add_argument(

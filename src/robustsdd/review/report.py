@@ -48,6 +48,22 @@ def _fmt(x) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.4g}"
 
 
+def _estimate_row(estimate: Mapping | None, removed_share: float) -> str:
+    if estimate is None:
+        return (
+            f'<tr><th>estimated contamination</th><td><span id="contamination">'
+            f"{100 * removed_share:.1f}</span> % (the share removed)</td></tr>"
+        )
+    return (
+        f'<tr><th>estimated contamination</th><td><span id="contamination">'
+        f"{100 * estimate['share']:.1f}</span> % "
+        f'(<span id="contamination-interval">{100 * estimate["low"]:.1f}–'
+        f"{100 * estimate['high']:.1f}</span> %, a {100 * estimate['level']:.0f} % interval), "
+        f"read off the {_e(estimate.get('scores', ''))} scores of the training images by a "
+        f"model of the normal images' scores; {100 * removed_share:.1f} % removed</td></tr>"
+    )
+
+
 def render_report(
     *,
     names: Sequence[str],
@@ -69,6 +85,7 @@ def render_report(
     thumb: int = 160,
     title: str = "robustsdd review",
     warning: str | None = None,
+    estimate: Mapping | None = None,
 ) -> str:
     """The HTML text of the review report.
 
@@ -90,6 +107,10 @@ def render_report(
     warning : optional sentence saying the removal is implausible
         (:func:`robustsdd.cleaning.plausibility.removal_warning`): shown as a warning in
         place of the estimated contamination.
+    estimate : optional contamination estimate read off the scores
+        (:func:`robustsdd.cleaning.estimate.estimate_summary`: ``share``, ``low``, ``high``,
+        ``level``, and ``scores``, which scores it was read off); without it the share
+        removed stands for the estimate.
     """
     final_scores = np.asarray(final_scores, dtype=np.float64)
     review_scores = np.asarray(review_scores, dtype=np.float64)
@@ -150,8 +171,7 @@ def render_report(
         (
             f'<tr><th>warning</th><td class="warning" id="removal-warning">{_e(warning)}</td></tr>'
             if warning
-            else f'<tr><th>estimated contamination</th><td><span id="contamination">'
-            f"{100 * contamination:.1f}</span> % (the share removed)</td></tr>"
+            else _estimate_row(estimate, contamination)
         ),
         f"<tr><th>removal</th><td>{_e(cleaning_text)}</td></tr>",
         f'<tr><th>decision threshold</th><td><span id="decision-threshold">{threshold:.6g}'

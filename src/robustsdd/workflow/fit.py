@@ -31,6 +31,7 @@ from .._io import (
 )
 from .._version import __version__
 from ..cleaning import SCORING_WORDS, OneShotRemoval, describe, fit_cleaned, seeded_clone
+from ..cleaning.estimate import estimate_summary
 from ..cleaning.plausibility import removal_warning
 from ..data import ImageSet, load_unlabeled, paper_split, screen_images, write_skip_list
 from ..data.screen import ScreenResult
@@ -102,6 +103,7 @@ def fit_images(
     fraction: float | None = None,
     min_size: float | None = None,
     z: float | None = None,
+    fdr: float | None = None,
     scoring: str | None = None,
     n_folds: int = 5,
     min_keep: float = 0.5,
@@ -141,7 +143,7 @@ def fit_images(
         :func:`robustsdd.recipes.make_featurizer`).
     rule : str or None
         A cleaning rule (:data:`robustsdd.cleaning.RULES`) or ``"none"`` (train on all).
-    threshold, fraction, min_size, z
+    threshold, fraction, min_size, z, fdr
         The rule's number (None: the rule's default).
     scoring, n_folds, min_keep, n_members, rounds
         As :class:`~robustsdd.OneShotRemoval`.
@@ -189,6 +191,7 @@ def fit_images(
         fraction=fraction,
         min_size=min_size,
         z=z,
+        fdr=fdr,
         scoring=scoring,
         n_folds=n_folds,
         min_keep=min_keep,
@@ -273,6 +276,7 @@ def fit_model(
     notes: list[str] = list(feature_notes)
     fold_skipped: list[int] = []
     removed_order: list[int] | np.ndarray
+    osr: OneShotRemoval | None = None
     if cleaning is None:
         model, final = _fit_plain(checkpoints, detector, X, seed)
         keep = np.ones(len(X), bool)
@@ -318,6 +322,7 @@ def fit_model(
         stages["calibration"] = calibration
         if cleaning is None:  # the galleries then sort by the scores of unseen images
             review, review_label = calibration, "out-of-fold score"
+    estimate, estimate_words = _contamination_estimate(osr, calibration, seed)
     warning = removal_warning(len(X), int((~keep).sum()), guard_fired)
     if warning:
         log(f"warning: {warning}")
@@ -336,6 +341,7 @@ def fit_model(
             "n_images": len(images),
             "n_removed": int((~keep).sum()),
             "removal_warning": warning,
+            "contamination_estimate": estimate,
             "seed": seed,
             "score_summary": score_summary(final),
         },
@@ -371,6 +377,7 @@ def fit_model(
                 model_text=_describe_model(model, featurizer),
                 notes=notes,
                 warning=warning,
+                estimate=None if estimate is None else {**estimate, "scores": estimate_words},
             ),
         )
         swap_in_folder(staging, target)  # the checkpoints go with the folder replaced
@@ -411,6 +418,8 @@ def _fit_osr(checkpoints: FitCheckpoints, detector, X, cleaning: dict, seed: int
         "n_members": osr.n_members,
         "seed": seed,
     }
+    if osr.scoring == "sparse_banks":  # only then do they change the removal scores
+        s1_inputs.update(bank_share=osr.bank_share, n_banks=osr.n_banks)
     s3_inputs = {
         "stage1": checkpoints.key("stage1", **s1_inputs),
         "osr": {k: v for k, v in osr.get_params(deep=False).items() if k != "detector"},
@@ -445,6 +454,28 @@ def _fit_osr(checkpoints: FitCheckpoints, detector, X, cleaning: dict, seed: int
         checkpoints.save("stage3", arrays=arrays, info=info, inputs=s3_inputs)
         s3 = checkpoints.reload("stage3", inputs=s3_inputs)
     return osr.set_fitted_state(s3.arrays, s3.info)
+
+
+def _contamination_estimate(
+    osr: OneShotRemoval | None, calibration, seed: int
+) -> tuple[dict | None, str]:
+    """The contamination estimated from out-of-sample scores of every training image, and
+    which scores: the fdr rule's own; else the first removal scores of a regime that
+    scores unseen images; without cleaning, the out-of-fold calibration scores. None
+    where no such scores exist (in-sample scoring only)."""
+    if osr is not None:
+        own = getattr(osr, "contamination_estimate_", None)
+        if own is not None:
+            return own, f"{SCORING_WORDS[osr.scoring]} removal"
+        if osr.scoring == "in_sample":
+            return None, ""
+        return (
+            estimate_summary(osr.stage1_removal_scores_, seed),
+            f"{SCORING_WORDS[osr.scoring]} removal",
+        )
+    if calibration is None:
+        return None, ""
+    return estimate_summary(calibration, seed), "out-of-fold"
 
 
 def _skipped_steps_note(model, fold_skipped: list) -> str | None:
