@@ -1,7 +1,8 @@
 """Cleaning when the same defect type repeats across training images, on real pixels.
 
-Usage: python benchmarks/repeated_defects.py [--seeds 10,11,12] [--levels 0.1,0.2]
-                                             [--types 4]
+Usage: python benchmarks/repeated_defects.py run [--seeds 10,11,12] [--levels 0.1,0.2]
+                                                 [--strategies ...] [--jobs 2]
+       python benchmarks/repeated_defects.py gap
 
 What out-of-fold scoring assumes away: on real lines a defect *type* (one tool mark, one
 contamination spot) recurs in several images, so a defective training image finds its
@@ -9,22 +10,19 @@ look-alikes in the other folds and scores as normal. This benchmark builds exact
 from good ELPV cells (real texture, busbars and grain), with shapes ELPV does not have:
 
 * backdrops are good cells, half of them single (300 × 300), half strips of two cells
-  side by side (300 × 600), so the training set mixes sizes and aspect ratios;
-* each seed draws ``--types`` defect types; a type is one dark ellipse (its size 16–36 px,
-  elongation, angle and darkness fixed), planted at a random place of a backdrop. The
-  defective training images are dealt to the types in turn, so at 20 % with 4 types
-  each type is in 5 training images;
-* 100 training images at each level, tested on 50 good + 50 defective images of the
-  same types (new backdrops and places).
+  side by side (300 × 600), so every set mixes sizes and aspect ratios; no cell is used twice;
+* ``--types`` defect types (4; drawn once, seed 0): a type is one dark ellipse — its size
+  (16–36 px), elongation, angle and darkness fixed — planted at a random place;
+* a pool of 300 good and 120 defective backdrops (30 per type) to draw training sets from,
+  and a test pool of 100 good and 100 defective (25 per type) on other backdrops.
 
-For each scorer of the training images — the ensemble's own out-of-fold scores, its
-PatchCore member's, and sparse banks (``scoring="sparse_banks"``, a fifth of the images
-per bank) — and each cut (``auto``: median + 3 robust SD of the log scores; ``fdr``:
-the contamination estimate's false-discovery-rate cut at 0.2) it reports the ranking
-AUROC against the training labels and the precision / recall of the cut; then the test
-AUROC of the default detector (the ensemble) trained on everything (``none``), on the
-good images only (``oracle``) and on what each cut kept, and the share of the oracle gap
-each wins back. Results: ``benchmarks/results/cleaning/repeated_defects.json`` / ``.md``.
+The sweep is the paper's protocol on these pools (:func:`robustsdd.experiments.sweep.run_sweep`:
+100 training images at each level, test 100 + 100, seeds 10–12) with the default detector
+(the ensemble) and its recipe's features; at 20 % each type is in about 5 training images.
+Strategies: ``none``, ``oracle`` and cleanings on out-of-fold or sparse-bank scores, with one
+or three rounds. ``gap`` tabulates AUROC, the share of the oracle gap won back and the removal
+precision / recall (``select_default.py gap``'s table). Results:
+``benchmarks/results/cleaning/repeated_defects/`` (a sweep report) and ``gap.md``.
 """
 
 from __future__ import annotations
@@ -32,23 +30,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from robustsdd._io import atomic_write_bytes
-from robustsdd.cleaning.registry import RULES
-from robustsdd.cleaning.sparse_banks import sparse_bank_scores
-from robustsdd.data import GOOD, ImageSet, load_elpv
-from robustsdd.detectors.ensemble import EnsembleDetector
+from robustsdd.data import DEFECTIVE, GOOD, ImageSet, load_elpv
+from robustsdd.experiments.sweep import run_sweep
+from robustsdd.experiments.sweep_report import write_report
 from robustsdd.recipes import make_components
 
-N_TRAIN, N_TEST = 100, 50
-#: cut name -> (rule, settings), applied to every scorer's scores
-CUTS = {"auto_3": ("auto", {"z": 3.0}), "fdr_0.2": ("fdr", {"fdr": 0.2})}
+OUT = Path("benchmarks/results/cleaning/repeated_defects")
+STRATEGIES = (
+    "none,oracle,auto_3@out_of_fold,fdr_0.2@out_of_fold,fdr_0.2_r3@out_of_fold,"
+    "auto_3@sparse_banks,fdr_0.2@sparse_banks,fdr_0.2_r3@sparse_banks"
+)
+N_GOOD, N_PER_TYPE, N_TEST_GOOD, N_TEST_PER_TYPE = 300, 30, 100, 25
 
 
 def good_cells() -> list:
@@ -83,141 +81,98 @@ def plant(rng, gray: np.ndarray, kind: dict) -> np.ndarray:
     return out.clip(0, 255).astype(np.uint8)
 
 
-def backdrops(rng, cells, n):
-    """n backdrops, half single cells, half two-cell strips; cells not reused."""
-    order = iter(rng.permutation(len(cells)))
-    out = []
-    for i in range(n):
-        if i % 2:
-            out.append(np.concatenate([cells[next(order)], cells[next(order)]], axis=1))
-        else:
-            out.append(cells[next(order)])
-    return out
-
-
-def make_split(seed, level, n_types, cells):
-    rng = np.random.default_rng(seed)
-    kinds = [defect_type(rng) for _ in range(n_types)]
-    n_bad = int(round(level * N_TRAIN))
-    images = backdrops(rng, cells, N_TRAIN + 2 * N_TEST)
-    train = [
-        plant(rng, im, kinds[i % n_types]) if i < n_bad else im
-        for i, im in enumerate(images[:N_TRAIN])
-    ]
-    test = images[N_TRAIN:]
-    test = [plant(rng, im, kinds[i % n_types]) if i < N_TEST else im for i, im in enumerate(test)]
-    y_train = np.r_[np.ones(n_bad), np.zeros(N_TRAIN - n_bad)].astype(int)
-    y_test = np.r_[np.ones(N_TEST), np.zeros(N_TEST)].astype(int)
-    return train, y_train, test, y_test
-
-
-def as_set(images, labels, tag):
-    return ImageSet(list(images), list(labels), [f"{tag}{i}" for i in range(len(images))])
-
-
-def run(args) -> list:
+def pools(n_types: int) -> tuple[ImageSet, ImageSet]:
+    """(training pool, test pool), drawn once with seed 0."""
+    rng = np.random.default_rng(0)
     cells = good_cells()
+    order = iter(rng.permutation(len(cells)))
+    kinds = [defect_type(rng) for _ in range(n_types)]
+
+    def backdrop(i):
+        if i % 2:
+            return np.concatenate([cells[next(order)], cells[next(order)]], axis=1)
+        return cells[next(order)]
+
+    def make(n_good, per_type, tag):
+        items, labels = [], []
+        for i in range(n_good):
+            items.append(backdrop(i))
+            labels.append(GOOD)
+        for i in range(per_type * n_types):
+            items.append(plant(rng, backdrop(i), kinds[i % n_types]))
+            labels.append(DEFECTIVE)
+        names = [f"{tag}{i:04d}" for i in range(len(items))]
+        return ImageSet(items, labels, names, source=f"repeated_defects_{tag}")
+
+    return make(N_GOOD, N_PER_TYPE, "pool"), make(N_TEST_GOOD, N_TEST_PER_TYPE, "test")
+
+
+def run(args) -> None:
+    pool, test_pool = pools(args.types)
     parts = make_components("ensemble", progress=False)
-    fz, pc = parts.featurizer, parts.detector.patch_channels
-    rows = []
-    for level in [float(v) for v in args.levels.split(",")]:
-        for seed in [int(s) for s in args.seeds.split(",")]:
-            train, y, test, y_test = make_split(seed, level, args.types, cells)
-            X = fz.transform(as_set(train, y, f"rd{seed}_{level}_train"))
-            X_test = fz.transform(as_set(test, y_test, f"rd{seed}_{level}_test"))
-
-            def fit_score(keep):
-                det = EnsembleDetector(patch_channels=pc, random_state=seed).fit(X[keep])
-                return det, float(roc_auc_score(y_test, det.decision_function(X_test)))
-
-            t = time.perf_counter()
-            plain, auroc_none = fit_score(np.ones(len(y), bool))
-            fit_seconds = time.perf_counter() - t
-            _, auroc_oracle = fit_score(y == 0)
-            scorers = {
-                "oof_ensemble": (plain.out_of_fold_scores_, fit_seconds),
-                "oof_patchcore": (plain.member_oof_scores_[0], fit_seconds),
-            }
-            t = time.perf_counter()
-            s = sparse_bank_scores(X[:, :, :pc], share=0.2, n_banks=20, random_state=seed)
-            scorers["banks_0.2"] = (s, time.perf_counter() - t)
-            base = {"level": level, "seed": seed, "none": auroc_none, "oracle": auroc_oracle}
-            for name, (s, seconds) in scorers.items():
-                for cut_name, (rule, settings) in CUTS.items():
-                    keep = RULES[rule].cut(s, {**settings, "random_state": seed}).keep
-                    tp = int((~keep & (y == 1)).sum())
-                    _, auroc = fit_score(keep)
-                    row = {
-                        **base,
-                        "scorer": f"{name} {cut_name}",
-                        "rank_auroc": float(roc_auc_score(y, s)),
-                        "precision": tp / max(int((~keep).sum()), 1),
-                        "recall": tp / max(int(y.sum()), 1),
-                        "removed": int((~keep).sum()),
-                        "auroc": auroc,
-                        "scorer_seconds": round(seconds, 2),
-                    }
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
-    return rows
+    result = run_sweep(
+        pool,
+        test_pool,
+        featurizer=parts.featurizer,
+        detector=parts.detector,
+        levels=args.levels,
+        seeds=args.seeds,
+        strategies=args.strategies,
+        out_dir=OUT,
+        jobs=args.jobs,
+        scoring="out_of_fold",
+        progress=not args.quiet,
+    )
+    config = {**result.config, "command": "python " + " ".join(sys.argv)}
+    write_report(result, OUT, config=config, stats=result.stats)
 
 
-def table(rows, command) -> str:
-    cells = defaultdict(list)
-    for r in rows:
-        cells[(r["scorer"], r["level"])].append(r)
-    levels = sorted({r["level"] for r in rows})
+def gap(args) -> None:
+    by = defaultdict(list)
+    for cell in sorted((OUT / "cells").glob("*.json")):
+        for row in json.loads(cell.read_text())["rows"]:
+            by[(row["strategy"], float(row["level"]))].append(row)
+    levels = sorted({lv for _, lv in by})
     lines = [
-        "# Repeated defect types: ranking, cut and test AUROC by removal scorer",
+        "# Repeated defect types: oracle gap won back by each cleaning",
         "",
-        f"Command: `{command}`",
+        f"Command: `python {' '.join(sys.argv)}` (after `run`)",
         "",
-        "Per level: ranking AUROC / auto-cut precision / recall, test AUROC after the cut, "
-        "and the share of the oracle gap won back (means over seeds).",
+        "Each cell: mean test AUROC / share of the oracle gap won back / removal precision / "
+        "recall (means over the seeds).",
         "",
-        "| scorer and cut | "
-        + " | ".join(f"{int(100 * lv)} %: rank / P / R | AUROC | gap won" for lv in levels)
-        + " | scorer s |",
-        "|---|" + "---|---|---|" * len(levels) + "---|",
+        "| strategy | " + " | ".join(f"{int(100 * lv)} %" for lv in levels) + " |",
+        "|---|" + "---|" * len(levels),
     ]
-    for scorer in dict.fromkeys(r["scorer"] for r in rows):
+    for strategy in dict.fromkeys(s for s, _ in by):
         cols = []
         for lv in levels:
-            rs = cells[(scorer, lv)]
-            keys = ("rank_auroc", "precision", "recall", "auroc", "none", "oracle")
-            m = {k: float(np.mean([r[k] for r in rs])) for k in keys}
-            gap = m["oracle"] - m["none"]
-            won = (m["auroc"] - m["none"]) / gap if gap > 0 else float("nan")
-            cols.append(
-                f"{m['rank_auroc']:.2f} / {m['precision']:.2f} / {m['recall']:.2f} | "
-                f"{m['auroc']:.3f} | {100 * won:.0f} %"
-            )
-        secs = np.median([r["scorer_seconds"] for r in rows if r["scorer"] == scorer])
-        lines.append(f"| {scorer} | " + " | ".join(cols) + f" | {secs:.1f} |")
-    for lv in levels:
-        rs = cells[(rows[0]["scorer"], lv)]
-        lines.append("")
-        lines.append(
-            f"At {int(100 * lv)} %: none {np.mean([r['none'] for r in rs]):.3f}, "
-            f"oracle {np.mean([r['oracle'] for r in rs]):.3f}."
-        )
-    return "\n".join(lines) + "\n"
+            rows = by[(strategy, lv)]
+            auroc = np.mean([r["auroc"] for r in rows])
+            none = np.mean([r["auroc"] for r in by[("none", lv)]])
+            oracle = np.mean([r["auroc"] for r in by[("oracle", lv)]])
+            won = (auroc - none) / (oracle - none) if oracle > none else float("nan")
+            prec = [r["removal_precision"] for r in rows if r["removal_precision"] is not None]
+            rec = np.mean([r["removal_recall"] or 0.0 for r in rows])
+            p_text = f"{np.mean(prec):.2f}" if prec else "–"
+            cols.append(f"{auroc:.3f} / {100 * won:+.0f} % / {p_text} / {rec:.2f}")
+        lines.append(f"| {strategy} | " + " | ".join(cols) + " |")
+    text = "\n".join(lines) + "\n"
+    atomic_write_bytes(OUT / "gap.md", text.encode())
+    print(text)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["run", "gap"])
     ap.add_argument("--seeds", default="10,11,12")
     ap.add_argument("--levels", default="0.1,0.2")
     ap.add_argument("--types", type=int, default=4)
-    ap.add_argument("--out", default="benchmarks/results/cleaning/repeated_defects")
+    ap.add_argument("--strategies", default=STRATEGIES)
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
-    rows = run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = table(rows, "python " + " ".join(sys.argv))
-    atomic_write_bytes(out.with_suffix(".md"), text.encode())
-    atomic_write_bytes(out.with_suffix(".json"), (json.dumps(rows, indent=1) + "\n").encode())
-    print(text)
+    (run if args.what == "run" else gap)(args)
 
 
 if __name__ == "__main__":

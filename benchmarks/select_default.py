@@ -5,6 +5,7 @@ Usage:
                                             [--seeds 10,11,12] [--levels 0,0.1,0.2,0.3]
                                             [--jobs 2]
     python benchmarks/select_default.py table [--seeds 10,11,12] [--data ...] [--candidates ...]
+    python benchmarks/select_default.py gap --candidates ensemble [--seeds ...] [--data ...]
 
 A *pipeline* is a candidate (detector + its features, :data:`CANDIDATES`) with one
 cleaning strategy (``none`` or the scale-free ``auto_3`` cut on out-of-fold scores; the
@@ -27,6 +28,12 @@ them): a default must not collapse on any data it may meet. It then states, for 
 Results: ``benchmarks/results/select/seeds<first>-<last>/<data>/<candidate>/`` (a sweep
 report each; finished groups are reused when run again) and ``selection.md`` /
 ``selection.json`` beside them.
+
+``gap`` reads the same cells of a candidate that ran with ``none`` and ``oracle`` among its
+strategies (``run --strategies none,oracle,...``) and tabulates, per cleaning strategy and
+(data set, level): mean AUROC, the share of the oracle gap it wins back ((strategy − none) /
+(oracle − none), over the seeds' means) and the precision / recall of its removal
+(``gap_<candidate>.md`` beside ``selection.md``).
 """
 
 from __future__ import annotations
@@ -216,9 +223,67 @@ def table(args) -> None:
     print("\n".join(lines))
 
 
+def gap(args) -> None:
+    root = _out_root(args.seeds)
+    lines = [
+        f"# Oracle gap won back by each cleaning (seeds {args.seeds})",
+        "",
+        f"Command: `python {' '.join(sys.argv)}`",
+        "",
+        "Each cell: mean AUROC / share of the oracle gap won back / removal precision / recall "
+        "(means over the seeds; at 0 %: AUROC and the mean number of good images removed).",
+    ]
+    for name in args.candidates.split(","):
+        for data in args.data.split(","):
+            path = root / data / name / "cells"
+            if not path.exists():
+                continue
+            by = defaultdict(list)  # (strategy, level) -> rows
+            for cell in sorted(path.glob("*.json")):
+                for row in json.loads(cell.read_text())["rows"]:
+                    by[(row["strategy"], float(row["level"]))].append(row)
+            levels = sorted({lv for _, lv in by})
+            strategies = list(dict.fromkeys(s for s, _ in by))
+            if "none" not in strategies or "oracle" not in strategies:
+                continue
+            n_seeds = {lv: len(by[("none", lv)]) for lv in levels}
+            lines += [
+                "",
+                f"## {name} on {data}",
+                "",
+                "| strategy | " + " | ".join(f"{int(100 * lv)} %" for lv in levels) + " |",
+                "|---|" + "---|" * len(levels),
+            ]
+            for strategy in strategies:
+                cols = []
+                for lv in levels:
+                    rows = by[(strategy, lv)]
+                    if len(rows) < n_seeds[lv]:
+                        cols.append("–")
+                        continue
+                    auroc = np.mean([r["auroc"] for r in rows])
+                    if lv == 0:
+                        good = np.mean([r["removed_good"] for r in rows])
+                        cols.append(f"{auroc:.3f} ({good:.1f} removed)")
+                        continue
+                    none = np.mean([r["auroc"] for r in by[("none", lv)]])
+                    oracle = np.mean([r["auroc"] for r in by[("oracle", lv)]])
+                    won = (auroc - none) / (oracle - none) if oracle > none else float("nan")
+                    prec = [
+                        r["removal_precision"] for r in rows if r["removal_precision"] is not None
+                    ]
+                    rec = np.mean([r["removal_recall"] or 0.0 for r in rows])
+                    p_text = f"{np.mean(prec):.2f}" if prec else "–"
+                    cols.append(f"{auroc:.3f} / {100 * won:+.0f} % / {p_text} / {rec:.2f}")
+                lines.append(f"| {strategy} | " + " | ".join(cols) + " |")
+        text = "\n".join(lines) + "\n"
+        atomic_write_bytes(root / f"gap_{name}.md", text.encode())
+        print(text)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["run", "table"])
+    ap.add_argument("what", choices=["run", "table", "gap"])
     ap.add_argument("--data", default=",".join(DATA))
     ap.add_argument("--candidates", default=",".join(CANDIDATES))
     ap.add_argument("--seeds", default="10,11,12")
@@ -234,7 +299,7 @@ def main():
     unknown = set(args.candidates.split(",")) - set(CANDIDATES)
     if unknown:
         ap.error(f"unknown candidates: {sorted(unknown)}; choose from {', '.join(CANDIDATES)}")
-    (run if args.what == "run" else table)(args)
+    {"run": run, "table": table, "gap": gap}[args.what](args)
 
 
 if __name__ == "__main__":

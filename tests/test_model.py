@@ -229,6 +229,7 @@ def test_fit_folder_takes_the_data_driven_cleaning_settings(planted_folder, tmp_
         "n_folds": 5,
         "min_keep": 0.5,
         "z": 2.5,
+        "fdr": 0.2,
         "n_members": 2,
         "rounds": 2,
     }
@@ -485,3 +486,47 @@ def test_a_plausible_removal_has_no_warning(fitted):
     assert "warning" not in read_rows(out / "train_scores.csv")[0]
     page = (out / "report.html").read_text()
     assert 'id="contamination"' in page and "removal-warning" not in page
+
+
+@pytest.mark.parametrize(
+    "settings, scores",
+    [
+        # the fdr rule's own estimate, read off its out-of-fold removal scores
+        ({"rule": "fdr", "scoring": "out_of_fold"}, "out-of-fold removal"),
+        # no cleaning: read off the out-of-fold scores of the decision threshold
+        ({"rule": "none"}, "out-of-fold"),
+    ],
+)
+def test_fit_reports_the_contamination_estimate_with_its_interval(
+    settings, scores, planted_folder, tmp_path
+):
+    root, planted = planted_folder
+    out = tmp_path / "m"
+    model = fit_folder(
+        root, out, detector="gaussian", featurizer=tiny_featurizer(), progress=False, **settings
+    )
+    est = model.info["training"]["contamination_estimate"]
+    assert 0 <= est["low"] <= est["share"] <= est["high"] <= 1 and est["level"] == 0.9
+    page = (out / "report.html").read_text()
+    assert f'<span id="contamination">{100 * est["share"]:.1f}</span>' in page
+    assert 'id="contamination-interval"' in page and f"read off the {scores} scores" in page
+    if settings["rule"] == "fdr":
+        removed = {r["name"] for r in read_rows(out / "train_scores.csv") if r["kept"] == "0"}
+        assert len(removed) <= len(planted) + 2  # few false removals at fdr 0.2
+        assert any("estimated contamination" in n for n in model.info["notes"])
+
+
+def test_in_sample_removal_scores_give_no_estimate(planted_folder, tmp_path):
+    root, _ = planted_folder
+    model = fit_folder(
+        root,
+        tmp_path / "m",
+        detector="gaussian",
+        featurizer=tiny_featurizer(),
+        progress=False,
+        rule="fraction",
+        scoring="in_sample",
+    )
+    assert model.info["training"]["contamination_estimate"] is None
+    page = (tmp_path / "m" / "report.html").read_text()
+    assert "(the share removed)" in page
