@@ -121,7 +121,7 @@ CUTS = {
 
 def _pool(data):
     if data == "strings":
-        return elpv_strings()[0]
+        return elpv_strings()
     return open_source("elpv", None, cell_type=data)[0]
 
 

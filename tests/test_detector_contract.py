@@ -59,7 +59,14 @@ NAMES = sorted(CASES)
 INT_PARAMS = {
     "gaussian": {},
     "knn": {"k": 1},
-    "patchcore": {"projection_dim": 1, "k": 1, "denoise_k": 1, "random_state": 0},
+    "patchcore": {
+        "max_bank": 1,
+        "max_candidates": 1,
+        "projection_dim": 1,
+        "k": 1,
+        "denoise_k": 1,
+        "random_state": 0,
+    },
     "ensemble": {"patch_channels": 1, "n_folds": 2, "random_state": 0},
     "differnet": {
         "n_blocks": 1,

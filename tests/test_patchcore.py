@@ -89,6 +89,56 @@ def test_patchcore_coreset_bank_size_maps_and_save_load(tmp_path, rng):
         PatchCore(coreset="none").fit(X[:, :15]).anomaly_maps(X[:, :15])
 
 
+def test_neighbour_search_is_exact_across_chunk_boundaries(rng, monkeypatch):
+    import robustsdd.detectors._neighbours as neighbours
+
+    monkeypatch.setattr(neighbours, "_BLOCK", 1)  # 256-row chunks: 600 rows make 3
+    b = rng.normal(size=(600, 5))
+    b[7] = b[300]  # an exact duplicate across two chunks: its distance is 0
+    own = cdist(b, b) + np.diag(np.full(600, np.inf))
+    np.testing.assert_allclose(
+        neighbours.knn_distances(b, b, 1, exclude_self=True), own.min(1), rtol=1e-5, atol=1e-4
+    )
+    assert neighbours.knn_distances(b, b, 1, exclude_self=True)[[7, 300]].max() < 1e-3
+    q = rng.normal(size=(700, 5))
+    d, i = neighbours.knn_search(q, b, 3)
+    full = cdist(q, b)
+    np.testing.assert_array_equal(i, np.argsort(full, 1)[:, :3])
+    np.testing.assert_allclose(d, np.sort(full, 1)[:, :3], rtol=1e-5, atol=1e-4)
+
+
+def test_bank_and_selection_bounds(rng):
+    X = rng.normal(size=(40, 16, 6)).astype(np.float32)  # 640 patches
+    patches = X.reshape(-1, 6)
+    # Below both bounds: exactly the greedy coreset of every patch, as before the bounds.
+    det = PatchCore(coreset_ratio=0.05, max_bank=100, max_candidates=640, random_state=2)
+    det.fit(X)
+    chosen, radius = greedy_coreset(patches, 32, projection_dim=128, random_state=2)
+    np.testing.assert_array_equal(det.bank_indices_, chosen)
+    assert det.coverage_radius_ == pytest.approx(radius)
+    # max_bank caps the bank (greedy and random coresets); "none" keeps every patch.
+    assert PatchCore(coreset_ratio=0.5, max_bank=20).fit(X).bank_.shape == (20, 6)
+    assert PatchCore(coreset="random", coreset_ratio=0.5, max_bank=20).fit(X).bank_.shape[0] == 20
+    assert PatchCore(coreset="none", max_bank=20).fit(X).bank_.shape[0] == 640
+    # max_candidates: the selection looks at a seeded subset of 100 patches only, so
+    # every bank patch comes from it and the radius is the subset's (by hand: the
+    # greedy coreset of those 100 rows).
+    det = PatchCore(coreset_ratio=0.05, max_candidates=100, random_state=4).fit(X)
+    pool = det._selection_pool(640)
+    assert len(pool) == 100 and len(set(pool.tolist())) == 100
+    local, radius = greedy_coreset(patches[pool], 32, projection_dim=128, random_state=4)
+    np.testing.assert_array_equal(det.bank_indices_, pool[local])
+    assert det.coverage_radius_ == pytest.approx(radius)
+    np.testing.assert_array_equal(det.bank_, patches[pool[local]])
+    again = PatchCore(coreset_ratio=0.05, max_candidates=100, random_state=4).fit(X)
+    np.testing.assert_array_equal(again.bank_indices_, det.bank_indices_)
+    for bad in (0, -1, 2.5, "10"):
+        with pytest.raises(ConfigError, match="max_bank"):
+            PatchCore(max_bank=bad).fit(X)
+        with pytest.raises(ConfigError, match="max_candidates"):
+            PatchCore(max_candidates=bad).fit(X)
+
+
 def test_knn_detector_matches_hand_computation_and_flags_outliers(rng, tmp_path):
     X = rng.normal(size=(30, 2, 5))
     det = KNNDetector(k=2).fit(X)

@@ -57,6 +57,21 @@ class PatchCore(BaseDetector):
         1 %: greedy selection is quadratic in the bank, see BENCHMARKS.md §7).
         A share of *all* training patches, also with ``denoise``: a denoised
         bank is as large as a plain one (at most the patches left).
+    max_bank : int or None
+        Upper bound on the bank's size (default 2048; None: no bound). The bank is
+        ``coreset_ratio`` of the training patches up to this many: 1 % of 100 images'
+        784 patches each is 784, so the bound only acts from about 260 such images
+        on. Why a bound: greedy selection costs (candidates × bank) and scoring
+        (queries × bank), so a bank that grows with N makes both quadratic in N;
+        bounded, they grow linearly. The assumption: a few thousand patches cover
+        the normal variation of one product; a larger bank mostly adds near
+        duplicates (read ``coverage_radius_`` to check it on your data).
+    max_candidates : int or None
+        Upper bound on the patches the greedy selection looks at (default 100,000;
+        None: all). Above it, the selection runs on a uniform random subset of the
+        candidates (seeded by ``random_state``): its cost then no longer grows with N.
+        100 images of 784 patches (78,400) stay below it, so the bound does not act
+        on the paper's protocol.
     projection_dim : int or None
         Random-projection dimension used by the greedy selection only (None: the
         selection works on the features themselves).
@@ -137,8 +152,9 @@ class PatchCore(BaseDetector):
     denoise_kept_ : bool array (n_images, n_patches) or None
         Which training patches survived the denoising (denoising only).
     coverage_radius_ : float or None
-        Coverage radius of the greedy coreset over the patches that entered the
-        coreset step (0 when all of them are kept; None for a random subset).
+        Coverage radius of the greedy coreset over the patches the selection looked
+        at (all candidates, or the random subset of ``max_candidates``; 0 when all of
+        them are kept; None for a random coreset).
 
     Only what scoring needs (bank, weights, grid) is saved; the fit diagnostics
     (``denoise_scores_``, ``denoise_kept_``, ``bank_indices_``, ``coverage_radius_``)
@@ -164,6 +180,8 @@ class PatchCore(BaseDetector):
         self,
         coreset: str = "greedy",
         coreset_ratio: float = 0.01,
+        max_bank: int | None = 2048,
+        max_candidates: int | None = 100_000,
         projection_dim: int | None = 128,
         k: int = 1,
         grid: Sequence[int] | None = None,
@@ -174,6 +192,8 @@ class PatchCore(BaseDetector):
     ):
         self.coreset = coreset
         self.coreset_ratio = coreset_ratio
+        self.max_bank = max_bank
+        self.max_candidates = max_candidates
         self.projection_dim = projection_dim
         self.k = k
         self.grid = grid
@@ -193,19 +213,21 @@ class PatchCore(BaseDetector):
         if self.denoise is not None:
             candidates, weights = self._denoise(X, valid)
         # The bank size is a share of *all* training patches, so that a denoised bank
-        # is as large as a plain one (capped by the patches left).
-        n_keep = (
-            len(candidates)
-            if self.coreset == "none"
-            else min(len(candidates), max(1, int(round(self.coreset_ratio * valid.sum()))))
-        )
+        # is as large as a plain one (capped by the patches left and by max_bank).
+        n_keep = len(candidates)
+        if self.coreset != "none":
+            n_keep = min(n_keep, max(1, int(round(self.coreset_ratio * valid.sum()))))
+            if self.max_bank is not None:
+                n_keep = min(n_keep, int(self.max_bank))
         if self.coreset == "greedy" and n_keep < len(candidates):
+            looked_at = self._selection_pool(len(candidates))
             chosen, self.coverage_radius_ = greedy_coreset(
-                patches[candidates],
-                n_keep,
+                patches[candidates[looked_at]],
+                min(n_keep, len(looked_at)),
                 projection_dim=self.projection_dim,
                 random_state=self.random_state,
             )
+            chosen = looked_at[chosen]
         elif self.coreset == "random" and n_keep < len(candidates):
             rng = np.random.default_rng(self.random_state)
             chosen = np.sort(rng.choice(len(candidates), n_keep, replace=False))
@@ -220,6 +242,17 @@ class PatchCore(BaseDetector):
         self.n_features_ = X.shape[2]
         self.is_fitted_ = True
         return self
+
+    def _selection_pool(self, n_candidates: int) -> np.ndarray:
+        """Indices (into the candidates) the greedy selection looks at: all of them, or
+        a seeded uniform subset of ``max_candidates`` (sorted, so the order is the
+        patches' own)."""
+        cap = self.max_candidates
+        if cap is None or n_candidates <= cap:
+            return np.arange(n_candidates)
+        # A generator of its own: the selection's first centre uses random_state too.
+        rng = np.random.default_rng([int(self.random_state), 1])
+        return np.sort(rng.choice(n_candidates, int(cap), replace=False))
 
     def _positions(self, n_patches: int) -> tuple[int, int]:
         """(n_views, positions per view) of the patch axis: views share a grid position
@@ -351,6 +384,9 @@ class PatchCore(BaseDetector):
                 f"unknown coreset {self.coreset!r}; choose one of: {', '.join(CORESETS)}"
             )
         check_float_range(self.coreset_ratio, "coreset_ratio", low=0, high=1, low_inclusive=False)
+        for name in ("max_bank", "max_candidates"):
+            if getattr(self, name) is not None:
+                check_positive_int(getattr(self, name), name)
         if self.projection_dim is not None:
             check_positive_int(self.projection_dim, "projection_dim")
         check_positive_int(self.k, "k")
