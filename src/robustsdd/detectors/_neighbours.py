@@ -8,7 +8,7 @@ errors would blur the scores. The nearest bank vector of a query minimises
 each chunk is one fused ``addmm`` and one reduction; chunks are sized so the
 (chunk × bank) block stays small enough to be cache-friendly. Measured against
 faiss's exact ``IndexFlatL2`` on PatchCore's patch features (BENCHMARKS.md §11):
-within 1.5× of its speed, so faiss is not a dependency.
+within 1.1–1.3× of its time, so faiss is not a dependency.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ _BLOCK = 2**21
 def _chunk_rows(n_bank: int) -> int:
     """Query rows per chunk: the block budget over the bank size, within [256, 8192]."""
     return int(min(8192, max(256, _BLOCK // max(n_bank, 1))))
+
+
 # Entries of the (groups × n × n) distance tensor computed at once by
 # grouped_knn_distances: 2**25 float32 entries, 128 MB.
 _PAIR_BUDGET = 2**25
