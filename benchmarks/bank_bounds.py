@@ -22,9 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from elpv_strings import elpv_strings  # noqa: E402
-from robustsdd.experiments.sweep import run_sweep  # noqa: E402
-from robustsdd.experiments.sweep_report import write_report  # noqa: E402
 from robustsdd.recipes import make_components  # noqa: E402
+from select_default import sweep_with_report  # noqa: E402
 
 OUT = Path("benchmarks/results/scaling/strings_bounded")
 BEFORE = Path("benchmarks/results/select/seeds10-12/strings/ensemble/cells")
@@ -45,23 +44,18 @@ def main():
     ap.add_argument("--seeds", default="10,11,12")
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args()
-    parts = make_components("ensemble")
-    pool, test_pool = elpv_strings(), None
-    result = run_sweep(
-        pool,
-        test_pool,
-        featurizer=parts.featurizer,
-        detector=parts.detector,
+    sweep_with_report(
+        elpv_strings(),
+        None,
+        make_components("ensemble"),
+        OUT,
         levels=args.levels,
         seeds=args.seeds,
         strategies="none",
-        out_dir=OUT,
         jobs=args.jobs,
         scoring=None,
         progress=False,
     )
-    config = {**result.config, "command": "python " + " ".join(sys.argv)}
-    write_report(result, OUT, config=config, stats=result.stats)
     before, after = _rows(BEFORE, "none"), _rows(OUT / "cells", "none")
     lines = [
         "# PatchCore bank bounds on ELPV strings (the ensemble, no cleaning)",

@@ -28,18 +28,15 @@ precision / recall (``select_default.py gap``'s table). Results:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from robustsdd._io import atomic_write_bytes
 from robustsdd.data import DEFECTIVE, GOOD, ImageSet, load_elpv
-from robustsdd.experiments.sweep import run_sweep
-from robustsdd.experiments.sweep_report import write_report
 from robustsdd.recipes import make_components
+from select_default import gap_table, sweep_with_report
 
 OUT = Path("benchmarks/results/cleaning/repeated_defects")
 STRATEGIES = (
@@ -109,30 +106,21 @@ def pools(n_types: int) -> tuple[ImageSet, ImageSet]:
 
 def run(args) -> None:
     pool, test_pool = pools(args.types)
-    parts = make_components("ensemble", progress=False)
-    result = run_sweep(
+    sweep_with_report(
         pool,
         test_pool,
-        featurizer=parts.featurizer,
-        detector=parts.detector,
+        make_components("ensemble", progress=False),
+        OUT,
         levels=args.levels,
         seeds=args.seeds,
         strategies=args.strategies,
-        out_dir=OUT,
         jobs=args.jobs,
         scoring="out_of_fold",
         progress=not args.quiet,
     )
-    config = {**result.config, "command": "python " + " ".join(sys.argv)}
-    write_report(result, OUT, config=config, stats=result.stats)
 
 
 def gap(args) -> None:
-    by = defaultdict(list)
-    for cell in sorted((OUT / "cells").glob("*.json")):
-        for row in json.loads(cell.read_text())["rows"]:
-            by[(row["strategy"], float(row["level"]))].append(row)
-    levels = sorted({lv for _, lv in by})
     lines = [
         "# Repeated defect types: oracle gap won back by each cleaning",
         "",
@@ -141,22 +129,8 @@ def gap(args) -> None:
         "Each cell: mean test AUROC / share of the oracle gap won back / removal precision / "
         "recall (means over the seeds).",
         "",
-        "| strategy | " + " | ".join(f"{int(100 * lv)} %" for lv in levels) + " |",
-        "|---|" + "---|" * len(levels),
+        *gap_table(OUT / "cells"),
     ]
-    for strategy in dict.fromkeys(s for s, _ in by):
-        cols = []
-        for lv in levels:
-            rows = by[(strategy, lv)]
-            auroc = np.mean([r["auroc"] for r in rows])
-            none = np.mean([r["auroc"] for r in by[("none", lv)]])
-            oracle = np.mean([r["auroc"] for r in by[("oracle", lv)]])
-            won = (auroc - none) / (oracle - none) if oracle > none else float("nan")
-            prec = [r["removal_precision"] for r in rows if r["removal_precision"] is not None]
-            rec = np.mean([r["removal_recall"] or 0.0 for r in rows])
-            p_text = f"{np.mean(prec):.2f}" if prec else "–"
-            cols.append(f"{auroc:.3f} / {100 * won:+.0f} % / {p_text} / {rec:.2f}")
-        lines.append(f"| {strategy} | " + " | ".join(cols) + " |")
     text = "\n".join(lines) + "\n"
     atomic_write_bytes(OUT / "gap.md", text.encode())
     print(text)

@@ -94,24 +94,30 @@ def run(args) -> None:
         for name in args.candidates.split(","):
             detector, options, strategies = CANDIDATES[name]
             strategies = args.strategies or strategies
-            parts = make_components(detector, **options)
-            out = root / data / name
             print(f"== {data} / {name}", flush=True)
-            result = run_sweep(
+            sweep_with_report(
                 pool,
                 test_pool,
-                featurizer=parts.featurizer,
-                detector=parts.detector,
+                make_components(detector, **options),
+                root / data / name,
                 levels=args.levels,
                 seeds=args.seeds,
                 strategies=strategies,
-                out_dir=out,
                 jobs=args.jobs,
                 scoring=None,
                 progress=not args.quiet,
             )
-            config = {**result.config, "command": "python " + " ".join(sys.argv)}
-            write_report(result, out, config=config, stats=result.stats)
+
+
+def sweep_with_report(pool, test_pool, parts, out: Path, **sweep):
+    """:func:`run_sweep` of ``parts`` (a recipe's components) into ``out`` (its cells
+    resume there), then the sweep report, with the command that ran it."""
+    result = run_sweep(
+        pool, test_pool, featurizer=parts.featurizer, detector=parts.detector, out_dir=out, **sweep
+    )
+    config = {**result.config, "command": "python " + " ".join(sys.argv)}
+    write_report(result, out, config=config, stats=result.stats)
+    return result
 
 
 def _rank(values: dict[str, float]) -> dict[str, float]:
@@ -223,6 +229,47 @@ def table(args) -> None:
     print("\n".join(lines))
 
 
+def gap_table(cells: Path) -> list[str]:
+    """The gap table of one sweep's ``cells`` folder (markdown lines; none without both
+    ``none`` and ``oracle``): per strategy and level, mean AUROC / share of the oracle gap
+    won back / removal precision / recall, at 0 % AUROC and the good images removed; "–"
+    where a strategy has fewer seeds than ``none``."""
+    by = defaultdict(list)  # (strategy, level) -> rows
+    for cell in sorted(cells.glob("*.json")):
+        for row in json.loads(cell.read_text())["rows"]:
+            by[(row["strategy"], float(row["level"]))].append(row)
+    levels = sorted({lv for _, lv in by})
+    strategies = list(dict.fromkeys(s for s, _ in by))
+    if "none" not in strategies or "oracle" not in strategies:
+        return []
+    n_seeds = {lv: len(by[("none", lv)]) for lv in levels}
+    lines = [
+        "| strategy | " + " | ".join(f"{int(100 * lv)} %" for lv in levels) + " |",
+        "|---|" + "---|" * len(levels),
+    ]
+    for strategy in strategies:
+        cols = []
+        for lv in levels:
+            rows = by[(strategy, lv)]
+            if len(rows) < n_seeds[lv]:
+                cols.append("–")
+                continue
+            auroc = np.mean([r["auroc"] for r in rows])
+            if lv == 0:
+                good = np.mean([r["removed_good"] for r in rows])
+                cols.append(f"{auroc:.3f} ({good:.1f} removed)")
+                continue
+            none = np.mean([r["auroc"] for r in by[("none", lv)]])
+            oracle = np.mean([r["auroc"] for r in by[("oracle", lv)]])
+            won = (auroc - none) / (oracle - none) if oracle > none else float("nan")
+            prec = [r["removal_precision"] for r in rows if r["removal_precision"] is not None]
+            rec = np.mean([r["removal_recall"] or 0.0 for r in rows])
+            p_text = f"{np.mean(prec):.2f}" if prec else "–"
+            cols.append(f"{auroc:.3f} / {100 * won:+.0f} % / {p_text} / {rec:.2f}")
+        lines.append(f"| {strategy} | " + " | ".join(cols) + " |")
+    return lines
+
+
 def gap(args) -> None:
     root = _out_root(args.seeds)
     lines = [
@@ -238,44 +285,9 @@ def gap(args) -> None:
             path = root / data / name / "cells"
             if not path.exists():
                 continue
-            by = defaultdict(list)  # (strategy, level) -> rows
-            for cell in sorted(path.glob("*.json")):
-                for row in json.loads(cell.read_text())["rows"]:
-                    by[(row["strategy"], float(row["level"]))].append(row)
-            levels = sorted({lv for _, lv in by})
-            strategies = list(dict.fromkeys(s for s, _ in by))
-            if "none" not in strategies or "oracle" not in strategies:
-                continue
-            n_seeds = {lv: len(by[("none", lv)]) for lv in levels}
-            lines += [
-                "",
-                f"## {name} on {data}",
-                "",
-                "| strategy | " + " | ".join(f"{int(100 * lv)} %" for lv in levels) + " |",
-                "|---|" + "---|" * len(levels),
-            ]
-            for strategy in strategies:
-                cols = []
-                for lv in levels:
-                    rows = by[(strategy, lv)]
-                    if len(rows) < n_seeds[lv]:
-                        cols.append("–")
-                        continue
-                    auroc = np.mean([r["auroc"] for r in rows])
-                    if lv == 0:
-                        good = np.mean([r["removed_good"] for r in rows])
-                        cols.append(f"{auroc:.3f} ({good:.1f} removed)")
-                        continue
-                    none = np.mean([r["auroc"] for r in by[("none", lv)]])
-                    oracle = np.mean([r["auroc"] for r in by[("oracle", lv)]])
-                    won = (auroc - none) / (oracle - none) if oracle > none else float("nan")
-                    prec = [
-                        r["removal_precision"] for r in rows if r["removal_precision"] is not None
-                    ]
-                    rec = np.mean([r["removal_recall"] or 0.0 for r in rows])
-                    p_text = f"{np.mean(prec):.2f}" if prec else "–"
-                    cols.append(f"{auroc:.3f} / {100 * won:+.0f} % / {p_text} / {rec:.2f}")
-                lines.append(f"| {strategy} | " + " | ".join(cols) + " |")
+            table = gap_table(path)
+            if table:
+                lines += ["", f"## {name} on {data}", "", *table]
         text = "\n".join(lines) + "\n"
         atomic_write_bytes(root / f"gap_{name}.md", text.encode())
         print(text)
