@@ -38,6 +38,7 @@ from sklearn.base import BaseEstimator
 
 from .._errors import ConfigError, DataError, ModelFileError
 from .._io import StrPath, atomic_write_bytes, atomic_write_json, json_safe, read_json_file
+from ..features.storage import image_blocks
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -188,16 +189,28 @@ def localizes(detector: object) -> bool:
 
 
 def check_features(
-    X: ArrayLike, *, n_features: int | None = None, what: str = "X", padded: bool = False
+    X: ArrayLike,
+    *,
+    n_features: int | None = None,
+    what: str = "X",
+    padded: bool = False,
+    contiguous: bool = True,
 ) -> np.ndarray:
     """Validate features and return them as float32 ``(n_images, n_views, n_features)``.
 
     ``padded``: rows of axis 1 that are NaN throughout are padding (the patch features of
     images with smaller grids, :meth:`~robustsdd.features.PatchFeaturizer.assemble`) and
     allowed, as long as every image keeps a finite row.
+
+    ``contiguous=False``: a float32 array with positive strides is returned as it is (a
+    view such as ``X[:, :, :c]`` is not copied), for detectors that read big inputs in
+    blocks. Either way the checks run on blocks of images, so validating a memory-mapped
+    array does not bring it all into memory.
     """
-    # Contiguous: views such as X[::-1] have negative strides, which torch cannot wrap.
-    X = np.ascontiguousarray(X, dtype=np.float32)
+    raw = np.asarray(X)
+    # Negative strides (views such as X[::-1]) cannot be wrapped by torch: copy those.
+    keep = not contiguous and raw.dtype == np.float32 and all(stride > 0 for stride in raw.strides)
+    X = raw if keep else np.ascontiguousarray(raw, dtype=np.float32)
     if X.ndim == 2:
         X = X[:, None, :]
     if X.ndim != 3:
@@ -211,16 +224,22 @@ def check_features(
         raise DataError(
             f"{what} has {X.shape[2]} features per view; the detector was fitted on {n_features}"
         )
-    finite = np.isfinite(X)
-    if not finite.all():
-        if not padded:
-            raise DataError(f"{what} contains NaN or infinite values")
-        rows = finite.all(axis=2)
-        if not (rows | np.isnan(X).all(axis=2)).all():
-            raise DataError(f"{what} contains NaN or infinite values (not whole padding rows)")
-        if not rows.any(axis=1).all():
-            raise DataError(f"{what} has an image whose rows are all padding (NaN)")
+    for block in image_blocks(X):
+        _check_finite(X[block], what, padded)
     return X
+
+
+def _check_finite(X: np.ndarray, what: str, padded: bool) -> None:
+    finite = np.isfinite(X)
+    if finite.all():
+        return
+    if not padded:
+        raise DataError(f"{what} contains NaN or infinite values")
+    rows = finite.all(axis=2)
+    if not (rows | np.isnan(X).all(axis=2)).all():
+        raise DataError(f"{what} contains NaN or infinite values (not whole padding rows)")
+    if not rows.any(axis=1).all():
+        raise DataError(f"{what} has an image whose rows are all padding (NaN)")
 
 
 class BaseDetector(BaseEstimator):

@@ -51,6 +51,7 @@ from sklearn.model_selection import KFold
 
 from .._errors import ConfigError, DataError
 from .._validation import check_positive_int
+from ..features.storage import image_blocks
 from .base import BaseDetector, check_features, create_detector, register_detector
 
 __all__ = ["EnsembleDetector", "POOLED_MEMBERS", "PATCH_MEMBERS"]
@@ -62,10 +63,16 @@ _MAD_TO_SD = 1.4826
 
 
 def pooled_vectors(X: np.ndarray) -> np.ndarray:
-    """One vector per image: the mean of its finite patch rows, (n, 1, d)."""
-    valid = np.isfinite(X[:, :, 0])
-    summed = np.where(valid[:, :, None], X, 0.0).sum(axis=1, dtype=np.float64)
-    return (summed / valid.sum(axis=1, keepdims=True))[:, None, :].astype(np.float32)
+    """One vector per image: the mean of its finite patch rows, (n, 1, d).
+
+    Computed on blocks of images, so a memory-mapped ``X`` is never copied whole."""
+    out = np.empty((len(X), 1, X.shape[2]), dtype=np.float32)
+    for block in image_blocks(X):
+        part = X[block]
+        valid = np.isfinite(part[:, :, 0])
+        summed = np.where(valid[:, :, None], part, 0.0).sum(axis=1, dtype=np.float64)
+        out[block, 0] = summed / valid.sum(axis=1, keepdims=True)
+    return out
 
 
 def _positive(z: np.ndarray) -> np.ndarray:

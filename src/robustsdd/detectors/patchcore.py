@@ -34,6 +34,7 @@ from numpy.typing import ArrayLike
 
 from .._errors import ConfigError, DataError
 from .._validation import check_float_range, check_positive_int
+from ..features.storage import image_blocks
 from ._neighbours import greedy_coreset, grouped_knn_distances, knn_distances, knn_search
 from .base import BaseDetector, check_features, register_detector
 
@@ -204,8 +205,9 @@ class PatchCore(BaseDetector):
 
     def fit(self, X: ArrayLike, y: object = None) -> PatchCore:
         self._check_params()
-        X = check_features(X, padded=True)
-        patches = X.reshape(-1, X.shape[2])
+        # Not copied: the selection's pool and the bank are gathered from X row by row, so a
+        # memory-mapped X (features of thousands of images) or a view of one stays where it is.
+        X = check_features(X, padded=True, contiguous=False)
         valid = np.isfinite(X[:, :, 0])  # False: padding rows
         self.grid_ = self._resolve_grid(X.shape[1], padded=not valid.all())
         candidates, weights = np.flatnonzero(valid.reshape(-1)), None
@@ -222,7 +224,7 @@ class PatchCore(BaseDetector):
         if self.coreset == "greedy" and n_keep < len(candidates):
             looked_at = self._selection_pool(len(candidates))
             chosen, self.coverage_radius_ = greedy_coreset(
-                patches[candidates[looked_at]],
+                _patch_rows(X, candidates[looked_at]),
                 min(n_keep, len(looked_at)),
                 projection_dim=self.projection_dim,
                 random_state=self.random_state,
@@ -237,7 +239,7 @@ class PatchCore(BaseDetector):
         if self.k > len(chosen):
             raise ConfigError(f"k={self.k} is larger than the memory bank ({len(chosen)} patches)")
         self.bank_indices_ = candidates[chosen]
-        self.bank_ = patches[self.bank_indices_].copy()
+        self.bank_ = _patch_rows(X, self.bank_indices_)
         self.bank_weights_ = None if weights is None else weights[chosen].astype(np.float32)
         self.n_features_ = X.shape[2]
         self.is_fitted_ = True
@@ -343,19 +345,21 @@ class PatchCore(BaseDetector):
         """Distance of every patch to its nearest bank patch(es): (n_images, n_patches);
         NaN for padding rows."""
         self._check_is_fitted()
-        X = check_features(X, n_features=self.n_features_, padded=True)
-        n, p, d = X.shape
-        flat = X.reshape(-1, d)
-        valid = np.isfinite(flat[:, 0])  # False: padding rows, scored NaN
-        out = np.full(n * p, np.nan)
+        X = check_features(X, n_features=self.n_features_, padded=True, contiguous=False)
+        out = np.full(X.shape[:2], np.nan)
         weights = getattr(self, "bank_weights_", None)
-        if weights is None:
-            out[valid] = knn_distances(flat[valid], self.bank_, int(self.k))
-        else:
-            # SoftPatch: the distance to each nearest bank patch, scaled by that patch's weight.
-            dist, index = knn_search(flat[valid], self.bank_, int(self.k))
-            out[valid] = (dist * weights[index]).mean(1)
-        return out.reshape(n, p)
+        for block in image_blocks(X):  # a block at a time: X may be memory-mapped
+            flat = np.ascontiguousarray(X[block]).reshape(-1, X.shape[2])
+            valid = np.isfinite(flat[:, 0])  # False: padding rows, scored NaN
+            scores = np.full(len(flat), np.nan)
+            if weights is None:
+                scores[valid] = knn_distances(flat[valid], self.bank_, int(self.k))
+            else:
+                # SoftPatch: the distance to each nearest bank patch, scaled by its weight.
+                dist, index = knn_search(flat[valid], self.bank_, int(self.k))
+                scores[valid] = (dist * weights[index]).mean(1)
+            out[block] = scores.reshape(-1, X.shape[1])
+        return out
 
     def decision_function(self, X: ArrayLike) -> np.ndarray:
         """Image score: the highest patch score (padding rows skipped)."""
@@ -435,6 +439,13 @@ class PatchCore(BaseDetector):
                     f"the bank holds {len(self.bank_)} patches"
                 )
             self.bank_weights_ = weights
+
+
+def _patch_rows(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of ``X.reshape(-1, C)`` as a new float32 array, without reshaping
+    ``X`` (which would copy it whole when it is a view)."""
+    image, patch = np.divmod(np.asarray(rows, dtype=np.int64), X.shape[1])
+    return np.ascontiguousarray(X[image, patch], dtype=np.float32)
 
 
 def _scores_against_groups(patches, groups, q_of, row_of, k) -> np.ndarray:

@@ -16,6 +16,7 @@ from .._io import StrPath
 from .backbones import FeatureExtractor
 from .cache import FeatureCache, default_cache_dir
 from .engines import ENGINES, make_engine
+from .storage import empty_features
 from .views import ViewSpec, scaled_inputs
 
 if TYPE_CHECKING:
@@ -144,11 +145,21 @@ class Featurizer:
         """Shape of the features of an image of ``image_shape`` (H, W[, 3])."""
         return self.feature_shape
 
+    def allocate(self, shapes: Sequence[tuple]) -> np.ndarray:
+        """The output for images whose features have ``shapes`` (float32, uninitialised;
+        memory-mapped when large, :func:`~robustsdd.features.storage.empty_features`)."""
+        return empty_features((len(shapes), *self.feature_shape))
+
+    def place(self, out: np.ndarray, i: int, features: np.ndarray) -> None:
+        """Write image ``i``'s features into :meth:`allocate`'s output."""
+        out[i] = features
+
     def assemble(self, feats: list) -> np.ndarray:
         """Per-image feature arrays → one float32 array (n, *shape)."""
-        if not feats:
-            return np.empty((0, *self.feature_shape), dtype=np.float32)
-        return np.stack(feats).astype(np.float32, copy=False)
+        out = self.allocate([f.shape for f in feats])
+        for i, f in enumerate(feats):
+            self.place(out, i, f)
+        return out
 
     @property
     def config_key(self) -> str:
@@ -179,20 +190,27 @@ class Featurizer:
 
             return transform_parallel(self, images, executor)
         n = len(images)
-        out: list = [None] * n
         key = self.config_key
-        todo = []  # (index, digest, rgb) of cache misses
+        # First pass: what each image is (its digest) and the shape of its features, so the
+        # output is allocated once. Images are not held between passes: a cache miss is
+        # decoded again when computed, and memory stays bounded by one batch of images
+        # plus the output (memory-mapped when large: robustsdd.features.storage).
+        digests, shapes = [], []
         shrunk = Shrinkage(self.views)
         for i in range(n):
             rgb = images.rgb(i)
             shrunk.add(rgb.shape)
-            digest = image_digest(rgb)
-            cached = self.cache.get(digest, key) if self.cache is not None else None
-            if cached is not None and cached.shape == self.image_feature_shape(rgb.shape):
-                out[i] = cached
-            else:
-                todo.append((i, digest, rgb))
+            digests.append(image_digest(rgb))
+            shapes.append(self.image_feature_shape(rgb.shape))
         shrunk.report(self.notes)
+        out = self.allocate(shapes)
+        todo = []  # indices of cache misses
+        for i in range(n):
+            cached = self.cache.get(digests[i], key) if self.cache is not None else None
+            if cached is not None and cached.shape == shapes[i]:
+                self.place(out, i, cached)
+            else:
+                todo.append(i)
         if todo:
             bar = tqdm(
                 total=len(todo), desc="features", unit="img", disable=not self.progress, leave=False
@@ -200,16 +218,16 @@ class Featurizer:
             try:
                 for start in range(0, len(todo), self.batch_size):
                     chunk = todo[start : start + self.batch_size]
-                    feats = self._compute([rgb for _, _, rgb in chunk])
-                    for (i, digest, _), f in zip(chunk, feats):
-                        out[i] = f
+                    feats = self._compute([images.rgb(i) for i in chunk])
+                    for i, f in zip(chunk, feats):
+                        self.place(out, i, f)
                         if self.cache is not None:
-                            self.cache.put(digest, key, f)
+                            self.cache.put(digests[i], key, f)
                     self.n_computed += len(chunk)
                     bar.update(len(chunk))
             finally:
                 bar.close()
-        return self.assemble(out)
+        return out
 
     def _compute(self, rgbs: list) -> list:
         """Features of each image (a list of arrays of :meth:`image_feature_shape`)."""

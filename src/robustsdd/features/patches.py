@@ -32,6 +32,7 @@ from .._errors import ConfigError
 from ..data.geometry import STRIDE, map_to_image, tile_starts
 from .backbones import FeatureExtractor
 from .extract import Featurizer, _by_shape
+from .storage import empty_features
 from .views import ViewSpec
 
 __all__ = ["PatchFeatures", "PatchFeaturizer", "scores_to_maps"]
@@ -164,16 +165,15 @@ class PatchFeaturizer(Featurizer):
         h, w = self.patch_grid
         return (self.views.n_views * h * w, self.n_features)
 
-    def assemble(self, feats: list) -> np.ndarray:
-        """Per-image patch features → (n, max patches, C), shorter images padded with NaN
-        rows at the end (images of different shapes have different grids)."""
-        if not feats:
-            return np.empty((0, *self.feature_shape), dtype=np.float32)
-        longest = max(len(f) for f in feats)
-        out = np.full((len(feats), longest, self.n_features), np.nan, dtype=np.float32)
-        for i, f in enumerate(feats):
-            out[i, : len(f)] = f
-        return out
+    def allocate(self, shapes: Sequence[tuple]) -> np.ndarray:
+        """Output for per-image patch features of ``shapes``: (n, most patches, C); images
+        with fewer patches (other shapes, other grids) get rows of NaN at the end."""
+        longest = max((int(s[0]) for s in shapes), default=self.feature_shape[0])
+        return empty_features((len(shapes), longest, self.n_features))
+
+    def place(self, out: np.ndarray, i: int, features: np.ndarray) -> None:
+        out[i, : len(features)] = features
+        out[i, len(features) :] = np.nan
 
     def score_maps(self, patch_scores: np.ndarray, image_shapes: Sequence) -> list:
         """Patch scores (n, n_patches) → one map per image in its own pixels, (H_i, W_i).
