@@ -162,7 +162,13 @@ def result_params(detector: BaseDetector, *, ignore: Container[str] = ()) -> dic
     """The parameters that determine ``detector``'s results (sorted by name): what a cache
     key or a checkpoint is keyed by. ``ignore`` names more to leave out."""
     params = detector.get_params(deep=False)
-    return {k: v for k, v in sorted(params.items()) if k not in RUNTIME_PARAMS and k not in ignore}
+    out = {k: v for k, v in sorted(params.items()) if k not in RUNTIME_PARAMS and k not in ignore}
+    # A detector made of others (the ensemble) names its parts' effective settings too, so
+    # a change of a part's default (say PatchCore's bank bound) changes the key.
+    parts = getattr(detector, "part_params", None)
+    if callable(parts):
+        out["parts"] = parts()
+    return out
 
 
 def lent_out_of_fold_scores(

@@ -52,7 +52,13 @@ from sklearn.model_selection import KFold
 from .._errors import ConfigError, DataError
 from .._validation import check_positive_int
 from ..features.storage import image_blocks
-from .base import BaseDetector, check_features, create_detector, register_detector
+from .base import (
+    BaseDetector,
+    check_features,
+    create_detector,
+    register_detector,
+    result_params,
+)
 
 __all__ = ["EnsembleDetector", "POOLED_MEMBERS", "PATCH_MEMBERS"]
 
@@ -154,6 +160,15 @@ class EnsembleDetector(BaseDetector):
         if "random_state" in member.get_params() and "random_state" not in params:
             member.set_params(random_state=self.random_state)
         return member
+
+    def part_params(self) -> dict[str, dict]:
+        """Each member's effective parameters (its defaults included; ``random_state``
+        left out: the ensemble's own sets it), by name — what keys of results and
+        checkpoints see besides the ensemble's own parameters."""
+        names = self._check_params()
+        return {
+            name: result_params(self._new_member(name), ignore=("random_state",)) for name in names
+        }
 
     def _member_input(self, name: str, X: np.ndarray) -> np.ndarray:
         if name in PATCH_MEMBERS:
