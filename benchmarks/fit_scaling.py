@@ -1,7 +1,7 @@
 """How `fit` scales with the number of training images: time per stage and peak memory.
 
 Usage: python benchmarks/fit_scaling.py run [--sizes 100,300,1000] [--detector ensemble]
-                                           [--label NAME]
+                                           [--label NAME] [--memory-limit-gb G]
        python benchmarks/fit_scaling.py table [--label NAME]
 
 The inspector's job at growing N: :func:`robustsdd.fit_images` with a detector's ``fit``
@@ -18,7 +18,12 @@ twice:
   with cleaning — for the ensemble this includes its members' out-of-fold fits),
   ``threshold`` (decision-threshold calibration), ``write`` (report, scores, model files).
 
-Peak memory is the process's maximum resident set size (``ru_maxrss``) of each run. ``table``
+Peak memory is the process's maximum resident set size (``ru_maxrss``) of each run, and its
+largest anonymous resident memory (``RssAnon``, sampled): features above
+``ROBUSTSDD_FEATURES_IN_MEMORY_MB`` are memory-mapped, and their file pages count in the first
+but can be dropped by the system. ``--memory-limit-gb G`` runs each child in a cgroup (v1)
+memory limit of G GB, page cache included: a run that completes fits in G. Beyond the
+2,624 cells, N takes their mirror images (other pixels). ``table``
 fits ``time ∝ N^a`` by least squares on log time vs log N for every stage (over the sizes
 run), and writes ``benchmarks/results/scaling/<label>.{json,md,png}`` (label: the detector's
 name unless ``--label`` gives another, e.g. to keep a run made before a change). A ``run``
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -43,23 +49,65 @@ STAGES = ("extract", "features", "train", "threshold", "write", "fit")
 
 
 def _images(n: int):
-    from robustsdd.data import load_elpv
+    """The first n of a fixed shuffle of the ELPV cells; beyond the 2,624 cells, their mirror
+    images (left-right) in the same order: other pixels, so other cache entries and patches."""
+    from robustsdd.data import ImageSet, load_elpv
 
     pool = load_elpv("both", include_uncertain=True)
-    if n > len(pool):
-        raise SystemExit(f"--sizes: at most {len(pool)} ELPV images, got {n}")
+    if n > 2 * len(pool):
+        raise SystemExit(f"--sizes: at most {2 * len(pool)} images (ELPV and mirrored), got {n}")
     order = np.random.default_rng(0).permutation(len(pool))
-    return pool.subset(order[:n])
+    first = pool.subset(order[: min(n, len(pool))])
+    if n <= len(pool):
+        return first
+    extra = pool.subset(order[: n - len(pool)])
+    mirrored = [np.ascontiguousarray(extra.rgb(i)[:, ::-1]) for i in range(len(extra))]
+    return ImageSet(
+        items=list(first.items) + mirrored,
+        labels=np.concatenate([first.labels, extra.labels]),
+        names=list(first.names) + [f"mirrored-{name}" for name in extra.names],
+    )
 
 
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
 
 
+class AnonymousPeak:
+    """Largest anonymous resident memory (``RssAnon``: heap, arrays — what the operating
+    system cannot drop) seen by sampling ``/proc/self/status`` every 50 ms. ``ru_maxrss``
+    also counts the file pages of memory-mapped features, which it can drop."""
+
+    def __init__(self):
+        import threading
+
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("RssAnon:"):
+                    self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self._sample()
+
+    def stop_mb(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        return self.peak_kb / 1024
+
+
 def one(args) -> None:
     """One N, one phase, in this process; prints a JSON line."""
     from robustsdd.recipes import make_featurizer
 
+    anonymous = AnonymousPeak()
     images = _images(args.n)
     featurizer = make_featurizer(args.detector, cache_dir=args.cache, progress=False)
     row: dict = {"n": args.n, "phase": args.phase}
@@ -70,6 +118,7 @@ def one(args) -> None:
     else:
         row.update(_timed_fit(images, featurizer, args.detector))
     row["peak_mb"] = _peak_mb()
+    row["peak_anon_mb"] = anonymous.stop_mb()
     print("RESULT " + json.dumps(row), flush=True)
 
 
@@ -113,12 +162,41 @@ def _timed_fit(images, featurizer, detector) -> dict:
     return {**times, "fit": total}
 
 
-def _child(n: int, phase: str, detector: str, cache: str) -> dict:
+_CGROUP_ROOT = Path("/sys/fs/cgroup/memory")  # cgroup v1 memory controller
+
+
+def _limited(limit_gb: float | None):
+    """(preexec_fn, cgroup folder) that runs a child inside a memory cgroup of ``limit_gb``
+    (page cache included: the kernel drops clean file pages before it kills), or (None, None)."""
+    if not limit_gb:
+        return None, None
+    group = _CGROUP_ROOT / f"robustsdd-scaling-{os.getpid()}"
+    try:
+        group.mkdir(exist_ok=True)
+        (group / "memory.limit_in_bytes").write_text(str(int(limit_gb * 2**30)))
+    except OSError as err:
+        raise SystemExit(
+            f"--memory-limit-gb needs a writable cgroup v1 memory controller: {err}"
+        ) from err
+
+    def enter():
+        (group / "cgroup.procs").write_text(str(os.getpid()))
+
+    return enter, group
+
+
+def _child(n: int, phase: str, detector: str, cache: str, limit_gb: float | None = None) -> dict:
     cmd = [sys.executable, __file__, "one", "--n", str(n), "--phase", phase]
     cmd += ["--detector", detector, "--cache", cache]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    enter, group = _limited(limit_gb)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=enter)
+    finally:
+        if group is not None:
+            group.rmdir()
     if done.returncode != 0:
-        raise SystemExit(f"N={n} {phase} failed:\n{done.stderr[-3000:]}")
+        killed = " (killed: over the memory limit?)" if done.returncode == -9 else ""
+        raise SystemExit(f"N={n} {phase} failed{killed}:\n{done.stderr[-3000:]}")
     line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT ") :])
 
@@ -130,21 +208,25 @@ def run(args) -> None:
     rows = {r["n"]: r for r in stored["rows"]}
     for n in [int(v) for v in args.sizes.split(",")]:
         with tempfile.TemporaryDirectory(prefix="robustsdd-scaling-cache-") as cache:
-            extract = _child(n, "extract", args.detector, cache)
-            fit = _child(n, "fit", args.detector, cache)
+            extract = _child(n, "extract", args.detector, cache, args.memory_limit_gb)
+            fit = _child(n, "fit", args.detector, cache, args.memory_limit_gb)
         rows[n] = {
             "n": n,
             **{k: fit[k] for k in ("features", "train", "threshold", "write", "fit")},
             "extract": extract["extract"],
             "peak_mb_extract": extract["peak_mb"],
             "peak_mb_fit": fit["peak_mb"],
+            "peak_anon_mb_extract": extract["peak_anon_mb"],
+            "peak_anon_mb_fit": fit["peak_anon_mb"],
+            "memory_limit_gb": args.memory_limit_gb,
         }
         print(json.dumps({k: round(v, 1) for k, v in rows[n].items()}), flush=True)
         stored = {
             "command": "python benchmarks/fit_scaling.py run --sizes "
             + ",".join(str(k) for k in sorted(rows))
             + f" --detector {args.detector}"
-            + (f" --label {args.label}" if args.label else ""),
+            + (f" --label {args.label}" if args.label else "")
+            + (f" --memory-limit-gb {args.memory_limit_gb:g}" if args.memory_limit_gb else ""),
             "detector": args.detector,
             "rows": [rows[k] for k in sorted(rows)],
         }
@@ -176,17 +258,28 @@ def table(args) -> None:
         + (f" --label {args.label}`." if args.label else "`."),
         "",
         "Seconds per stage; `fit` = everything after extraction with features cached; "
-        "`fit / extract` = that over the cold extraction; peak resident memory in MB.",
+        "`fit / extract` = that over the cold extraction; peak memory in MB: resident "
+        "(`ru_maxrss`, which counts the file pages of memory-mapped features too) and "
+        "anonymous (`RssAnon`, sampled every 50 ms: what the system cannot drop); "
+        "`limit`: the memory cgroup each run was held in, GB (– none).",
         "",
         "| N | extract (cold) | features (cache read) | train | threshold | write | fit "
-        "| fit / extract | peak MB extract | peak MB fit |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| fit / extract | peak MB extract | peak MB fit | anon MB extract | anon MB fit "
+        "| limit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def mb(value):
+        return "–" if value is None else f"{value:.0f}"
+
     for r in rows:
+        limit = r.get("memory_limit_gb")
         lines.append(
             f"| {r['n']} | {r['extract']:.1f} | {r['features']:.1f} | {r['train']:.1f} | "
             f"{r['threshold']:.1f} | {r['write']:.1f} | {r['fit']:.1f} | "
-            f"{r['fit'] / r['extract']:.2f} | {r['peak_mb_extract']:.0f} | {r['peak_mb_fit']:.0f} |"
+            f"{r['fit'] / r['extract']:.2f} | {mb(r['peak_mb_extract'])} | "
+            f"{mb(r['peak_mb_fit'])} | {mb(r.get('peak_anon_mb_extract'))} | "
+            f"{mb(r.get('peak_anon_mb_fit'))} | {f'{limit:g}' if limit else '–'} |"
         )
     slopes = {s: exponent(ns, [r[s] for r in rows]) for s in STAGES}
     lines += [
@@ -232,6 +325,12 @@ def main():
     ap.add_argument("--n", type=int)
     ap.add_argument("--phase", choices=["extract", "fit"])
     ap.add_argument("--cache")
+    ap.add_argument(
+        "--memory-limit-gb",
+        type=float,
+        default=None,
+        help="run every child in a memory cgroup of this size (needs cgroup v1, root)",
+    )
     args = ap.parse_args()
     {"run": run, "table": table, "one": one}[args.command](args)
 

@@ -172,6 +172,7 @@ def test_other_folds_are_not_borrowed():
         ({"members": ("knn",), "member_params": {"gaussian": {}}}, "not in members"),
         ({"n_folds": 1}, "n_folds"),
         ({"patch_channels": 0}, "patch_channels"),
+        ({"fold_fits": "shared"}, "unknown fold_fits 'shared'"),
     ],
 )
 def test_bad_settings_fail_clearly(params, message):
@@ -242,3 +243,27 @@ def test_held_out_views_is_refused_clearly():
     ens = EnsembleDetector(member_params={"knn": {"k": 2}})
     with pytest.raises(ConfigError, match="use scoring='out_of_fold'"):
         OneShotRemoval(ens, rule="auto", scoring="held_out_views").fit(_patches(n=30))
+
+
+def test_fold_models_derived_from_the_final_patchcore():
+    # PatchCore's fold models come from the final one (subset_model); "independent" refits.
+    X = _patches(n=20, seed=3)
+    params = dict(members=("patchcore",), member_params={"patchcore": {"coreset_ratio": 0.1}})
+    derived = EnsembleDetector(**params, random_state=2).fit(X)
+    independent = EnsembleDetector(**params, fold_fits="independent", random_state=2).fit(X)
+    final = derived.members_[0]
+    oof = np.empty(len(X))
+    for tr, te in KFold(5, shuffle=True, random_state=2).split(X):
+        fold = final.subset_model(X, tr)
+        # Its bank: patches of the fold's own images (rows of X[tr]), never of held-out ones.
+        np.testing.assert_array_equal(fold.bank_, X[tr].reshape(-1, 6)[fold.bank_indices_])
+        oof[te] = fold.decision_function(X[te])
+    np.testing.assert_allclose(derived.member_oof_scores_[0], oof, rtol=1e-6)
+    by_hand = np.empty(len(X))
+    for tr, te in KFold(5, shuffle=True, random_state=2).split(X):
+        by_hand[te] = (
+            PatchCore(coreset_ratio=0.1, random_state=2).fit(X[tr]).decision_function(X[te])
+        )
+    np.testing.assert_allclose(independent.member_oof_scores_[0], by_hand, rtol=1e-6)
+    # The final models agree; only the fold models differ.
+    np.testing.assert_array_equal(final.bank_, independent.members_[0].bank_)

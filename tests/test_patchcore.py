@@ -139,6 +139,60 @@ def test_bank_and_selection_bounds(rng):
             PatchCore(max_candidates=bad).fit(X)
 
 
+def _greedy_by_hand(points, start, size):
+    """Farthest-point steps from the centres ``start`` (indices into ``points``), float64."""
+    chosen = list(start)
+    for _ in range(size):
+        nearest = cdist(points, points[chosen]).min(axis=1)
+        chosen.append(int(np.argmax(nearest)))
+    return chosen[len(start) :]
+
+
+def test_greedy_selection_goes_on_from_initial_centres(rng):
+    X = rng.normal(size=(300, 5)).astype(np.float32)
+    plain, radius = greedy_coreset(X, 40, projection_dim=None, random_state=3)
+    # Going on from its own first 15 centres, the selection is the rest of the plain one.
+    rest, rest_radius = greedy_coreset(X, 25, projection_dim=None, initial=X[plain[:15]])
+    np.testing.assert_array_equal(rest, plain[15:])
+    assert rest_radius == pytest.approx(radius, rel=1e-5)
+    # From centres that are not among the vectors: by hand, farthest point first.
+    outside = rng.normal(size=(4, 5)).astype(np.float32) * 3
+    steps, _ = greedy_coreset(X, 10, projection_dim=None, initial=outside)
+    points = np.concatenate([X, outside]).astype(np.float64)
+    np.testing.assert_array_equal(steps, _greedy_by_hand(points, range(300, 304), 10))
+    none, _ = greedy_coreset(X, 0, projection_dim=None, initial=outside)  # nothing to add
+    assert none.shape == (0,)
+
+
+def test_subset_model_keeps_its_images_bank_patches_and_tops_up_greedily(rng):
+    n, p, c = 12, 10, 4
+    X = rng.normal(size=(n, p, c)).astype(np.float32)
+    X[[0, 1]] *= 6  # two spread-out images: the full model's first centres are theirs
+    full = PatchCore(coreset_ratio=0.1, projection_dim=None, random_state=1).fit(X)
+    images = np.arange(2, n)
+    sub = full.subset_model(X, images)
+    ref = PatchCore(coreset_ratio=0.1, projection_dim=None, random_state=1).fit(X[images])
+    assert len(sub.bank_) == len(ref.bank_) == 10  # the size a fit on the subset keeps
+    rows = X[images].reshape(-1, c)
+    np.testing.assert_array_equal(sub.bank_, rows[sub.bank_indices_])
+    # Its seeds: the full bank's patches of these images, in their order of selection.
+    own = full.bank_indices_[full.bank_indices_ // p >= 2] - 2 * p
+    seeds = own[: len(sub.bank_)]
+    np.testing.assert_array_equal(sub.bank_indices_[: len(seeds)], seeds)
+    # The top-up: farthest-point steps from the seeds, by hand.
+    added = _greedy_by_hand(rows.astype(np.float64), list(seeds), len(sub.bank_) - len(seeds))
+    np.testing.assert_array_equal(sub.bank_indices_[len(seeds) :], added)
+    assert len(seeds) < len(sub.bank_)  # the case above did top up
+    # Without a greedy coreset, it is a fresh fit on the subset.
+    rand = PatchCore(coreset="random", coreset_ratio=0.1).fit(X)
+    np.testing.assert_array_equal(
+        rand.subset_model(X, images).bank_,
+        PatchCore(coreset="random", coreset_ratio=0.1).fit(X[images]).bank_,
+    )
+    # Every image: the full model's own bank again.
+    np.testing.assert_array_equal(full.subset_model(X, np.arange(n)).bank_, full.bank_)
+
+
 def test_knn_detector_matches_hand_computation_and_flags_outliers(rng, tmp_path):
     X = rng.normal(size=(30, 2, 5))
     det = KNNDetector(k=2).fit(X)

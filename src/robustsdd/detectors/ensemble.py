@@ -14,7 +14,8 @@ ensemble runs both kinds on one set of features — the patch features of a
 **Standardisation.** Members' scores live on unrelated scales (Mahalanobis distance per
 feature, a kNN distance ratio, a patch distance), so they are put on a common one
 before combining, without labels: each member's training images are scored out of fold
-(``n_folds`` copies, each trained on the other folds), and a score ``s`` becomes
+(``n_folds`` copies, each trained on the other folds; PatchCore's copies grow
+their banks from the final model's, ``fold_fits``), and a score ``s`` becomes
 ``z = (log s − median) / (1.4826 · MAD)``, median and MAD of the log out-of-fold
 scores. Out-of-fold, because in-sample scores of a memory bank or a Gaussian are too low
 by an amount that differs by member; log, because the scores are positive and
@@ -64,6 +65,7 @@ __all__ = ["EnsembleDetector", "POOLED_MEMBERS", "PATCH_MEMBERS"]
 
 PATCH_MEMBERS = ("patchcore",)
 POOLED_MEMBERS = ("gaussian", "knn")
+FOLD_FITS = ("derived", "independent")
 _FLOOR = 1e-12  # scores are positive; a zero distance (a duplicate image) must not give -inf
 _MAD_TO_SD = 1.4826
 
@@ -102,6 +104,14 @@ class EnsembleDetector(BaseDetector):
         Keyword arguments per member name, e.g. ``{"knn": {"k": 3}}``.
     n_folds : int
         Folds of the out-of-fold scores that standardise each member (default 5).
+    fold_fits : {"derived", "independent"}
+        How a member's fold models are made. ``"derived"`` (default): from the member
+        fitted on every image where the member can (PatchCore's
+        :meth:`~robustsdd.detectors.patchcore.PatchCore.subset_model`: each fold keeps
+        the bank patches of its own images and the greedy selection only tops the bank
+        up, instead of ``n_folds`` selections from scratch — at 1,000 images most of a
+        fit's time; BENCHMARKS.md §11), else a fresh fit. ``"independent"``: a fresh fit
+        on every fold (the slower original).
     random_state : int
         Seed of the folds and of members that take one.
 
@@ -124,12 +134,14 @@ class EnsembleDetector(BaseDetector):
         patch_channels: int | None = None,
         member_params: Mapping[str, Mapping] | None = None,
         n_folds: int = 5,
+        fold_fits: str = "derived",
         random_state: int = 0,
     ):
         self.members = members
         self.patch_channels = patch_channels
         self.member_params = member_params
         self.n_folds = n_folds
+        self.fold_fits = fold_fits
         self.random_state = random_state
 
     # -- members ------------------------------------------------------------------------
@@ -151,6 +163,10 @@ class EnsembleDetector(BaseDetector):
         if self.patch_channels is not None:
             check_positive_int(self.patch_channels, "patch_channels")
         check_positive_int(self.n_folds, "n_folds", minimum=2)
+        if self.fold_fits not in FOLD_FITS:
+            raise ConfigError(
+                f"unknown fold_fits {self.fold_fits!r}; choose one of: {', '.join(FOLD_FITS)}"
+            )
         check_positive_int(self.random_state, "random_state", minimum=0)
         return names
 
@@ -170,10 +186,16 @@ class EnsembleDetector(BaseDetector):
             name: result_params(self._new_member(name), ignore=("random_state",)) for name in names
         }
 
-    def _member_input(self, name: str, X: np.ndarray) -> np.ndarray:
-        if name in PATCH_MEMBERS:
-            return X if self.patch_channels is None else X[:, :, : int(self.patch_channels)]
-        return pooled_vectors(X)
+    def _member_inputs(self, names: Sequence[str], X: np.ndarray) -> dict[str, np.ndarray]:
+        """Each member's view of ``X``: a view of the patch rows' leading columns for patch
+        members, the pooled vectors (computed once, shared) for pooled members."""
+        inputs = {}
+        if any(name in POOLED_MEMBERS for name in names):
+            pooled = pooled_vectors(X)
+            inputs.update({name: pooled for name in names if name in POOLED_MEMBERS})
+        leading = X if self.patch_channels is None else X[:, :, : int(self.patch_channels)]
+        inputs.update({name: leading for name in names if name in PATCH_MEMBERS})
+        return inputs
 
     def _check_input(self, X: ArrayLike, n_features: int | None = None) -> np.ndarray:
         X = check_features(X, n_features=n_features, padded=True)
@@ -197,12 +219,18 @@ class EnsembleDetector(BaseDetector):
             )
         folds = list(KFold(n_folds, shuffle=True, random_state=self.random_state).split(X))
         members, oof = [], np.empty((len(names), n))
+        inputs = self._member_inputs(names, X)
         for m, name in enumerate(names):
-            A = self._member_input(name, X)
+            A = inputs[name]
+            final = self._new_member(name).fit(A)
+            derive = getattr(final, "subset_model", None) if self.fold_fits == "derived" else None
             for train_idx, test_idx in folds:
-                fold_model = self._new_member(name).fit(A[train_idx])
+                if derive is not None:
+                    fold_model = derive(A, train_idx)
+                else:
+                    fold_model = self._new_member(name).fit(A[train_idx])
                 oof[m, test_idx] = fold_model.decision_function(A[test_idx])
-            members.append(self._new_member(name).fit(A))
+            members.append(final)
         logs = np.log(np.maximum(oof, _FLOOR))
         loc = np.median(logs, axis=1)
         scale = _MAD_TO_SD * np.median(np.abs(logs - loc[:, None]), axis=1)
@@ -243,8 +271,9 @@ class EnsembleDetector(BaseDetector):
         """Each member's standardised score ``z`` of the images of ``X``, by name."""
         self._check_is_fitted()
         X = self._check_input(X, self.n_features_)
+        inputs = self._member_inputs(self.member_names_, X)
         return {
-            name: self._standardise(m, member.decision_function(self._member_input(name, X)))
+            name: self._standardise(m, member.decision_function(inputs[name]))
             for m, (name, member) in enumerate(zip(self.member_names_, self.members_))
         }
 
@@ -263,8 +292,10 @@ class EnsembleDetector(BaseDetector):
         padding rows. An image's score under a lone patch member is its highest one."""
         self._check_is_fitted()
         X = self._check_input(X, self.n_features_)
+        patch_names = [name for name in self.member_names_ if name in PATCH_MEMBERS]
+        inputs = self._member_inputs(patch_names, X)
         maps = [
-            self._standardise(m, member.patch_scores(self._member_input(name, X)))
+            self._standardise(m, member.patch_scores(inputs[name]))
             for m, (name, member) in enumerate(zip(self.member_names_, self.members_))
             if name in PATCH_MEMBERS
         ]

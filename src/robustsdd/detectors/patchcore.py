@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.typing import ArrayLike
+from sklearn.base import clone
 
 from .._errors import ConfigError, DataError
 from .._validation import check_float_range, check_positive_int
@@ -214,13 +215,7 @@ class PatchCore(BaseDetector):
         self.denoise_scores_ = self.denoise_kept_ = None
         if self.denoise is not None:
             candidates, weights = self._denoise(X, valid)
-        # The bank size is a share of *all* training patches, so that a denoised bank
-        # is as large as a plain one (capped by the patches left and by max_bank).
-        n_keep = len(candidates)
-        if self.coreset != "none":
-            n_keep = min(n_keep, max(1, int(round(self.coreset_ratio * valid.sum()))))
-            if self.max_bank is not None:
-                n_keep = min(n_keep, int(self.max_bank))
+        n_keep = self._bank_size(len(candidates), int(valid.sum()))
         if self.coreset == "greedy" and n_keep < len(candidates):
             looked_at = self._selection_pool(len(candidates))
             chosen, self.coverage_radius_ = greedy_coreset(
@@ -244,6 +239,79 @@ class PatchCore(BaseDetector):
         self.n_features_ = X.shape[2]
         self.is_fitted_ = True
         return self
+
+    def _bank_size(self, n_candidates: int, n_patches: int) -> int:
+        """Patches the bank keeps: a share of *all* ``n_patches`` training patches, so that a
+        denoised bank is as large as a plain one (capped by the ``n_candidates`` left and
+        by ``max_bank``)."""
+        n_keep = n_candidates
+        if self.coreset != "none":
+            n_keep = min(n_keep, max(1, int(round(self.coreset_ratio * n_patches))))
+            if self.max_bank is not None:
+                n_keep = min(n_keep, int(self.max_bank))
+        return n_keep
+
+    def subset_model(self, X: ArrayLike, images: ArrayLike) -> PatchCore:
+        """A model of the images ``images`` (distinct indices) of the ``X`` this model was
+        fitted on, its bank grown from this model's instead of chosen afresh.
+
+        What the ensemble's out-of-fold models are: each fold's model would otherwise
+        repeat a greedy selection of thousands of steps. Here the fold keeps the bank
+        patches of this model that come from its own images (in the order they were
+        chosen, up to the bank size a fit on ``X[images]`` would keep), and when those are
+        fewer, the greedy selection goes on from them among the fold's own patches (the
+        same seeded pool a fit would look at) until the bank is full: every added patch is
+        the one farthest from the bank so far, as in a fresh selection. A held-out image's
+        patches are never in the bank. Not a greedy selection from scratch, so the bank
+        differs a little from ``fit(X[images])``'s; without a greedy coreset, with
+        denoising, or when every patch fits in the bank it *is* ``fit(X[images])``.
+        ``coverage_radius_`` is None when nothing was added.
+        """
+        self._check_is_fitted()
+        images = np.asarray(images, dtype=np.int64)
+        fresh = clone(self)
+        bank_rows = getattr(self, "bank_indices_", None)
+        X = check_features(X, padded=True, contiguous=False)
+        if self.coreset != "greedy" or self.denoise is not None or bank_rows is None:
+            return fresh.fit(X[images])
+        n_patches = X.shape[1]
+        valid = np.isfinite(X[images, :, 0])
+        candidates = np.flatnonzero(valid.reshape(-1))  # rows of X[images]
+        n_keep = fresh._bank_size(len(candidates), int(valid.sum()))
+        if n_keep >= len(candidates):
+            return fresh.fit(X[images])
+
+        def in_x(rows):  # rows of X[images] -> rows of X
+            return images[rows // n_patches] * n_patches + rows % n_patches
+
+        position = np.full(len(X), -1)
+        position[images] = np.arange(len(images))
+        own_image, own_patch = np.divmod(bank_rows, n_patches)
+        kept = position[own_image] >= 0
+        seeds = (position[own_image] * n_patches + own_patch)[kept]  # in selection order
+        radius = None
+        if len(seeds) >= n_keep:
+            rows = seeds[:n_keep]
+        else:
+            pool = candidates[fresh._selection_pool(len(candidates))]
+            added, radius = greedy_coreset(
+                _patch_rows(X, in_x(pool)),
+                min(n_keep - len(seeds), len(pool)),
+                projection_dim=self.projection_dim,
+                random_state=self.random_state,
+                initial=_patch_rows(X, in_x(seeds)),
+            )
+            rows = np.concatenate([seeds, pool[added]])
+        if self.k > len(rows):
+            raise ConfigError(f"k={self.k} is larger than the memory bank ({len(rows)} patches)")
+        fresh.grid_ = fresh._resolve_grid(n_patches, padded=not valid.all())
+        fresh.bank_indices_ = rows
+        fresh.bank_ = _patch_rows(X, in_x(rows))
+        fresh.bank_weights_ = fresh.denoise_scores_ = fresh.denoise_kept_ = None
+        fresh.coverage_radius_ = radius
+        fresh.n_features_ = X.shape[2]
+        fresh.is_fitted_ = True
+        return fresh
 
     def _selection_pool(self, n_candidates: int) -> np.ndarray:
         """Indices (into the candidates) the greedy selection looks at: all of them, or
