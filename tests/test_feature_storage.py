@@ -41,6 +41,17 @@ def test_arrays_above_the_limit_are_memory_mapped(monkeypatch):
         storage.in_memory_limit()
 
 
+def test_no_room_for_the_features_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("ROBUSTSDD_FEATURES_IN_MEMORY_MB", "0")
+
+    def full(fd, offset, length):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(storage.os, "posix_fallocate", full, raising=False)
+    with pytest.raises(OSError, match=r"no room for .* GiB of features in .*TMPDIR"):
+        storage.empty_features((4, 3))
+
+
 def test_image_blocks_cover_every_image_once():
     X = np.zeros((10, 3, 4), np.float32)  # 48 bytes per image
     blocks = list(storage.image_blocks(X, block_bytes=100))  # 2 images per block

@@ -52,7 +52,24 @@ def empty_features(shape: tuple[int, ...]) -> np.ndarray:
     # TemporaryFile has no name on Linux (O_TMPFILE) or is unlinked at once elsewhere; the
     # mapping holds its own reference to the file, so closing ours leaves the array valid.
     with tempfile.TemporaryFile(prefix="robustsdd-features-") as handle:
+        _reserve(handle.fileno(), nbytes)
         return np.memmap(handle, dtype=np.float32, mode="w+", shape=shape)
+
+
+def _reserve(fd: int, nbytes: int) -> None:
+    """Claim the file's disk space now: writing a mapped page on a full disk later would kill
+    the process (SIGBUS) instead of raising an error that says what is wrong."""
+    if not hasattr(os, "posix_fallocate"):
+        return  # not on this system: the space is claimed as the array is written
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as err:
+        raise OSError(
+            err.errno,
+            f"no room for {nbytes / 2**30:.1f} GiB of features in {tempfile.gettempdir()} "
+            f"({err.strerror}): set TMPDIR to a folder on a disk with space, or raise "
+            "ROBUSTSDD_FEATURES_IN_MEMORY_MB to keep them in memory",
+        ) from err
 
 
 def image_blocks(X: np.ndarray, block_bytes: int = _BLOCK_BYTES) -> Iterator[slice]:
