@@ -46,8 +46,10 @@ class GaussianDetector(BaseDetector):
         self.shrinkage = shrinkage
 
     def fit(self, X: ArrayLike, y: object = None) -> GaussianDetector:
+        # store_precision=False: sklearn would also invert the covariance, by an
+        # eigendecomposition, which the Cholesky inverse below makes redundant.
         if isinstance(self.shrinkage, str) and self.shrinkage == "ledoit_wolf":
-            estimator = LedoitWolf(assume_centered=False)
+            estimator = LedoitWolf(store_precision=False, assume_centered=False)
         else:
             try:
                 shrinkage = check_float_range(self.shrinkage, "shrinkage", low=0, high=1)
@@ -55,7 +57,7 @@ class GaussianDetector(BaseDetector):
                 raise ConfigError(
                     f"shrinkage must be 'ledoit_wolf' or a number in [0, 1], got {self.shrinkage!r}"
                 ) from None
-            estimator = ShrunkCovariance(shrinkage=shrinkage)
+            estimator = ShrunkCovariance(store_precision=False, shrinkage=shrinkage)
         X = check_features(X)
         vectors = X.reshape(-1, X.shape[2]).astype(np.float64)
         estimator.fit(vectors)
