@@ -194,8 +194,9 @@ def greedy_coreset(
     size = int(size)
     start = None if initial is None else np.ascontiguousarray(initial, dtype=np.float32)
     warm = start is not None and len(start) > 0
-    if not (0 if warm else 1) <= size <= n:
-        raise ValueError(f"coreset size {size} must be between 1 and {n}")
+    low = 0 if warm else 1  # going on from initial centres, adding none is allowed
+    if not low <= size <= n:
+        raise ValueError(f"coreset size {size} must be between {low} and {n}")
     rng = np.random.default_rng(int(random_state))
     project = None
     if projection_dim is not None and d > projection_dim:
