@@ -15,7 +15,6 @@ which were made before the bounds existed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,19 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from elpv_strings import elpv_strings  # noqa: E402
 from robustsdd.recipes import make_components  # noqa: E402
-from select_default import sweep_with_report  # noqa: E402
+from select_default import strategy_rows, sweep_with_report  # noqa: E402
 
 OUT = Path("benchmarks/results/scaling/strings_bounded")
-BEFORE = Path("benchmarks/results/select/seeds10-12/strings/ensemble/cells")
-
-
-def _rows(cells: Path, strategy: str) -> dict:
-    out = {}
-    for f in sorted(cells.glob("*.json")):
-        for r in json.loads(f.read_text())["rows"]:
-            if r["strategy"] == strategy:
-                out[(r["level"], r["seed"])] = r
-    return out
+BEFORE = Path("benchmarks/results/select/seeds10-12/strings/ensemble")
 
 
 def main():
@@ -56,7 +46,7 @@ def main():
         scoring=None,
         progress=False,
     )
-    before, after = _rows(BEFORE, "none"), _rows(OUT / "cells", "none")
+    before, after = strategy_rows(BEFORE, "none"), strategy_rows(OUT, "none")
     lines = [
         "# PatchCore bank bounds on ELPV strings (the ensemble, no cleaning)",
         "",

@@ -19,7 +19,6 @@ at 224 px). ``--seeds 0,1,2``: the same on the reporting seeds (test AUROC).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -28,17 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from robustsdd._io import atomic_write_bytes  # noqa: E402
 from robustsdd.recipes import make_components  # noqa: E402
-from select_default import _out_root, _pools, sweep_with_report  # noqa: E402
+from select_default import _out_root, _pools, strategy_rows, sweep_with_report  # noqa: E402
 
 OUT = Path("benchmarks/results/scaling/fold_fits")
-
-
-def _rows(cells_json: Path) -> dict:
-    return {
-        (r["level"], r["seed"]): r
-        for r in json.loads(cells_json.read_text())
-        if r["strategy"] == "none"
-    }
 
 
 def main():
@@ -74,8 +65,8 @@ def main():
             scoring=None,
             progress=False,
         )
-        before = _rows(before_root / data / "ensemble" / "cells.json")
-        after = _rows(out / data / "cells.json")
+        before = strategy_rows(before_root / data / "ensemble", "none")
+        after = strategy_rows(out / data, "none")
         for level in sorted({key[0] for key in after}):
             keys = sorted(key for key in after if key[0] == level and key in before)
             a = [after[k]["auroc"] for k in keys]

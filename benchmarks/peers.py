@@ -218,12 +218,7 @@ def run_robustsdd(args, cells, warm_set, methods, log=print) -> dict:
         train, test = cell["train_set"], cell["test_set"]
         res: dict = {}
         if fz_ens is not None:
-            t = time.perf_counter()
-            X_train = fz_ens.transform(train)
-            t_feat = time.perf_counter() - t
-            t = time.perf_counter()
-            X_test = fz_ens.transform(test)
-            t_test_feat = time.perf_counter() - t
+            X_train, X_test, t_feat, t_test_feat = _timed_features(fz_ens, train, test)
             for names, X in ((train.names, X_train), (test.names, X_test)):
                 for name, v in zip(names, pooled_vectors(X)[:, 0, :]):
                     out["pooled"][name] = v
@@ -241,12 +236,7 @@ def run_robustsdd(args, cells, warm_set, methods, log=print) -> dict:
                         grey = bool((x[1:] == x[:1]).all())
                         out["images"][name] = x[:1] if grey else x  # grey: one channel
             if "robustsdd_patchcore" in methods:
-                t = time.perf_counter()
-                X_train = fz_pc.transform(train)
-                t_feat = time.perf_counter() - t
-                t = time.perf_counter()
-                X_test = fz_pc.transform(test)
-                t_test_feat = time.perf_counter() - t
+                X_train, X_test, t_feat, t_test_feat = _timed_features(fz_pc, train, test)
                 parts = make_components("patchcore", featurizer=fz_pc, seed=cell["seed"])
                 res["robustsdd_patchcore"] = _fit_score(
                     parts.detector, X_train, X_test, t_feat, t_test_feat
@@ -270,6 +260,16 @@ def run_robustsdd(args, cells, warm_set, methods, log=print) -> dict:
             "stages": list(ext.stages),
         }
     return out
+
+
+def _timed_features(featurizer, train, test) -> tuple:
+    """(X_train, X_test, seconds for the training images, seconds for the test images)."""
+    t = time.perf_counter()
+    X_train = featurizer.transform(train)
+    t_train = time.perf_counter() - t
+    t = time.perf_counter()
+    X_test = featurizer.transform(test)
+    return X_train, X_test, t_train, time.perf_counter() - t
 
 
 def _fit_score(detector, X_train, X_test, t_feat: float, t_test_feat: float) -> dict:

@@ -120,6 +120,12 @@ def sweep_with_report(pool, test_pool, parts, out: Path, **sweep):
     return result
 
 
+def strategy_rows(report: Path, strategy: str) -> dict:
+    """Rows of one strategy of a sweep report folder (its ``cells.json``), by (level, seed)."""
+    rows = json.loads((report / "cells.json").read_text())
+    return {(r["level"], r["seed"]): r for r in rows if r["strategy"] == strategy}
+
+
 def _rank(values: dict[str, float]) -> dict[str, float]:
     """1 = highest value; ties share the mean of their ranks."""
     order = sorted(values, key=lambda k: -values[k])
