@@ -130,7 +130,10 @@ def test_sparse_banks_single_out_a_repeated_defect_that_out_of_fold_misses():
     banks = sparse_bank_scores(X, share=0.1, n_banks=30)
     assert banks[:5].min() > banks[5:].max()
     # Out of fold, every defective image finds its look-alikes in the other folds.
-    oof = OneShotRemoval(PatchCore(coreset="none"), scoring="out_of_fold")._removal_scores(None, X)
+    stage1 = PatchCore(coreset="none").fit(X)
+    oof = OneShotRemoval(PatchCore(coreset="none"), scoring="out_of_fold")._removal_scores(
+        stage1, X
+    )
     assert oof[:5].min() < np.median(oof[5:]) * 1.2
 
 

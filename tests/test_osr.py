@@ -348,3 +348,20 @@ def test_a_saved_test_detector_loads_only_while_registered(tmp_path):
     assert "_norm_for_tests" not in detector_names()
     with pytest.raises(ModelFileError, match="unknown detector '_norm_for_tests'"):
         load_detector(tmp_path / "m")
+
+
+def test_without_score_training_the_removal_and_model_are_the_same():
+    X = np.random.default_rng(0).normal(size=(40, 4, 6))
+    X[:4] += 3
+    settings = {"rule": "fraction", "fraction": 0.1, "scoring": "out_of_fold"}
+    full = OneShotRemoval(GaussianDetector(), **settings).fit(X)
+    lean = OneShotRemoval(GaussianDetector(), score_training=False, **settings).fit(X)
+    np.testing.assert_array_equal(lean.keep_mask_, full.keep_mask_)
+    np.testing.assert_array_equal(lean.removal_scores_, full.removal_scores_)
+    np.testing.assert_array_equal(lean.decision_function(X), full.decision_function(X))
+    assert not hasattr(lean, "train_scores_") and list(lean.stage_scores_) == ["removal"]
+    assert list(full.stage_scores_) == ["stage1", "removal", "stage2"]
+    # A lean stage 1 handed to a full fit: the stage-1 scores are computed then.
+    again = OneShotRemoval(GaussianDetector(), **settings).fit(X, stage1=lean)
+    np.testing.assert_array_equal(again.stage_scores_["stage1"], full.stage_scores_["stage1"])
+    np.testing.assert_array_equal(again.train_scores_, full.train_scores_)

@@ -5,8 +5,9 @@ import itertools
 import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
+from sklearn.model_selection import KFold
 
-from robustsdd import ConfigError, OneShotRemoval
+from robustsdd import ConfigError, DataError, OneShotRemoval
 from robustsdd.cleaning.rules import auto_cut
 from robustsdd.data import ImageSet
 from robustsdd.detectors import KNNDetector, PatchCore, load_detector
@@ -443,3 +444,70 @@ def test_denoise_bad_parameters_and_small_data(rng):
     assert det.denoise_k_ == 5 and det.denoise_kept_.all()  # floor(0.1 * 6) = 0 dropped
     with pytest.raises(DataError, match="only 1"):
         PatchCore(coreset="none", grid=(4, 4), denoise="hard").fit(X[:1])
+
+
+def test_subset_model_independent_fits_afresh_and_a_foreign_x_is_refused(rng):
+    X = rng.normal(size=(12, 10, 4)).astype(np.float32)
+    X[[0, 1]] *= 6
+    params = {"coreset_ratio": 0.1, "projection_dim": None, "random_state": 1}
+    images = np.arange(2, 12)
+    fresh = PatchCore(**params).fit(X[images])
+    independent = PatchCore(**params, subset_fits="independent").fit(X)
+    assert not independent.derives_subsets and PatchCore().derives_subsets
+    np.testing.assert_array_equal(independent.subset_model(X, images).bank_, fresh.bank_)
+    derived = PatchCore(**params).fit(X)
+    assert not np.array_equal(derived.subset_model(X, images).bank_, fresh.bank_)
+    # Features other than those it was fitted on: its bank rows are not there.
+    with pytest.raises(DataError, match="the X this model was fitted on"):
+        derived.subset_model(X + 1, images)
+    with pytest.raises(DataError, match="the X this model was fitted on"):
+        derived.subset_model(X[:3], [0, 1])
+    with pytest.raises(ConfigError, match="unknown subset_fits 'fresh'"):
+        PatchCore(subset_fits="fresh").fit(X)
+
+
+def test_a_saved_patchcore_derives_the_same_subset_model(rng, tmp_path):
+    X = rng.normal(size=(12, 10, 4)).astype(np.float32)
+    X[[0, 1]] *= 6
+    model = PatchCore(coreset_ratio=0.1, projection_dim=None, random_state=1).fit(X)
+    loaded = load_detector(model.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.bank_indices_, model.bank_indices_)
+    images = np.arange(2, 12)
+    np.testing.assert_array_equal(
+        loaded.subset_model(X, images).bank_, model.subset_model(X, images).bank_
+    )
+
+
+@pytest.mark.parametrize("subset_fits", ["derived", "independent"])
+def test_cleaning_scores_folds_and_fine_tunes_with_the_detectors_subset_models(rng, subset_fits):
+    n, p, c = 30, 10, 4
+    X = rng.normal(size=(n, p, c)).astype(np.float32)
+    X[0, :, 0] += 20  # three images far from everything and from one another, whose
+    X[1, :, 1] += 20  # patches the stage-1 bank favours
+    X[2, :, 0] -= 20
+    params = {"coreset_ratio": 0.05, "projection_dim": None, "subset_fits": subset_fits}
+    osr = OneShotRemoval(
+        PatchCore(**params), rule="fraction", fraction=0.1, scoring="out_of_fold"
+    ).fit(X)
+    stage1 = osr.baseline_detector_
+    np.testing.assert_array_equal(stage1.bank_, PatchCore(**params).fit(X).bank_)
+    expected = np.empty(n)
+    for train, test in KFold(5, shuffle=True, random_state=0).split(X):
+        fold = (
+            stage1.subset_model(X, train)
+            if subset_fits == "derived"
+            else PatchCore(**params).fit(X[train])
+        )
+        expected[test] = fold.decision_function(X[test])
+    np.testing.assert_allclose(osr.removal_scores_, expected)
+    kept = np.flatnonzero(osr.keep_mask_)
+    assert sorted(osr.removed_indices_.tolist()) == [0, 1, 2]
+    fine_tuned = (
+        stage1.subset_model(X, kept)
+        if subset_fits == "derived"
+        else PatchCore(**params).fit(X[kept])
+    )
+    np.testing.assert_array_equal(osr.detector_.bank_, fine_tuned.bank_)
+    # No patch of a removed image is left in the fine-tuned bank.
+    removed_patches = X[osr.removed_indices_].reshape(-1, c)
+    assert cdist(osr.detector_.bank_, removed_patches).min() > 0

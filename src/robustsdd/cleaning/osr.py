@@ -142,6 +142,11 @@ class OneShotRemoval(BaseEstimator):
     keep_baseline : bool
         Keep a copy of the stage-1 model as ``baseline_detector_`` (the plain
         detector trained on everything, for before/after comparisons).
+    score_training : bool
+        Score every training image with the stage-1 and the fine-tuned model
+        (``stage_scores_``' ``stage1`` and ``stage2``, ``train_scores_``), for reports
+        (default). False skips those two scorings of the whole training set — the sweep
+        reads neither — and leaves ``train_scores_`` unset; the removal is the same.
     random_state : int
         Seeds the fold split, the ensemble's subsets and the mixture.
 
@@ -152,12 +157,14 @@ class OneShotRemoval(BaseEstimator):
         ``held_out_views`` it has seen only half the views
     keep_mask_ : bool array, True for kept training images
     removed_indices_ : indices of removed images, highest removal score first
-    train_scores_ : scores of every training image by the final detector
+    train_scores_ : scores of every training image by the final detector (if
+        ``score_training``)
     removal_scores_ : the scores the rule saw (for ``min_size``, each image's
         score in the round it was removed, or its last score if kept)
     stage_scores_ : dict of score arrays over all training images: ``stage1`` (the
         stage-1 model, every view), ``removal`` (what the rule saw) and ``stage2``
-        (the fine-tuned model; out-of-sample for the removed images)
+        (the fine-tuned model; out-of-sample for the removed images); ``removal`` only
+        without ``score_training``
     cut_ : the score cut used (``score_threshold``: the threshold; ``auto``: the
         cut read off the scores; ``confident``: the lowest removed score), None for
         the count-based rules
@@ -209,6 +216,7 @@ class OneShotRemoval(BaseEstimator):
         n_folds: int = 5,
         min_keep: float = 0.5,
         keep_baseline: bool = True,
+        score_training: bool = True,
         random_state: int = 0,
         z: float = 3.0,
         n_members: int = 5,
@@ -227,6 +235,7 @@ class OneShotRemoval(BaseEstimator):
         self.n_folds = n_folds
         self.min_keep = min_keep
         self.keep_baseline = keep_baseline
+        self.score_training = score_training
         self.random_state = random_state
         self.n_members = n_members
         self.rounds = rounds
@@ -278,7 +287,10 @@ class OneShotRemoval(BaseEstimator):
         scores = np.empty(len(X))
         folds = KFold(n_folds, shuffle=True, random_state=self.random_state)
         for train_idx, test_idx in folds.split(X):
-            scores[test_idx] = clone(self.detector).fit(X[train_idx]).decision_function(X[test_idx])
+            # A fresh copy fitted on the other folds, or one the detector derives from
+            # ``model`` for less without the fold's images (PatchCore: subset_fits).
+            fold_model = model.subset_model(X, train_idx)
+            scores[test_idx] = fold_model.decision_function(X[test_idx])
         return scores
 
     def _sparse_bank_scores(self, X, reference=None):
@@ -369,7 +381,9 @@ class OneShotRemoval(BaseEstimator):
         if stage1 is not None:
             self._check_reusable(stage1, X)
             model = copy.deepcopy(stage1.baseline_detector_)
-            stage1_scores = stage1.stage_scores_["stage1"]
+            stage1_scores = stage1.stage_scores_.get("stage1")
+            if stage1_scores is None and self.score_training:  # stage 1 skipped them
+                stage1_scores = model.decision_function(X)
             initial_scores = stage1.stage1_removal_scores_
         else:
             model, stage1_scores, initial_scores = self._stage1(X)
@@ -389,7 +403,7 @@ class OneShotRemoval(BaseEstimator):
             for _ in range(1, int(self.rounds)):
                 if keep.all():
                     break  # nothing removed: another round would score the same images again
-                rescored = self._rescore(X, keep)
+                rescored = self._rescore(model, X, keep)
                 new_keep, new_fired = self._apply_rule(rescored, min_keep)
                 removal_scores, self.rounds_run_ = rescored, self.rounds_run_ + 1
                 if np.array_equal(new_keep, keep):
@@ -401,19 +415,26 @@ class OneShotRemoval(BaseEstimator):
 
         self._describe(removal_scores, keep)
         # Stage 3: fine-tune the same model on what is left (DifferNet continues from its
-        # stage-1 weights; detectors without iterative state refit).
-        model.partial_fit(X[keep])
+        # stage-1 weights; PatchCore keeps its stage-1 bank's patches of the kept images and
+        # tops them up; other detectors without iterative state refit).
+        if self.rule != "min_size" and self._derives(model):  # min_size moved it off X
+            model = model.subset_model(X, np.flatnonzero(keep))
+        else:
+            model.partial_fit(X[keep])
         self.detector_ = model
         self.keep_mask_ = keep
         self.removed_indices_ = np.asarray(order, dtype=np.int64)
         self.removal_scores_ = removal_scores
         self.estimated_contamination_ = float((~keep).mean())
-        self.train_scores_ = model.decision_function(X)
-        self.stage_scores_ = {
-            "stage1": stage1_scores,
-            "removal": removal_scores,
-            "stage2": self.train_scores_,
-        }
+        self.stage_scores_ = {"removal": removal_scores}
+        if self.score_training:
+            assert stage1_scores is not None  # computed by stage 1, or above
+            self.train_scores_ = model.decision_function(X)
+            self.stage_scores_ = {
+                "stage1": stage1_scores,
+                "removal": removal_scores,
+                "stage2": self.train_scores_,
+            }
         return self
 
     def _apply_rule(self, scores, min_keep):
@@ -433,12 +454,22 @@ class OneShotRemoval(BaseEstimator):
             }
         return apply_guard(scores, cut.keep, min_keep)
 
-    def _rescore(self, X, keep):
-        """Removal scores of a further round: the regime on the kept, the rest out of sample."""
+    def _derives(self, model) -> bool:
+        """Whether a model of some images of X may be derived from stage-1 ``model``
+        (:meth:`~robustsdd.detectors.base.BaseDetector.subset_model`): the detector says it
+        can, and ``model`` was trained on X itself (not on half the views)."""
+        return bool(getattr(model, "derives_subsets", False)) and self.scoring != "held_out_views"
+
+    def _rescore(self, model, X, keep):
+        """Removal scores of a further round: the regime on the kept, the rest out of
+        sample; ``model`` is stage 1's."""
         if self.scoring == "sparse_banks":  # banks of kept images score every image
             return self._sparse_bank_scores(X, reference=keep)
         kept, removed = np.flatnonzero(keep), np.flatnonzero(~keep)
-        refit = clone(self.detector).fit(self._training_views(X[kept]))
+        if self._derives(model):
+            refit = model.subset_model(X, kept)
+        else:
+            refit = clone(self.detector).fit(self._training_views(X[kept]))
         scores = np.empty(len(X))
         scores[kept] = self._removal_scores(refit, X[kept])
         scores[removed] = refit.decision_function(X[removed])
@@ -446,10 +477,15 @@ class OneShotRemoval(BaseEstimator):
 
     def _stage1(self, X):
         model = clone(self.detector).fit(self._training_views(X))
-        return model, model.decision_function(X), self._removal_scores(model, X)
+        return model, self._stage1_scores(model, X), self._removal_scores(model, X)
 
-    def fit_stage1(self, X: ArrayLike) -> tuple[BaseDetector, np.ndarray, np.ndarray]:
-        """Stage 1 alone: ``(model, stage1_scores, removal_scores)`` for training features X.
+    def _stage1_scores(self, model, X):
+        """The stage-1 model's scores of every view of X, or None without ``score_training``."""
+        return model.decision_function(X) if self.score_training else None
+
+    def fit_stage1(self, X: ArrayLike) -> tuple[BaseDetector, np.ndarray | None, np.ndarray]:
+        """Stage 1 alone: ``(model, stage1_scores, removal_scores)`` for training features X
+        (``stage1_scores`` None without ``score_training``).
 
         What :meth:`fit` does before removing anything, for callers that store it (``fit``
         checkpoints it) and hand it back through :meth:`as_stage1` and ``fit(X, stage1=…)``.
@@ -460,12 +496,14 @@ class OneShotRemoval(BaseEstimator):
         return self._stage1(X)
 
     def as_stage1(
-        self, model: BaseDetector, stage1_scores: ArrayLike, removal_scores: ArrayLike
+        self, model: BaseDetector, stage1_scores: ArrayLike | None, removal_scores: ArrayLike
     ) -> OneShotRemoval:
         """A stand-in fitted stage 1 (from :meth:`fit_stage1`) to pass as ``fit(X, stage1=…)``."""
         stand_in = clone(self).set_params(keep_baseline=True)
         stand_in.baseline_detector_ = model
-        stand_in.stage_scores_ = {"stage1": np.asarray(stage1_scores)}
+        stand_in.stage_scores_ = {}
+        if stage1_scores is not None:
+            stand_in.stage_scores_["stage1"] = np.asarray(stage1_scores)
         stand_in.stage1_removal_scores_ = np.asarray(removal_scores)
         stand_in.keep_mask_ = np.ones(len(stand_in.stage1_removal_scores_), dtype=bool)
         return stand_in
@@ -484,7 +522,7 @@ class OneShotRemoval(BaseEstimator):
         X = check_features(X, padded=self._padded)
         self._validate(len(X))
         model = copy.deepcopy(model)
-        return self.as_stage1(model, model.decision_function(X), self._removal_scores(model, X))
+        return self.as_stage1(model, self._stage1_scores(model, X), self._removal_scores(model, X))
 
     def _check_reusable(self, other, X):
         same = (

@@ -268,6 +268,24 @@ class BaseDetector(BaseEstimator):
     def decision_function(self, X: ArrayLike) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    #: Whether :meth:`subset_model` derives its model from this one's fitted state instead of
+    #: fitting afresh; cleaning then also fine-tunes through it (see ``OneShotRemoval``).
+    derives_subsets = False
+
+    def subset_model(self, X: ArrayLike, images: ArrayLike) -> Self:
+        """A model of the images ``images`` (indices) of the ``X`` this model was fitted on,
+        which has never seen the other images of ``X``.
+
+        Here a fresh copy (same parameters) fitted on ``X[images]``: what cleaning's
+        out-of-fold copies are. A detector that can derive such a model from its own fitted
+        state for less (PatchCore keeps its bank's patches of those images) overrides this
+        and sets :attr:`derives_subsets`.
+        """
+        from sklearn.base import clone
+
+        self._check_is_fitted()
+        return clone(self).fit(np.asarray(X)[np.asarray(images, dtype=np.int64)])
+
     def _get_state(self) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -43,6 +43,7 @@ __all__ = ["PatchCore"]
 
 CORESETS = ("greedy", "random", "none")
 DENOISE = (None, "hard", "soft")
+SUBSET_FITS = ("derived", "independent")
 
 
 @register_detector("patchcore")
@@ -138,6 +139,13 @@ class PatchCore(BaseDetector):
         ``denoise_k + 1`` rows, ``k = rows − 1`` is used instead
         (``denoise_k_``); fewer than 2 rows (one training image, one view)
         raise :class:`DataError`.
+    subset_fits : {"derived", "independent"}
+        How :meth:`subset_model` makes a model of some of the training images — what
+        cleaning's out-of-fold copies and fine-tuned model are: ``"derived"`` (default)
+        grows its bank from this model's bank patches of those images (a short greedy
+        top-up instead of a selection from scratch); ``"independent"`` fits afresh.
+        Measured on ELPV (BENCHMARKS.md §4): the derived models cost little AUROC and make a
+        PatchCore sweep many times faster.
     random_state : int >= 0
         Seeds the coreset.
 
@@ -158,9 +166,9 @@ class PatchCore(BaseDetector):
         at (all candidates, or the random subset of ``max_candidates``; 0 when all of
         them are kept; None for a random coreset).
 
-    Only what scoring needs (bank, weights, grid) is saved; the fit diagnostics
-    (``denoise_scores_``, ``denoise_kept_``, ``bank_indices_``, ``coverage_radius_``)
-    are not restored by :func:`load_detector`.
+    What scoring needs (bank, weights, grid) is saved, and ``bank_indices_`` (for
+    :meth:`subset_model`); the fit diagnostics (``denoise_scores_``, ``denoise_kept_``,
+    ``coverage_radius_``) are not restored by :func:`load_detector`.
 
     Examples
     --------
@@ -190,6 +198,7 @@ class PatchCore(BaseDetector):
         denoise: str | None = None,
         denoise_fraction: float = 0.1,
         denoise_k: int = 10,
+        subset_fits: str = "derived",
         random_state: int = 0,
     ):
         self.coreset = coreset
@@ -202,6 +211,7 @@ class PatchCore(BaseDetector):
         self.denoise = denoise
         self.denoise_fraction = denoise_fraction
         self.denoise_k = denoise_k
+        self.subset_fits = subset_fits
         self.random_state = random_state
 
     def fit(self, X: ArrayLike, y: object = None) -> PatchCore:
@@ -251,30 +261,46 @@ class PatchCore(BaseDetector):
                 n_keep = min(n_keep, int(self.max_bank))
         return n_keep
 
+    @property
+    def derives_subsets(self) -> bool:  # type: ignore[override]
+        return self.subset_fits == "derived"
+
     def subset_model(self, X: ArrayLike, images: ArrayLike) -> PatchCore:
         """A model of the images ``images`` (distinct indices) of the ``X`` this model was
-        fitted on, its bank grown from this model's instead of chosen afresh.
+        fitted on, its bank grown from this model's instead of chosen afresh
+        (``subset_fits="derived"``; ``"independent"``: ``fit(X[images])``).
 
-        What the ensemble's out-of-fold models are: each fold's model would otherwise
-        repeat a greedy selection of thousands of steps. Here the fold keeps the bank
-        patches of this model that come from its own images (in the order they were
-        chosen, up to the bank size a fit on ``X[images]`` would keep), and when those are
-        fewer, the greedy selection goes on from them among the fold's own patches (the
-        same seeded pool a fit would look at) until the bank is full: every added patch is
-        the one farthest from the bank so far, as in a fresh selection. A held-out image's
-        patches are never in the bank. Not a greedy selection from scratch, so the bank
-        differs a little from ``fit(X[images])``'s; without a greedy coreset, with
-        denoising, or when every patch fits in the bank it *is* ``fit(X[images])``.
-        ``coverage_radius_`` is None when nothing was added.
+        What the ensemble's and cleaning's out-of-fold models and cleaning's fine-tuned
+        model are: each would otherwise repeat a greedy selection of thousands of steps.
+        Here the subset keeps the bank patches of this model that come from its own images
+        (in the order they were chosen, up to the bank size a fit on ``X[images]`` would
+        keep), and when those are fewer, the greedy selection goes on from them among the
+        subset's own patches (the same seeded pool a fit would look at) until the bank is
+        full: every added patch is the one farthest from the bank so far, as in a fresh
+        selection. A left-out image's patches are never in the bank. Not a greedy selection
+        from scratch, so the bank differs a little from ``fit(X[images])``'s; without a
+        greedy coreset, with denoising, or when every patch fits in the bank it *is*
+        ``fit(X[images])``. ``coverage_radius_`` is None when nothing was added.
+
+        Raises :class:`DataError` when ``X`` is not the array this model was fitted on (its
+        bank rows are not where the bank came from).
         """
         self._check_is_fitted()
         images = np.asarray(images, dtype=np.int64)
         fresh = clone(self)
         bank_rows = getattr(self, "bank_indices_", None)
         X = check_features(X, padded=True, contiguous=False)
-        if self.coreset != "greedy" or self.denoise is not None or bank_rows is None:
+        derive = self.subset_fits == "derived" and self.coreset == "greedy"
+        if not derive or self.denoise is not None or bank_rows is None:
             return fresh.fit(X[images])
         n_patches = X.shape[1]
+        if bank_rows.max() >= X.shape[0] * n_patches or not np.array_equal(
+            _patch_rows(X, bank_rows), self.bank_
+        ):
+            raise DataError(
+                "subset_model needs the X this model was fitted on; these features do not "
+                "hold its bank patches where it found them"
+            )
         valid = np.isfinite(X[images, :, 0])
         candidates = np.flatnonzero(valid.reshape(-1))  # rows of X[images]
         n_keep = fresh._bank_size(len(candidates), int(valid.sum()))
@@ -481,6 +507,10 @@ class PatchCore(BaseDetector):
             self.denoise_fraction, "denoise_fraction", low=0, high=1, high_inclusive=False
         )
         check_positive_int(self.denoise_k, "denoise_k")
+        if self.subset_fits not in SUBSET_FITS:
+            raise ConfigError(
+                f"unknown subset_fits {self.subset_fits!r}; choose one of: {', '.join(SUBSET_FITS)}"
+            )
         check_positive_int(self.random_state, "random_state", minimum=0)
 
     def _get_state(self):
@@ -491,6 +521,10 @@ class PatchCore(BaseDetector):
         }
         if getattr(self, "bank_weights_", None) is not None:
             state["bank_weights"] = torch.from_numpy(self.bank_weights_)
+        # Where the bank came from: a model read back from a checkpoint (a fit resumed
+        # after stage 1) derives its subset models as the one that wrote it would.
+        if getattr(self, "bank_indices_", None) is not None:
+            state["bank_indices"] = torch.from_numpy(np.asarray(self.bank_indices_, np.int64))
         return state
 
     def _set_state(self, state):
@@ -499,6 +533,13 @@ class PatchCore(BaseDetector):
         grid = tuple(int(g) for g in state["grid"].tolist())
         self.grid_ = grid if grid != (0, 0) else None
         self.bank_weights_ = None
+        indices = state.get("bank_indices")
+        self.bank_indices_ = None if indices is None else indices.long().numpy()
+        if self.bank_indices_ is not None and self.bank_indices_.shape != (len(self.bank_),):
+            raise ValueError(
+                f"bank_indices has shape {tuple(self.bank_indices_.shape)}; "
+                f"the bank holds {len(self.bank_)} patches"
+            )
         if self.denoise == "soft":  # a soft model without its weights would score differently
             weights = state["bank_weights"].float().numpy()
             if weights.shape != (len(self.bank_),):

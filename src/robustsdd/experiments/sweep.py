@@ -357,7 +357,8 @@ def _run_group(group: _Group, pool_features, test_features, test_masks=None) -> 
     for name in group.strategies:
         params = parse_strategy(name)
         if params is not None and params["rule"] != "oracle":
-            params = {"scoring": group.scoring, **params}
+            # The rows need the test scores only, not the training images' stage scores.
+            params = {"scoring": group.scoring, "score_training": False, **params}
         settings[name] = params
     rows = []
     with warnings.catch_warnings():
