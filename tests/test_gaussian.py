@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
+from sklearn.covariance import LedoitWolf, ShrunkCovariance
 
 from robustsdd import ConfigError, DataError
-from robustsdd.detectors.gaussian import GaussianDetector
+from robustsdd.detectors.gaussian import GaussianDetector, shrunk_covariance
 
 
 def test_score_is_mean_squared_mahalanobis_per_feature_by_hand():
@@ -14,6 +15,24 @@ def test_score_is_mean_squared_mahalanobis_per_feature_by_hand():
     x = np.array([[[1.0, 2.0], [0.0, 0.0]]])  # two views
     d2_view0 = 1.0 / 0.5 + 4.0 / 2.0
     np.testing.assert_allclose(det.decision_function(x), [(d2_view0 + 0.0) / 2 / 2])
+
+
+@pytest.mark.parametrize("shape", [(50, 8), (30, 60), (400, 96), (5, 1)])
+def test_shrunk_covariance_is_scikit_learns(shape):
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=shape) * rng.uniform(0.5, 3, size=shape[1]) + 2
+    vectors = vectors.astype(np.float32).astype(np.float64)  # as the detector reads them
+    mean, lw = shrunk_covariance(vectors, "ledoit_wolf")
+    ref = LedoitWolf(store_precision=False).fit(vectors)
+    np.testing.assert_allclose(mean, ref.location_, rtol=1e-12)
+    np.testing.assert_allclose(lw, ref.covariance_, rtol=1e-10, atol=1e-12)
+    _, fixed = shrunk_covariance(vectors, 0.3)
+    ref = ShrunkCovariance(store_precision=False, shrinkage=0.3).fit(vectors)
+    np.testing.assert_allclose(fixed, ref.covariance_, rtol=1e-10, atol=1e-12)
+    # The detector's precision is the inverse of that covariance, exactly symmetric.
+    precision = GaussianDetector().fit(vectors[:, None, :]).precision_
+    np.testing.assert_allclose(precision @ lw, np.eye(shape[1]), atol=1e-9)
+    np.testing.assert_array_equal(precision, precision.T)
 
 
 def test_ledoit_wolf_handles_more_features_than_samples():

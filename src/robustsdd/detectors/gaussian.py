@@ -13,13 +13,12 @@ import numpy as np
 import scipy.linalg
 import torch
 from numpy.typing import ArrayLike
-from sklearn.covariance import LedoitWolf, ShrunkCovariance
 
 from .._errors import ConfigError
 from .._validation import check_float_range
 from .base import BaseDetector, check_features, register_detector
 
-__all__ = ["GaussianDetector"]
+__all__ = ["GaussianDetector", "shrunk_covariance"]
 
 
 @register_detector("gaussian")
@@ -46,23 +45,18 @@ class GaussianDetector(BaseDetector):
         self.shrinkage = shrinkage
 
     def fit(self, X: ArrayLike, y: object = None) -> GaussianDetector:
-        # store_precision=False: sklearn would also invert the covariance, by an
-        # eigendecomposition, which the Cholesky inverse below makes redundant.
-        if isinstance(self.shrinkage, str) and self.shrinkage == "ledoit_wolf":
-            estimator = LedoitWolf(store_precision=False, assume_centered=False)
-        else:
+        shrinkage = self.shrinkage
+        if not (isinstance(shrinkage, str) and shrinkage == "ledoit_wolf"):
             try:
-                shrinkage = check_float_range(self.shrinkage, "shrinkage", low=0, high=1)
+                shrinkage = check_float_range(shrinkage, "shrinkage", low=0, high=1)
             except ConfigError:
                 raise ConfigError(
                     f"shrinkage must be 'ledoit_wolf' or a number in [0, 1], got {self.shrinkage!r}"
                 ) from None
-            estimator = ShrunkCovariance(store_precision=False, shrinkage=shrinkage)
         X = check_features(X)
         vectors = X.reshape(-1, X.shape[2]).astype(np.float64)
-        estimator.fit(vectors)
-        self.mean_ = estimator.location_
-        self.precision_ = _inverse_of_positive_definite(estimator.covariance_)
+        self.mean_, covariance = shrunk_covariance(vectors, shrinkage)
+        self.precision_ = _inverse_of_positive_definite(covariance)
         self.n_features_ = X.shape[2]
         self.is_fitted_ = True
         return self
@@ -90,13 +84,41 @@ class GaussianDetector(BaseDetector):
         self.n_features_ = self.mean_.size
 
 
+def shrunk_covariance(vectors: np.ndarray, shrinkage: str | float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and shrunk covariance ``(1 − s)·S + s·(tr S / d)·I`` of ``vectors`` (n, d), with
+    ``S`` the (biased) sample covariance and ``s`` the given shrinkage or, for
+    ``"ledoit_wolf"``, Ledoit & Wolf's (2004) estimate of the best one.
+
+    The formulas of scikit-learn's ``LedoitWolf`` and ``ShrunkCovariance`` (the tests hold
+    them equal), from one product ``XᵀX``: scikit-learn forms ``Σ‖x‖⁴`` through a second
+    d × d product and ``XᵀX`` twice more, 3× the work at the 960 features of a sweep's fits.
+    """
+    mean = vectors.mean(axis=0)
+    centred = vectors - mean
+    n, d = centred.shape
+    sample = (centred.T @ centred) / n
+    mu = float(np.trace(sample)) / d
+    if isinstance(shrinkage, str):  # "ledoit_wolf"
+        # delta: the squared distance of S from mu·I; beta: the estimated error of S; both
+        # per feature (Ledoit & Wolf 2004, Lemma 3.3 and Theorem 3.1, as in scikit-learn).
+        delta = (float(np.sum(sample**2)) - 2 * mu * mu * d + d * mu**2) / d
+        fourth = float(np.sum(np.einsum("ij,ij->i", centred, centred) ** 2))
+        beta = min((fourth / n - float(np.sum(sample**2))) / (d * n), delta)
+        shrinkage = 0.0 if beta == 0 or d == 1 else beta / delta
+    covariance = (1 - shrinkage) * sample
+    covariance.flat[:: d + 1] += shrinkage * mu
+    return mean, covariance
+
+
 def _inverse_of_positive_definite(matrix: np.ndarray) -> np.ndarray:
-    """Inverse through a Cholesky factor (5x faster than sklearn's eigh-based
-    pinvh at 960 features); a shrunk covariance is positive definite, and the
-    pseudo-inverse remains the fallback for one that is numerically not."""
-    try:
-        factor = scipy.linalg.cho_factor(matrix, lower=True, check_finite=False)
-        inverse = scipy.linalg.cho_solve(factor, np.eye(len(matrix)), check_finite=False)
-    except np.linalg.LinAlgError:
+    """Inverse through a Cholesky factor (LAPACK potrf + potri: 10x faster than
+    sklearn's eigh-based pinvh at 960 features); a shrunk covariance is positive
+    definite, and the pseudo-inverse remains the fallback for one that is numerically not."""
+    factor, info = scipy.linalg.lapack.dpotrf(matrix, lower=True, clean=True)
+    if info != 0:
         return scipy.linalg.pinvh(matrix)
-    return (inverse + inverse.T) / 2  # exactly symmetric, as pinvh's is
+    inverse, info = scipy.linalg.lapack.dpotri(factor, lower=True)
+    if info != 0:
+        return scipy.linalg.pinvh(matrix)
+    lower = np.tril(inverse)
+    return lower + np.tril(lower, -1).T  # potri fills one triangle; exactly symmetric
