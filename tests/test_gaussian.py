@@ -22,11 +22,12 @@ def test_shrunk_covariance_is_scikit_learns(shape):
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=shape) * rng.uniform(0.5, 3, size=shape[1]) + 2
     vectors = vectors.astype(np.float32).astype(np.float64)  # as the detector reads them
-    mean, lw = shrunk_covariance(vectors, "ledoit_wolf")
+    mean, lw, smallest = shrunk_covariance(vectors, "ledoit_wolf")
     ref = LedoitWolf(store_precision=False).fit(vectors)
     np.testing.assert_allclose(mean, ref.location_, rtol=1e-12)
     np.testing.assert_allclose(lw, ref.covariance_, rtol=1e-10, atol=1e-12)
-    _, fixed = shrunk_covariance(vectors, 0.3)
+    assert 0 <= smallest <= np.linalg.eigvalsh(lw).min() * (1 + 1e-9)  # a lower bound
+    _, fixed, _ = shrunk_covariance(vectors, 0.3)
     ref = ShrunkCovariance(store_precision=False, shrinkage=0.3).fit(vectors)
     np.testing.assert_allclose(fixed, ref.covariance_, rtol=1e-10, atol=1e-12)
     # The detector's precision is the inverse of that covariance, exactly symmetric.
