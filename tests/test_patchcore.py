@@ -169,21 +169,23 @@ def test_subset_model_keeps_its_images_bank_patches_and_tops_up_greedily(rng):
     n, p, c = 12, 10, 4
     X = rng.normal(size=(n, p, c)).astype(np.float32)
     X[[0, 1]] *= 6  # two spread-out images: the full model's first centres are theirs
-    full = PatchCore(coreset_ratio=0.1, projection_dim=None, random_state=1).fit(X)
+    full = PatchCore(coreset_ratio=0.3, projection_dim=None, random_state=1).fit(X)
     images = np.arange(2, n)
     sub = full.subset_model(X, images)
-    ref = PatchCore(coreset_ratio=0.1, projection_dim=None, random_state=1).fit(X[images])
-    assert len(sub.bank_) == len(ref.bank_) == 10  # the size a fit on the subset keeps
+    ref = PatchCore(coreset_ratio=0.3, projection_dim=None, random_state=1).fit(X[images])
+    assert len(sub.bank_) == len(ref.bank_) == 30  # the size a fit on the subset keeps
     rows = X[images].reshape(-1, c)
     np.testing.assert_array_equal(sub.bank_, rows[sub.bank_indices_])
-    # Its seeds: the full bank's patches of these images, in their order of selection.
+    # Its seeds: the full bank's patches of these images, in their order of selection, less
+    # as many as images 0 and 1 held (those steps are chosen again).
     own = full.bank_indices_[full.bank_indices_ // p >= 2] - 2 * p
-    seeds = own[: len(sub.bank_)]
+    dropped = int((full.bank_indices_ // p < 2).sum())
+    seeds = own[: len(sub.bank_) - dropped]
     np.testing.assert_array_equal(sub.bank_indices_[: len(seeds)], seeds)
     # The top-up: farthest-point steps from the seeds, by hand.
     added = _greedy_by_hand(rows.astype(np.float64), list(seeds), len(sub.bank_) - len(seeds))
     np.testing.assert_array_equal(sub.bank_indices_[len(seeds) :], added)
-    assert len(seeds) < len(sub.bank_)  # the case above did top up
+    assert dropped > 0 and len(seeds) < len(sub.bank_)  # the case above did refill and top up
     # Without a greedy coreset, it is a fresh fit on the subset.
     rand = PatchCore(coreset="random", coreset_ratio=0.1).fit(X)
     np.testing.assert_array_equal(
@@ -449,7 +451,7 @@ def test_denoise_bad_parameters_and_small_data(rng):
 def test_subset_model_independent_fits_afresh_and_a_foreign_x_is_refused(rng):
     X = rng.normal(size=(12, 10, 4)).astype(np.float32)
     X[[0, 1]] *= 6
-    params = {"coreset_ratio": 0.1, "projection_dim": None, "random_state": 1}
+    params = {"coreset_ratio": 0.3, "projection_dim": None, "random_state": 1}
     images = np.arange(2, 12)
     fresh = PatchCore(**params).fit(X[images])
     independent = PatchCore(**params, subset_fits="independent").fit(X)

@@ -272,12 +272,16 @@ class PatchCore(BaseDetector):
 
         What the ensemble's and cleaning's out-of-fold models and cleaning's fine-tuned
         model are: each would otherwise repeat a greedy selection of thousands of steps.
-        Here the subset keeps the bank patches of this model that come from its own images
-        (in the order they were chosen, up to the bank size a fit on ``X[images]`` would
-        keep), and when those are fewer, the greedy selection goes on from them among the
-        subset's own patches (the same seeded pool a fit would look at) until the bank is
-        full: every added patch is the one farthest from the bank so far, as in a fresh
-        selection. A left-out image's patches are never in the bank. Not a greedy selection
+        Here the subset keeps the bank patches of this model that come from its own images,
+        in the order they were chosen, up to the bank size a fit on ``X[images]`` would keep
+        *less* as many as the left-out images held; then the greedy selection goes on from
+        them among the subset's own patches (the same seeded pool a fit would look at) until
+        the bank is full: every added patch is the one farthest from the bank so far, as in
+        a fresh selection. The held-back share refills the holes the left-out images' bank
+        patches leave: without it, out-of-fold scores ranked ELPV's defective training images
+        clearly worse than fresh fold fits (training-set AUROC 0.84 against 0.94 in one
+        cell), as each held-out good image lost the bank patches that covered it. A
+        left-out image's patches are never in the bank. Not a greedy selection
         from scratch, so the bank differs a little from ``fit(X[images])``'s; without a
         greedy coreset, with denoising, or when every patch fits in the bank it *is*
         ``fit(X[images])``. ``coverage_radius_`` is None when nothing was added.
@@ -315,6 +319,10 @@ class PatchCore(BaseDetector):
         own_image, own_patch = np.divmod(bank_rows, n_patches)
         kept = position[own_image] >= 0
         seeds = (position[own_image] * n_patches + own_patch)[kept]  # in selection order
+        # As many steps as the left-out images had bank patches are chosen again: those
+        # patches covered their own images' neighbourhoods, and the subset's patches there
+        # are left uncovered (a held-out good image then scored as if it were unusual).
+        seeds = seeds[: max(0, n_keep - int((~kept).sum()))]
         radius = None
         if len(seeds) >= n_keep:
             rows = seeds[:n_keep]
