@@ -289,7 +289,11 @@ class OneShotRemoval(BaseEstimator):
         for train_idx, test_idx in folds.split(X):
             # A fresh copy fitted on the other folds, or one the detector derives from
             # ``model`` for less without the fold's images (PatchCore: subset_fits).
-            fold_model = model.subset_model(X, train_idx)
+            derive = getattr(model, "subset_model", None)
+            if callable(derive):
+                fold_model = derive(X, train_idx)
+            else:  # a detector that is not a BaseDetector
+                fold_model = clone(self.detector).fit(X[train_idx])
             scores[test_idx] = fold_model.decision_function(X[test_idx])
         return scores
 

@@ -106,9 +106,10 @@ def shrunk_covariance(
     if isinstance(shrinkage, str):  # "ledoit_wolf"
         # delta: the squared distance of S from mu·I; beta: the estimated error of S; both
         # per feature (Ledoit & Wolf 2004, Lemma 3.3 and Theorem 3.1, as in scikit-learn).
-        delta = (float(np.sum(sample**2)) - 2 * mu * mu * d + d * mu**2) / d
-        fourth = float(np.sum(np.einsum("ij,ij->i", centred, centred) ** 2))
-        beta = min((fourth / n - float(np.sum(sample**2))) / (d * n), delta)
+        squares = float(np.sum(sample**2))  # ‖S‖²_F
+        delta = (squares - d * mu**2) / d  # ‖S − mu·I‖²_F / d
+        fourth = float(np.sum(np.einsum("ij,ij->i", centred, centred) ** 2))  # Σ‖x‖⁴
+        beta = min((fourth / n - squares) / (d * n), delta)
         shrinkage = 0.0 if beta == 0 or d == 1 else beta / delta
     covariance = (1 - shrinkage) * sample
     covariance.flat[:: d + 1] += shrinkage * mu
@@ -118,8 +119,9 @@ def shrunk_covariance(
 def _inverse_of_shrunk(covariance: np.ndarray, smallest: float) -> np.ndarray:
     """Inverse of a covariance whose eigenvalues are all at least ``smallest``.
 
-    With the condition number so bounded below 1e8 (any real shrinkage), NumPy's LU inverse
-    is accurate to about 1e-8 and needs no second BLAS library: SciPy's LAPACK (Cholesky
+    With the condition number so bounded below 1e8 (Ledoit–Wolf's shrinkage, or any fixed one
+    above 1e-8 × the number of features), NumPy's LU inverse is accurate to about 1e-8 and
+    needs no second BLAS library: SciPy's LAPACK (Cholesky
     inverse) ran 1.5x slower inside a sweep, its threads and NumPy's spinning on the same two
     cores after each other's calls. Without such a bound (no shrinkage) the pseudo-inverse
     by eigendecomposition, which a singular sample covariance also needs.
