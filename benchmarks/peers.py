@@ -744,6 +744,13 @@ def _guard_memory(result: dict, result_path: Path, doing: dict, limit_gb: float)
         threading.Thread(target=watch, daemon=True).start()
 
 
+def _skip(result: dict, methods, why: str) -> None:
+    """Record ``why`` as the reason each of ``methods`` did not run, and say it."""
+    for m in methods:
+        result["skipped"][m] = why
+    print(why, flush=True)
+
+
 def _error_text(exc: BaseException) -> str:
     where = traceback.extract_tb(exc.__traceback__)
     last = f" (at {Path(where[-1].filename).name}:{where[-1].lineno})" if where else ""
@@ -789,10 +796,7 @@ def worker(job_dir: Path) -> None:
                 )
             anomalib_ok = True
         except Exception as exc:
-            why = f"anomalib cannot be run: {_error_text(exc)}"
-            for m in ANOMALIB_METHODS:
-                result["skipped"][m] = why
-            print(why, flush=True)
+            _skip(result, ANOMALIB_METHODS, f"anomalib cannot be run: {_error_text(exc)}")
     if any(m in methods for m in PYOD_METHODS):
         try:
             import pyod
@@ -805,10 +809,7 @@ def worker(job_dir: Path) -> None:
             IForest(random_state=0).fit(warm).decision_function(warm)
             pyod_ok = True
         except Exception as exc:
-            why = f"PyOD cannot be run: {_error_text(exc)}"
-            for m in PYOD_METHODS:
-                result["skipped"][m] = why
-            print(why, flush=True)
+            _skip(result, PYOD_METHODS, f"PyOD cannot be run: {_error_text(exc)}")
     _write_json_atomic(result_path, result)
 
     images = data["images"] if "images" in data else None
